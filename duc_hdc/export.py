@@ -1,0 +1,148 @@
+"""Export a network for deployment: MXNet symbol JSON + params, and ONNX; reload checks.
+
+Files written for ``prefix``:
+
+- ``prefix-symbol.json`` / ``prefix-0000.params``: the hybridized graph (input ``data``,
+  (N, 3, H, W) float32 normalized as ``prefix.json`` says; output logits
+  (N, classes, H / cell_width, W / cell_width)); loads with ``gluon.SymbolBlock.imports`` and
+  ``mx.mod.Module``; one graph for every H, W that are multiples of 8;
+- ``prefix.json``: the model settings (classes, cell width, normalization, ...);
+- ``prefix.onnx`` (optional): the same graph with dynamic batch, height and width.
+"""
+import logging
+import os
+
+import mxnet as mx
+import numpy as np
+
+from .model.network import write_sidecar
+
+log = logging.getLogger(__name__)
+
+
+def _random_input(shape, seed=0):
+    return mx.nd.array(np.random.RandomState(seed).normal(0, 1, shape).astype(np.float32))
+
+
+def _rel_diff(a, b):
+    """max |a - b| / max |a| (0 when both are 0)."""
+    scale = float(np.abs(a).max())
+    return float(np.abs(a - b).max()) / (scale if scale > 0 else 1.0)
+
+
+def export_symbol(net, prefix, shape):
+    """Hybridize ``net``, trace it at ``shape`` and write ``prefix-symbol.json``/``-0000.params``.
+
+    Files are written under a temporary prefix and renamed, so an interrupted export leaves no
+    half-written pair behind.
+    """
+    out_dir = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(out_dir, exist_ok=True)
+    net.hybridize(static_alloc=True, static_shape=True)
+    x = _random_input(shape)
+    net(x).wait_to_read()
+    tmp = prefix + ".tmp%d" % os.getpid()
+    net.export(tmp, epoch=0)
+    for suffix in ("-symbol.json", "-0000.params"):
+        os.replace(tmp + suffix, prefix + suffix)
+    write_sidecar(prefix + "-0000.params", net.config, path=prefix + ".json")
+    return prefix + "-symbol.json", prefix + "-0000.params"
+
+
+def check_symbol(net, prefix, shapes):
+    """Reload the export with SymbolBlock and Module; max relative differences per shape."""
+    block = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                         prefix + "-0000.params")
+    sym, args, auxs = mx.model.load_checkpoint(prefix, 0)
+    diffs = {}
+    for shape in shapes:
+        x = _random_input(shape, seed=1)
+        want = net(x).asnumpy()
+        got_block = block(x).asnumpy()
+        mod = mx.mod.Module(sym, data_names=["data"], label_names=None, context=mx.cpu())
+        mod.bind(data_shapes=[("data", tuple(shape))], for_training=False)
+        mod.set_params(args, auxs)
+        mod.forward(mx.io.DataBatch([x]), is_train=False)
+        got_mod = mod.get_outputs()[0].asnumpy()
+        diffs[tuple(shape)] = dict(symbolblock=_rel_diff(want, got_block),
+                                   module=_rel_diff(want, got_mod))
+    return diffs
+
+
+def export_onnx(prefix, shape, onnx_path=None):
+    """Convert ``prefix-symbol.json`` to ONNX with dynamic batch, height and width."""
+    import onnx
+
+    onnx_path = onnx_path or prefix + ".onnx"
+    tmp = onnx_path + ".tmp"
+    mx.onnx.export_model(prefix + "-symbol.json", prefix + "-0000.params", [tuple(shape)],
+                         [np.float32], tmp, dynamic=True,
+                         dynamic_input_shapes=[(None, 3, None, None)])
+    # mxnet's exporter lists the weights as graph inputs too; runtimes then cannot fold them as
+    # constants (onnxruntime warns per weight). Keep only the real input.
+    model = onnx.load(tmp)
+    inits = {t.name for t in model.graph.initializer}
+    keep = [i for i in model.graph.input if i.name not in inits]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    onnx.checker.check_model(model)
+    onnx.save(model, tmp)
+    os.replace(tmp, onnx_path)
+    return onnx_path
+
+
+def check_onnx(net, onnx_path, shapes):
+    """Run the ONNX file with onnxruntime; max relative difference to ``net`` per shape."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    diffs = {}
+    for shape in shapes:
+        x = _random_input(shape, seed=2)
+        got = sess.run(None, {name: x.asnumpy()})[0]
+        diffs[tuple(shape)] = _rel_diff(net(x).asnumpy(), got)
+    return diffs
+
+
+def second_shape(shape):
+    """Another valid input size (to show one export serves several sizes)."""
+    n, c, h, w = shape
+    return (n, c, max(8, h // 2 // 8 * 8), max(8, (w // 2 + 8) // 8 * 8))
+
+
+def export_model(net, prefix, shape, onnx=False, check=True):
+    """Export ``net`` to ``prefix`` (symbol + params, optionally ONNX) and verify the files.
+
+    Parameters
+    ----------
+    net : DUCHDC
+    prefix : str
+        Output path prefix.
+    shape : tuple of 4 int
+        (N, 3, H, W) used to trace the graph; H and W multiples of 8.
+    onnx : bool
+        Also write ``prefix.onnx``.
+    check : bool
+        Reload the files and compare with ``net`` at ``shape`` and a second size.
+
+    Returns
+    -------
+    dict
+        ``files`` written and, with ``check``, the relative differences.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 4 or shape[1] != 3 or shape[2] % 8 or shape[3] % 8:
+        raise ValueError("shape must be N,3,H,W with H and W multiples of 8, got %s"
+                         % ",".join(map(str, shape)))
+    sym_path, params_path = export_symbol(net, prefix, shape)
+    result = dict(files=[sym_path, params_path, prefix + ".json"])
+    shapes = [shape, second_shape(shape)]
+    if check:
+        result["symbol_diff"] = check_symbol(net, prefix, shapes)
+    if onnx:
+        onnx_path = export_onnx(prefix, shape)
+        result["files"].append(onnx_path)
+        if check:
+            result["onnx_diff"] = check_onnx(net, onnx_path, shapes)
+    return result

@@ -1,0 +1,173 @@
+"""Network shapes, schedules, hybridization and argument errors."""
+import mxnet as mx
+import numpy as np
+import pytest
+
+from duc_hdc import get_model
+from duc_hdc.convert import architecture_from_symbol_json
+from duc_hdc.model.network import model_names
+from duc_hdc.model.resnet_hdc import RESNET_SPECS, dilation_schedule
+
+
+def _x(shape, seed=0):
+    return mx.nd.array(np.random.RandomState(seed).normal(0, 1, shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("depth", sorted(RESNET_SPECS))
+@pytest.mark.parametrize("cell_width", [1, 2, 4, 8])
+def test_output_shape_every_depth_and_cell_width(depth, cell_width):
+    net = get_model("duc_hdc_resnet%d" % depth, classes=3, cell_width=cell_width, base_width=4)
+    for h, w in [(32, 48), (40, 24)]:
+        y = net(_x((2, 3, h, w)))
+        assert y.shape == (2, 3, h // cell_width, w // cell_width)
+
+
+@pytest.mark.parametrize("variant", ["tusimple", "v1s"])
+@pytest.mark.parametrize("head", ["duc", "bilinear"])
+def test_hybridized_equals_imperative(variant, head):
+    net = get_model("duc_hdc_resnet50", classes=4, base_width=8, variant=variant, head=head)
+    x = _x((1, 3, 48, 64))
+    imperative = net(x).asnumpy()
+    net.hybridize(static_alloc=True, static_shape=True)
+    hybrid = net(x).asnumpy()
+    np.testing.assert_allclose(hybrid, imperative, rtol=1e-4, atol=1e-4 * np.abs(imperative).max())
+
+
+def test_cityscapes_recipe_matches_the_release():
+    net = get_model("duc_hdc_resnet101_cityscapes")
+    trainable = sum(int(np.prod(p.shape)) for p in net.collect_params().values()
+                    if p.grad_req != "null")
+    assert trainable == 65038464  # as the release's graph (reference README)
+    assert net.classes == 19 and net.cell_width == 2
+    assert net.config["variant"] == "tusimple" and net.config["bn_frozen"] is True
+    bns = [b for b in _blocks(net) if isinstance(b, mx.gluon.nn.BatchNorm)]
+    assert bns and all(b._kwargs["eps"] == 1e-6 and b._kwargs["use_global_stats"] for b in bns)
+    convs = [b for b in _blocks(net.backbone) if isinstance(b, mx.gluon.nn.Conv2D)]
+    assert all(b.bias is None for b in convs)
+    assert all(b.bias is not None for b in _blocks(net.head) if isinstance(b, mx.gluon.nn.Conv2D))
+    assert net.normalization == dict(mean=(122.675, 116.669, 104.008), std=None)
+
+
+def _blocks(block):
+    yield block
+    for child in block._children.values():
+        yield from _blocks(child)
+
+
+def test_hdc_schedule_is_the_release_schedule(reference_symbol_path):
+    arch = architecture_from_symbol_json(reference_symbol_path)
+    s4, s5 = dilation_schedule("hdc", RESNET_SPECS[101][1])
+    assert [list(s4), list(s5)] == arch["dilations"]
+    assert s4[:4] == (2, 2, 5, 9) and s4[4:8] == (1, 2, 5, 9) and s4[-3:] == (1, 2, 5)
+    assert s5 == (5, 9, 17)
+    net = get_model("duc_hdc_resnet101_cityscapes")
+    rates = [blk.conv2._kwargs["dilate"][0] for blk in net.backbone.layer3]
+    assert rates == list(s4)
+
+
+def test_named_and_explicit_schedules():
+    layers = RESNET_SPECS[50][1]
+    assert dilation_schedule("deeplab", layers) == ((2,) * 6, (4,) * 3)
+    assert dilation_schedule("hdc", layers) == ((2, 2, 5, 9, 1, 2), (5, 9, 17))
+    flat = [1, 2, 3, 1, 2, 3, 4, 5, 6]
+    assert dilation_schedule(flat, layers) == ((1, 2, 3, 1, 2, 3), (4, 5, 6))
+    assert dilation_schedule([[1] * 6, [2] * 3], layers) == ((1,) * 6, (2,) * 3)
+    net = get_model("duc_hdc_resnet50", classes=2, base_width=4, dilations=flat)
+    assert [b.conv2._kwargs["dilate"][0] for b in net.backbone.layer4] == [4, 5, 6]
+    with pytest.raises(ValueError, match="3 rates given, the backbone has 9 blocks"):
+        dilation_schedule([1, 2, 3], layers)
+    with pytest.raises(ValueError, match="unknown dilation schedule 'foo'"):
+        dilation_schedule("foo", layers)
+    with pytest.raises(ValueError, match="integer >= 1"):
+        dilation_schedule([0] * 9, layers)
+
+
+def test_tusimple_stride_placement():
+    net = get_model("duc_hdc_resnet50", classes=2, base_width=8, variant="tusimple")
+    first = net.backbone.layer2[0]
+    assert first.conv1._kwargs["stride"] == (2, 2) and first.conv2._kwargs["stride"] == (1, 1)
+    assert first.downsample[0]._kwargs["stride"] == (2, 2)
+    v1s = get_model("duc_hdc_resnet50", classes=2, base_width=8, variant="v1s")
+    first = v1s.backbone.layer2[0]
+    assert first.conv1._kwargs["stride"] == (1, 1) and first.conv2._kwargs["stride"] == (2, 2)
+
+
+def test_v1s_backbone_matches_gluoncv_imagenet_layout():
+    """The v1s variant's backbone parameters are GluonCV resnet50_v1s's, by name and shape."""
+    from gluoncv.model_zoo import get_model as gcv_get_model
+
+    ref = gcv_get_model("resnet50_v1s", pretrained=False)
+    ref.initialize()
+    ref(mx.nd.zeros((1, 3, 32, 32)))
+    ref_params = {k: v.shape for k, v in ref._collect_params_with_prefix().items()}
+    net = get_model("duc_hdc_resnet50", classes=2, variant="v1s")
+    ours = {k[len("backbone."):]: v.shape for k, v in net._collect_params_with_prefix().items()
+            if k.startswith("backbone.")}
+    assert set(ours) == set(ref_params) - {"fc.weight", "fc.bias"}
+    assert all(ours[k] == ref_params[k] for k in ours)
+
+
+def test_cell_width_one_skips_rearrangement_and_bilinear_baseline_shape():
+    net = get_model("duc_hdc_resnet18", classes=3, base_width=4, cell_width=8)
+    assert net(_x((1, 3, 32, 32))).shape == (1, 3, 4, 4)
+    base = get_model("duc_hdc_resnet18", classes=3, base_width=4, head="bilinear")
+    assert base(_x((1, 3, 32, 64))).shape == (1, 3, 16, 32)
+
+
+def test_duc_rearrangement_is_depth_to_space_order():
+    """Channel (i*r + j)*C + c of the head lands at sub-pixel (i, j) of class c."""
+    net = get_model("duc_hdc_resnet18", classes=2, base_width=4, cell_width=4, aspp_rates=[1])
+    r, classes = 2, 2
+    feats = mx.nd.zeros((1, net.backbone.out_channels, 1, 1))
+    branch = net.head.branches[0]
+    branch.weight.set_data(mx.nd.zeros(branch.weight.shape))
+    bias = np.arange(classes * r * r, dtype=np.float32)
+    branch.bias.set_data(mx.nd.array(bias))
+    out = net.head(feats).asnumpy()[0]
+    for c in range(classes):
+        for i in range(r):
+            for j in range(r):
+                assert out[c, i, j] == bias[(i * r + j) * classes + c]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(classes=0), "classes must be an integer >= 1"),
+    (dict(classes=3, cell_width=3), "cell_width must divide 8"),
+    (dict(classes=3, aspp_rates=[]), "at least one"),
+    (dict(classes=3, head="fcn"), "head 'fcn'"),
+    (dict(classes=3, variant="v1c"), "variant 'v1c'"),
+    (dict(classes=3, colour="red"), "unknown model setting"),
+])
+def test_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        get_model("duc_hdc_resnet18", base_width=4, **kwargs)
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError) as err:
+        get_model("duc_hdc_resnet99", classes=3)
+    for name in model_names():
+        assert name in str(err.value)
+
+
+def test_generic_name_needs_classes():
+    with pytest.raises(ValueError, match="pass classes=N"):
+        get_model("duc_hdc_resnet18")
+
+
+def test_input_sizes_not_multiple_of_8_are_rejected():
+    net = get_model("duc_hdc_resnet18", classes=3, base_width=4)
+    with pytest.raises(ValueError, match="multiples of 8, got 36x48"):
+        net(_x((1, 3, 36, 48)))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        net(_x((1, 1, 32, 32)))
+    net.hybridize()
+    with pytest.raises(ValueError, match="multiples of 8"):
+        net(_x((1, 3, 32, 30)))
+
+
+def test_recipes_build():
+    for name, classes in [("duc_resnet152_voc", 21), ("duc_hdc_resnet101_kitti_road", 2)]:
+        net = get_model(name, base_width=4)
+        assert net.classes == classes
+        assert net(_x((1, 3, 32, 32))).shape == (1, classes, 16, 16)

@@ -1,0 +1,384 @@
+"""Pretrained-weight zoo: verified, locked, atomic downloads against a local HTTP server."""
+import collections
+import dataclasses
+import hashlib
+import http.server
+import json
+import multiprocessing
+import os
+import sys
+import threading
+import time
+import types
+import zipfile
+
+import pytest
+
+from duc_hdc import zoo
+
+PAYLOAD = bytes(range(256)) * 1024          # 256 KiB
+PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
+WRONG_SHA256 = "0" * 64
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Routes /good/F, /slow/F (~1 s), /truncated/F, /flaky/F (503 twice first); else 404."""
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):
+        server = self.server
+        with server.lock:
+            server.hits[self.path] += 1
+            hits = server.hits[self.path]
+        parts = self.path.strip("/").split("/")
+        body = server.files.get(parts[-1]) if len(parts) == 2 else None
+        route = parts[0]
+        if body is None or route not in ("good", "slow", "truncated", "flaky"):
+            self.send_error(404, "Not Found")
+            return
+        if route == "flaky" and hits <= 2:
+            self.send_error(503, "Service Unavailable")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        declared = len(body) + 1000 if route == "truncated" else len(body)
+        self.send_header("Content-Length", str(declared))
+        self.end_headers()
+        if route == "slow":
+            step = len(body) // 20
+            for i in range(0, len(body), step):
+                self.wfile.write(body[i:i + step])
+                self.wfile.flush()
+                time.sleep(0.05)
+        else:
+            self.wfile.write(body)
+        # HTTP/1.0: the connection closes here, 1000 bytes short on /truncated/
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    httpd.hits = collections.Counter()
+    httpd.lock = threading.Lock()
+    httpd.files = {"weights.params": PAYLOAD, "model.onnx": PAYLOAD[::-1]}
+    thread = threading.Thread(target=httpd.serve_forever, kwargs=dict(poll_interval=0.05),
+                              daemon=True)
+    thread.start()
+    httpd.url = "http://127.0.0.1:{}".format(httpd.server_address[1])
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    path = tmp_path / "cache"
+    monkeypatch.setenv("DUC_HDC_HOME", str(path))
+    monkeypatch.delenv("DUC_HDC_BASE_URL", raising=False)
+    monkeypatch.delenv("MXNET_HOME", raising=False)
+    return path
+
+
+def _entry(name="test_weights", **changes):
+    fields = dict(name=name, kind="params", source="url", file_name="weights.params",
+                  urls=("http://127.0.0.1:9/unused/weights.params",), sha256=PAYLOAD_SHA256,
+                  model="duc_hdc_test_model", classes=3, cell_width=2, mean=(1.0, 2.0, 3.0),
+                  std=(1.0, 1.0, 1.0), dataset="synthetic",
+                  metric=dict(name="mIoU", value=None, split="none", protocol="test"))
+    fields.update(changes)
+    return zoo.ZooEntry(**fields)
+
+
+def _add(monkeypatch, entry):
+    monkeypatch.setitem(zoo.MODELS, entry.name, entry)
+    return entry
+
+
+def _leftovers(directory):
+    return sorted(p for p in os.listdir(directory) if p.endswith(".part") or p.endswith(".tmp"))
+
+
+# ---------------------------------------------------------------------------------- download
+def test_download_good_file(server, tmp_path):
+    path = zoo.download(server.url + "/good/weights.params", str(tmp_path / "w.params"),
+                        sha256=PAYLOAD_SHA256, progress=False)
+    assert open(path, "rb").read() == PAYLOAD
+    # cached and verified: no second request
+    assert zoo.download(server.url + "/good/weights.params", path, sha256=PAYLOAD_SHA256,
+                        progress=False) == path
+    assert server.hits["/good/weights.params"] == 1
+    assert _leftovers(tmp_path) == []
+
+
+def test_wrong_hash_deletes_file_and_names_both_hashes(server, tmp_path):
+    url = server.url + "/good/weights.params"
+    target = tmp_path / "w.params"
+    with pytest.raises(zoo.ChecksumError) as info:
+        zoo.download(url, str(target), sha256=WRONG_SHA256, progress=False, retry_delay=0)
+    message = str(info.value)
+    assert url in message and WRONG_SHA256 in message and PAYLOAD_SHA256 in message
+    assert not target.exists() and _leftovers(tmp_path) == []
+    assert server.hits["/good/weights.params"] == 1  # a wrong hash is not retried
+
+
+def test_truncated_transfer_is_retried_then_reported(server, tmp_path):
+    url = server.url + "/truncated/weights.params"
+    target = tmp_path / "w.params"
+    with pytest.raises(zoo.IncompleteDownloadError) as info:
+        zoo.download(url, str(target), sha256=PAYLOAD_SHA256, progress=False, retries=2,
+                     retry_delay=0)
+    message = str(info.value)
+    assert url in message
+    assert "received {} of {} bytes".format(len(PAYLOAD), len(PAYLOAD) + 1000) in message
+    assert "3 attempts" in message
+    assert server.hits["/truncated/weights.params"] == 3
+    assert not target.exists() and _leftovers(tmp_path) == []
+
+
+def test_http_404_is_reported_at_once(server, tmp_path):
+    url = server.url + "/good/absent.params"
+    with pytest.raises(zoo.DownloadError) as info:
+        zoo.download(url, str(tmp_path / "absent.params"), sha256=PAYLOAD_SHA256,
+                     progress=False, retry_delay=0)
+    assert "HTTP 404" in str(info.value) and url in str(info.value)
+    assert server.hits["/good/absent.params"] == 1
+    assert not (tmp_path / "absent.params").exists() and _leftovers(tmp_path) == []
+
+
+def test_transient_errors_are_retried(server, tmp_path):
+    path = zoo.download(server.url + "/flaky/weights.params", str(tmp_path / "w.params"),
+                        sha256=PAYLOAD_SHA256, progress=False, retries=2, retry_delay=0)
+    assert open(path, "rb").read() == PAYLOAD
+    assert server.hits["/flaky/weights.params"] == 3
+    with pytest.raises(zoo.DownloadError, match="HTTP 503"):
+        zoo.download(server.url + "/flaky/model.onnx", str(tmp_path / "m.onnx"),
+                     progress=False, retries=1, retry_delay=0)
+
+
+def _child_get_weights(entry, home, base_url, barrier, queue):
+    os.environ["DUC_HDC_HOME"] = home
+    zoo.MODELS[entry.name] = entry
+    barrier.wait(timeout=60)
+    start = time.time()
+    try:
+        path = zoo.get_weights(entry.name, base_url=base_url, progress=False)
+        queue.put(("ok", path, start, time.time()))
+    except Exception as e:  # reported to the parent, which fails the test
+        queue.put(("error", repr(e), start, time.time()))
+
+
+def test_two_processes_download_one_file(server, home):
+    entry = _entry()
+    ctx = multiprocessing.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_child_get_weights,
+                         args=(entry, str(home), server.url + "/slow", barrier, queue))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert [r[0] for r in results] == ["ok", "ok"], results
+    assert results[0][1] == results[1][1] == str(home / "weights.params")
+    # they ran at the same time: each started before the other finished
+    assert max(r[2] for r in results) < min(r[3] for r in results)
+    assert server.hits["/slow/weights.params"] == 1  # the second waited, then found it verified
+    assert open(results[0][1], "rb").read() == PAYLOAD
+    assert _leftovers(home) == []
+
+
+# ---------------------------------------------------------------------------------- get_weights
+def test_file_base_url_and_env_override(tmp_path, home, monkeypatch):
+    _add(monkeypatch, _entry())
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "weights.params").write_bytes(PAYLOAD)
+    path = zoo.get_weights("test_weights", base_url="file://" + str(mirror), progress=False)
+    assert path == str(home / "weights.params") and open(path, "rb").read() == PAYLOAD
+
+    other = tmp_path / "other_cache"
+    monkeypatch.setenv("DUC_HDC_BASE_URL", "file://{}/".format(mirror))
+    path = zoo.get_weights("test_weights", root=str(other), progress=False)
+    assert path == str(other / "weights.params") and open(path, "rb").read() == PAYLOAD
+    assert zoo.resolve_urls("test_weights") == ["file://{}/weights.params".format(mirror)]
+
+    monkeypatch.delenv("DUC_HDC_BASE_URL")
+    with pytest.raises(zoo.DownloadError, match="nowhere"):
+        zoo.get_weights("test_weights", root=str(tmp_path / "third"),
+                        base_url="file://" + str(tmp_path / "nowhere"), progress=False)
+
+
+def test_corrupted_cache_is_downloaded_again(server, home, monkeypatch):
+    _add(monkeypatch, _entry(urls=(server.url + "/good/weights.params",)))
+    path = zoo.get_weights("test_weights", progress=False)
+    with open(path, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x00garbage\x00")
+    assert zoo.get_weights("test_weights", progress=False) == path
+    assert open(path, "rb").read() == PAYLOAD
+    assert server.hits["/good/weights.params"] == 2
+
+
+def test_mirror_list_falls_through_to_a_working_url(server, home, monkeypatch):
+    _add(monkeypatch, _entry(urls=(server.url + "/good/missing.params",
+                                   server.url + "/good/weights.params")))
+    path = zoo.get_weights("test_weights", progress=False)
+    assert open(path, "rb").read() == PAYLOAD
+
+
+def test_unknown_name_lists_known_names(home):
+    with pytest.raises(zoo.UnknownModelError) as info:
+        zoo.get_weights("duc_hdc_resnet9000")
+    message = str(info.value)
+    assert "duc_hdc_resnet9000" in message
+    for name in zoo.list_models():
+        assert name in message
+    with pytest.raises(zoo.UnknownModelError, match="duc_hdc_resnet101_cityscapes"):
+        zoo.weights_for_model("duc_hdc_resnet9000")
+
+
+def test_entry_without_hash_needs_trust(server, home, monkeypatch):
+    _add(monkeypatch, _entry(sha256=None, urls=(server.url + "/good/weights.params",)))
+    with pytest.raises(zoo.WeightsNotAvailableError, match="--trust"):
+        zoo.get_weights("test_weights", progress=False)
+    assert server.hits["/good/weights.params"] == 0
+    path = zoo.get_weights("test_weights", allow_unverified=True, progress=False)
+    assert open(path, "rb").read() == PAYLOAD
+
+
+def test_onnx_entry_is_converted_once(server, home, monkeypatch):
+    onnx_bytes = PAYLOAD[::-1]
+    entry = _add(monkeypatch, _entry(
+        name="test_onnx", kind="onnx", file_name="model.onnx",
+        urls=(server.url + "/good/model.onnx",), sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        params_file="test_onnx-converted.params"))
+    calls = []
+
+    def convert_onnx(onnx_path, classes, out_params):
+        calls.append((onnx_path, classes, out_params))
+        with open(onnx_path, "rb") as src, open(out_params, "wb") as out:
+            out.write(b"converted:" + src.read()[:64])
+
+    monkeypatch.setitem(sys.modules, "duc_hdc.convert",
+                        types.SimpleNamespace(convert_onnx=convert_onnx))
+    path = zoo.get_weights("test_onnx", progress=False)
+    assert path == str(home / "test_onnx-converted.params")
+    assert calls == [(str(home / "model.onnx"), 3, path)]
+    assert open(path, "rb").read() == b"converted:" + onnx_bytes[:64]
+    record = json.load(open(path + zoo.HASH_SIDECAR_SUFFIX))
+    assert record["source_sha256"] == entry.sha256
+    assert record["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+    assert zoo.get_weights("test_onnx", progress=False) == path
+    assert len(calls) == 1 and server.hits["/good/model.onnx"] == 1
+    with open(path, "ab") as f:
+        f.write(b"corruption")
+    assert zoo.get_weights("test_onnx", progress=False) == path
+    assert len(calls) == 2 and server.hits["/good/model.onnx"] == 1  # cached ONNX reused
+    assert open(path, "rb").read() == b"converted:" + onnx_bytes[:64]
+
+
+def test_local_tusimple_entry(tmp_path, home):
+    name = "duc_hdc_resnet101_cityscapes_tusimple"
+    with pytest.raises(zoo.WeightsNotAvailableError) as info:
+        zoo.get_weights(name)
+    message = str(info.value)
+    assert "duc-hdc convert tusimple --prefix" in message and "--classes 19" in message
+    assert str(home / "duc_hdc_resnet101_cityscapes_tusimple.params") in message
+
+    converted = tmp_path / "converted.params"
+    converted.write_bytes(PAYLOAD)
+    (tmp_path / "converted.json").write_text('{"model": {"classes": 19}}')
+    path = zoo.register_local(name, str(converted))
+    assert path == str(home / "duc_hdc_resnet101_cityscapes_tusimple.params")
+    assert open(path, "rb").read() == PAYLOAD
+    assert json.load(open(path + zoo.HASH_SIDECAR_SUFFIX))["sha256"] == PAYLOAD_SHA256
+    assert json.load(open(str(home / "duc_hdc_resnet101_cityscapes_tusimple.json"))) == {
+        "model": {"classes": 19}}
+    assert zoo.get_weights(name) == path
+    entry, found = zoo.weights_for_model("duc_hdc_resnet101_cityscapes")
+    assert entry.name == name and found == path  # the registered original wins over ONNX
+
+    with open(path, "r+b") as f:
+        f.write(b"XX")
+    with pytest.raises(zoo.WeightsNotAvailableError, match="corrupted"):
+        zoo.get_weights(name)
+
+
+def test_file_converted_straight_into_the_cache_is_registered(home):
+    name = "duc_hdc_resnet101_cityscapes_tusimple"
+    target = home / "duc_hdc_resnet101_cityscapes_tusimple.params"
+    home.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(PAYLOAD)  # what `duc-hdc convert tusimple --out $DUC_HDC_HOME/...` does
+    assert zoo.get_weights(name) == str(target)
+    assert json.load(open(str(target) + zoo.HASH_SIDECAR_SUFFIX))["sha256"] == PAYLOAD_SHA256
+
+
+def test_register_local_checks_known_hash(tmp_path, home, monkeypatch):
+    _add(monkeypatch, _entry())
+    bad = tmp_path / "bad.params"
+    bad.write_bytes(b"not the weights")
+    with pytest.raises(zoo.ChecksumError, match=PAYLOAD_SHA256):
+        zoo.register_local("test_weights", str(bad))
+    good = tmp_path / "good.params"
+    good.write_bytes(PAYLOAD)
+    path = zoo.register_local("test_weights", str(good), link=True)
+    # now usable offline: the cached file verifies, no URL is contacted
+    assert zoo.get_weights("test_weights", progress=False) == path
+
+
+def test_gluoncv_backbone_from_a_file_mirror(tmp_path, home, monkeypatch):
+    from gluoncv.model_zoo import model_store
+
+    fake = b"fake resnet101_v1s parameters" * 100
+    sha1 = hashlib.sha1(fake).hexdigest()
+    monkeypatch.setitem(model_store._model_sha1, "resnet101_v1s", sha1)
+    monkeypatch.setitem(zoo.MODELS, "resnet101_v1s", dataclasses.replace(
+        zoo.MODELS["resnet101_v1s"], sha1=sha1,
+        file_name="resnet101_v1s-{}.params".format(sha1[:8])))
+    stem = "resnet101_v1s-" + sha1[:8]
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    with zipfile.ZipFile(mirror / (stem + ".zip"), "w") as zf:
+        zf.writestr(stem + ".params", fake)
+    assert not zoo.is_cached("resnet101_v1s")
+    path = zoo.get_weights("resnet101_v1s", base_url="file://" + str(mirror), progress=False)
+    assert path == str(home / (stem + ".params")) and open(path, "rb").read() == fake
+    assert zoo.is_cached("resnet101_v1s")
+    # cached: GluonCV's own get_model_file finds and verifies it, no network
+    assert zoo.get_weights("resnet101_v1s") == path
+    entry, found = zoo.weights_for_model("resnet101_v1s")
+    assert entry.name == "resnet101_v1s" and found == path
+
+
+# ---------------------------------------------------------------------------------- the table
+def test_builtin_entries():
+    from gluoncv.model_zoo import model_store
+
+    names = zoo.list_models()
+    for name in ("resnet50_v1s", "resnet101_v1s", "resnet152_v1s",
+                 "duc_hdc_resnet101_cityscapes_onnx", "duc_hdc_resnet101_cityscapes_tusimple"):
+        assert name in names
+        text = zoo.describe(name)
+        assert name in text and "mean" in text
+        json.dumps(zoo.get_entry(name).to_dict())
+    for name in ("resnet50_v1s", "resnet101_v1s", "resnet152_v1s"):
+        assert zoo.get_entry(name).sha1 == model_store._model_sha1[name]
+    onnx_entry = zoo.get_entry("duc_hdc_resnet101_cityscapes_onnx")
+    # from the Git LFS pointer of ResNet101-DUC-12.onnx in github.com/onnx/models
+    assert onnx_entry.sha256 == "11ebd46b66706e8bb45e74f67a616f0f61029014e99bd8ea7e55deb74a61e9b6"
+    assert onnx_entry.size == 260671144
+    assert onnx_entry.model == "duc_hdc_resnet101_cityscapes"
+    assert (onnx_entry.classes, onnx_entry.cell_width) == (19, 2)
+    assert onnx_entry.mean == (122.675, 116.669, 104.008)
+    assert all(u.endswith("/ResNet101-DUC-12.onnx") for u in onnx_entry.urls)
+    assert zoo.resolve_urls(onnx_entry, "https://mirror.example/duc/") == [
+        "https://mirror.example/duc/ResNet101-DUC-12.onnx"]
+    assert zoo.get_entry("duc_hdc_resnet101_cityscapes_tusimple").urls == ()
+    with pytest.raises(ValueError, match="sha256"):
+        _entry(sha256="abc")
