@@ -1,58 +1,101 @@
-"""``duc-hdc demo``: the end-to-end job on built-in synthetic data, on CPU.
+"""``duc-hdc demo``: the main job end to end on built-in synthetic data, on a CPU, in minutes.
 
-Until training lands this is a smoke run of the inference path: build the Cityscapes model
-(the original release's architecture), run a synthetic street scene through it, write the
-colour map, and export the symbol.
+synthetic Cityscapes-layout scenes -> RecordIO -> train (the ``synthetic`` recipe) -> evaluate
+on synthetic val (the official whole-image protocol) -> colour maps and overlays -> export the
+symbol. Every step is the one a user runs on the real dataset; finished steps are skipped
+when the demo runs again in the same work directory.
 """
+import json
 import logging
 import os
+import time
 
 import cv2
-import mxnet as mx
 import numpy as np
-
-from . import get_model
-from .export import export_model
 
 log = logging.getLogger(__name__)
 
-
-def _scene(h, w, seed=0):
-    """A crude RGB street scene (sky, buildings, road) to push through the network."""
-    rng = np.random.RandomState(seed)
-    img = np.zeros((h, w, 3), np.uint8)
-    img[: h // 3] = (70, 130, 180)
-    img[h // 3: 2 * h // 3] = (120, 100, 90)
-    img[2 * h // 3:] = (128, 64, 128)
-    noise = rng.normal(0, 8, img.shape)
-    return np.clip(img + noise, 0, 255).astype(np.uint8)
+#: the demo's data: 256x512 scenes (Cityscapes aspect ratio)
+NUM_TRAIN, NUM_VAL, SIZE, SEED = 240, 40, (256, 512), 0
 
 
-def run_demo(workdir):
-    """Run the demo, writing everything under ``workdir``; returns the paths written."""
-    from .data.labels import colorize
+def _prepare_data(workdir):
+    from .data.datasets import convert_cityscapes
+    from .data.synthetic import make_synthetic_cityscapes
 
+    root = os.path.join(workdir, "cityscapes")
+    if not os.path.exists(os.path.join(root, ".complete")):
+        make_synthetic_cityscapes(root, num_train=NUM_TRAIN, num_val=NUM_VAL, size=SIZE,
+                                  seed=SEED)
+        open(os.path.join(root, ".complete"), "w").close()
+    recs = {}
+    for split in ("train", "val"):
+        prefix = os.path.join(workdir, "rec", split)
+        if not os.path.exists(prefix + ".rec"):  # written under a temporary name, then renamed
+            os.makedirs(os.path.dirname(prefix), exist_ok=True)
+            convert_cityscapes(root, split, prefix)
+        recs[split] = prefix + ".rec"
+    return root, recs
+
+
+def _train(workdir, recs, ctx):
+    from .config import load_config
+    from .train import train
+
+    run_dir = os.path.join(workdir, "run")
+    cfg = load_config("synthetic", ["data.train_rec=%s" % recs["train"],
+                                    "data.val_rec=%s" % recs["val"],
+                                    "train.out_dir=%s" % run_dir])
+    final = os.path.join(run_dir, "final.params")
+    if os.path.exists(final):
+        log.info("%s exists: training already done", final)
+        return final
+    resume = run_dir if os.path.exists(os.path.join(run_dir, "checkpoints", "latest.json")) \
+        else None
+    train(cfg, ctx=ctx, resume=resume)
+    return final
+
+
+def run_demo(workdir="demo_out"):
+    """Run the demo under ``workdir``; returns a dict of results and paths."""
+    import mxnet as mx
+
+    from .data import SegRecordDataset
+    from .data.labels import colorize, overlay
+    from .evaluate import evaluate
+    from .export import export_model
+    from .model.network import load_model
+    from .predict import Segmenter
+
+    start = time.time()
     os.makedirs(workdir, exist_ok=True)
-    net = get_model("duc_hdc_resnet101_cityscapes")
-    h, w = 256, 512
-    img = _scene(h, w)
-    norm = net.normalization
-    x = (img.astype(np.float32) - np.asarray(norm["mean"], np.float32))
-    if norm["std"] is not None:
-        x /= np.asarray(norm["std"], np.float32)
-    x = mx.nd.array(x.transpose(2, 0, 1)[None])
-    net.hybridize(static_alloc=True, static_shape=True)
-    logits = net(x)
-    log.info("logits %s for a %dx%d image", logits.shape, h, w)
-    up = mx.nd.contrib.BilinearResize2D(logits, height=h, width=w)
-    pred = up.argmax(axis=1)[0].asnumpy().astype(np.uint8)
-    paths = dict(image=os.path.join(workdir, "scene.png"),
-                 colour=os.path.join(workdir, "scene_colour.png"))
-    cv2.imwrite(paths["image"], img[:, :, ::-1])
-    cv2.imwrite(paths["colour"], colorize(pred, "cityscapes")[:, :, ::-1])
-    result = export_model(net, os.path.join(workdir, "duc_hdc_resnet101_cityscapes"),
-                          (1, 3, h, w), check=False)
-    paths["export"] = result["files"]
-    for key, value in paths.items():
-        log.info("%s: %s", key, value)
-    return paths
+    ctx = [mx.cpu()]
+    data_root, recs = _prepare_data(workdir)
+    final = _train(workdir, recs, ctx)
+
+    net = load_model(final)
+    segmenter = Segmenter(net)
+    val = SegRecordDataset(recs["val"])
+    eval_dir = os.path.join(workdir, "eval")
+    metric = evaluate(segmenter, val, net.classes, dataset_name="cityscapes", save_dir=eval_dir)
+    pixel_accuracy, mean_iou = metric.get()
+
+    pred_dir = os.path.join(workdir, "predictions")
+    os.makedirs(pred_dir, exist_ok=True)
+    for i in range(min(4, len(val))):
+        img, label = val[i]
+        pred = segmenter.predict(img)
+        name = "val_%02d" % i
+        panel = np.concatenate([img, colorize(label, "cityscapes"), colorize(pred, "cityscapes"),
+                                overlay(img, pred, "cityscapes")], axis=0)
+        cv2.imwrite(os.path.join(pred_dir, name + "_panel.png"), panel[:, :, ::-1])
+    export = export_model(net, os.path.join(workdir, "export", "duc_hdc_synthetic"),
+                          (1, 3) + SIZE)
+    result = dict(mean_iou=float(mean_iou), pixel_accuracy=float(pixel_accuracy),
+                  data=data_root, rec=recs, run=os.path.dirname(final), params=final,
+                  curves=os.path.join(os.path.dirname(final), "curves.png"),
+                  eval=eval_dir, predictions=pred_dir, export=export["files"],
+                  seconds=time.time() - start)
+    with open(os.path.join(workdir, "demo.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result

@@ -1,0 +1,233 @@
+"""Training recipes: YAML load, ``--set a.b=v`` overrides, validation with clear errors.
+
+A recipe is one complete YAML file (no inheritance): ``model``, ``data``, ``train`` sections.
+Every key is declared in :data:`SCHEMA` with its type (and choices where they are closed), so an
+unknown key or a wrong type stops with a message naming the key and what would be right.
+"""
+import copy
+import os
+import re
+
+import yaml
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+_NUM = (int, float)
+_OPT_STR = (str, type(None))
+_OPT_INT = (int, type(None))
+_OPT_NUM = (int, float, type(None))
+_LIST = (list, tuple)
+_OPT_LIST = (list, tuple, type(None))
+
+#: section -> key -> (accepted types, choices or None)
+SCHEMA = {
+    "name": (str, None),
+    "model": {
+        "name": (str, None),                 # a duc_hdc.get_model name
+        "classes": (_OPT_INT, None),
+        "cell_width": (_OPT_INT, (None, 1, 2, 4, 8)),
+        "dilations": ((str, list, tuple, type(None)), None),
+        "aspp_rates": (_OPT_LIST, None),
+        "variant": (_OPT_STR, (None, "tusimple", "v1s")),
+        "head": (_OPT_STR, (None, "duc", "bilinear")),
+        "base_width": (_OPT_INT, None),
+        "bn_frozen": ((bool, type(None)), None),
+        "bn_eps": (_OPT_NUM, None),
+        "mean": (_OPT_LIST, None),
+        "std": (_OPT_LIST, None),
+        # initialization
+        "init_params": (_OPT_STR, None),      # whole-network params (e.g. a converted release)
+        "backbone_pretrained": (_OPT_STR, None),  # GluonCV store name, e.g. resnet101_v1s
+        "backbone_params": (_OPT_STR, None),  # offline copy of those ImageNet weights
+    },
+    "data": {
+        "dataset": (str, ("cityscapes", "voc", "kitti_road")),
+        "train_rec": (str, None),
+        "val_rec": (_OPT_STR, None),
+        "crop_size": (_LIST, None),
+        "scales": (_LIST, None),
+        "anchor_jitter": (_OPT_INT, None),
+        "mirror": (bool, None),
+        "num_workers": (int, None),
+        "ignore_label": (int, None),
+        "val_limit": (_OPT_INT, None),        # evaluate the first N val images only
+    },
+    "train": {
+        "epochs": (int, None),
+        "batch_size_per_device": (int, None),
+        "optimizer": (str, ("sgd", "nag", "adam")),
+        "lr": (_NUM, None),
+        "momentum": (_NUM, None),
+        "wd": (_NUM, None),
+        "lr_schedule": (str, ("step", "poly", "constant")),
+        "lr_step_epochs": (int, None),
+        "lr_factor": (_NUM, None),
+        "lr_power": (_NUM, None),
+        "warmup_iters": (int, None),
+        "clip_gradient": (_OPT_NUM, None),
+        "seed": (int, None),
+        "kvstore": (str, ("local", "device", "dist_sync", "dist_device_sync", "dist_async")),
+        "amp": (bool, None),
+        "checkpoint_every_iters": (int, None),
+        "keep_last": (int, None),
+        "val_every_epochs": (int, None),
+        "log_every_iters": (int, None),
+        "out_dir": (str, None),
+        "max_iters": (_OPT_INT, None),        # stop early (smoke runs, tests)
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A recipe or override is invalid; the message names the key."""
+
+
+def available_configs():
+    """Names of the packaged recipes."""
+    return sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml"))
+
+
+def config_path(name_or_path):
+    """A packaged recipe name or a YAML path -> the file path."""
+    if os.path.exists(name_or_path):
+        return name_or_path
+    packaged = os.path.join(CONFIG_DIR, name_or_path + ".yaml")
+    if os.path.exists(packaged):
+        return packaged
+    raise ConfigError("config %r is neither a YAML file nor a packaged recipe; recipes: %s"
+                      % (name_or_path, ", ".join(available_configs())))
+
+
+def _type_names(types):
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join("null" if t is type(None) else t.__name__ for t in types)
+
+
+def _check_value(key, value, types, choices):
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise ConfigError("%s: expected %s, got %r" % (key, _type_names(types), value))
+    if not isinstance(value, types):
+        raise ConfigError("%s: expected %s, got %r (%s)"
+                          % (key, _type_names(types), value, type(value).__name__))
+    if choices is not None and value not in choices:
+        raise ConfigError("%s: %r is not one of %s"
+                          % (key, value, ", ".join(repr(c) for c in choices if c is not None)))
+
+
+def validate(cfg, source="<config>"):
+    """Check every key against :data:`SCHEMA`; all keys are required (recipes are complete)."""
+    if not isinstance(cfg, dict):
+        raise ConfigError("%s: a recipe is a mapping with sections %s"
+                          % (source, ", ".join(sorted(SCHEMA))))
+    unknown = sorted(set(cfg) - set(SCHEMA))
+    if unknown:
+        raise ConfigError("%s: unknown section %r; valid: %s"
+                          % (source, unknown[0], ", ".join(sorted(SCHEMA))))
+    for section, spec in SCHEMA.items():
+        if section not in cfg:
+            raise ConfigError("%s: missing %r" % (source, section))
+        if not isinstance(spec, dict):
+            _check_value(section, cfg[section], *spec)
+            continue
+        values = cfg[section]
+        if not isinstance(values, dict):
+            raise ConfigError("%s: %r must be a mapping" % (source, section))
+        unknown = sorted(set(values) - set(spec))
+        if unknown:
+            raise ConfigError("%s: unknown key %s.%s; valid keys: %s"
+                              % (source, section, unknown[0], ", ".join(sorted(spec))))
+        missing = sorted(set(spec) - set(values))
+        if missing:
+            raise ConfigError("%s: missing key %s.%s (recipes are complete: every key is given)"
+                              % (source, section, missing[0]))
+        for key, (types, choices) in spec.items():
+            _check_value("%s.%s" % (section, key), values[key], types, choices)
+    data = cfg["data"]
+    if len(data["crop_size"]) != 2 or any(int(v) % 8 for v in data["crop_size"]):
+        raise ConfigError("data.crop_size: two multiples of 8 (height, width), got %r"
+                          % (data["crop_size"],))
+    if not data["scales"] or any(not isinstance(s, _NUM) or s <= 0 for s in data["scales"]):
+        raise ConfigError("data.scales: positive numbers, got %r" % (data["scales"],))
+    from .model.network import MODEL_SPECS
+
+    if cfg["model"]["name"] not in MODEL_SPECS:
+        raise ConfigError("model.name: %r is not a model; choose one of %s"
+                          % (cfg["model"]["name"], ", ".join(sorted(MODEL_SPECS))))
+    return cfg
+
+
+def parse_override(text):
+    """``a.b=v`` -> (['a', 'b'], v) with v parsed as YAML (numbers, lists, null, true...)."""
+    if "=" not in text:
+        raise ConfigError("--set %r: expected key=value, e.g. train.lr=0.01" % text)
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError("--set %s: cannot parse value %r: %s" % (key, raw, e)) from e
+    return key.strip().split("."), value
+
+
+def apply_overrides(cfg, overrides):
+    """Apply ``a.b=v`` strings to a copy of ``cfg``; unknown keys are errors."""
+    cfg = copy.deepcopy(cfg)
+    for text in overrides or ():
+        path, value = parse_override(text)
+        node, spec = cfg, SCHEMA
+        for i, part in enumerate(path):
+            if not isinstance(spec, dict) or part not in spec:
+                where = ".".join(path[:i]) or "top level"
+                valid = sorted(spec) if isinstance(spec, dict) else []
+                raise ConfigError("--set %s: unknown key %r at %s; valid: %s"
+                                  % (text, part, where, ", ".join(valid)))
+            if i == len(path) - 1:
+                if isinstance(spec[part], dict):
+                    raise ConfigError("--set %s: %r is a section; set one of its keys: %s"
+                                      % (text, part, ", ".join(sorted(spec[part]))))
+                node[part] = _yaml_number(value)
+            else:
+                node, spec = node.setdefault(part, {}), spec[part]
+    return cfg
+
+
+def load_config(name_or_path, overrides=None):
+    """Load a recipe (packaged name or YAML path), apply overrides, validate, return a dict."""
+    path = config_path(name_or_path)
+    try:
+        with open(path) as f:
+            cfg = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError("%s: not valid YAML: %s" % (path, e)) from e
+    _fix_numbers(cfg)
+    cfg = apply_overrides(cfg, overrides)
+    return validate(cfg, source=path)
+
+
+_EXP_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _yaml_number(value):
+    """PyYAML (YAML 1.1) reads ``1e-4`` (no dot) as a string; read it as the number it is."""
+    return float(value) if isinstance(value, str) and _EXP_NUMBER.match(value) else value
+
+
+def _fix_numbers(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            node[key] = _yaml_number(value)
+            _fix_numbers(value)
+
+
+def model_overrides(cfg):
+    """The ``get_model`` keyword overrides in ``cfg['model']`` (None = the recipe's default)."""
+    skip = {"name", "init_params", "backbone_pretrained", "backbone_params"}
+    return {k: (tuple(v) if isinstance(v, list) and k != "dilations" else v)
+            for k, v in cfg["model"].items() if k not in skip and v is not None}
+
+
+def save_config(cfg, path):
+    """Write the resolved config as YAML (atomically)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    os.replace(tmp, path)
