@@ -28,6 +28,44 @@ def _rates(text):
     return _ints(text, "RATES")
 
 
+def _floats(text):
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected comma-separated numbers, got %r" % text)
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError("expected positive numbers, got %r" % text)
+    return values
+
+
+def _size(text):
+    values = _ints(text, "SIZE")
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError("expected H,W or a single integer, got %r" % text)
+    return tuple(values)
+
+
+def _user_errors():
+    """Exceptions that mean bad input or a failed run: one line for the user, no traceback."""
+    from . import zoo
+    from .train import TrainingError
+
+    # ValueError covers ConfigError, ConversionError and the data's bad-sample errors;
+    # OSError covers missing files and RecordFileError
+    return (ValueError, LookupError, OSError, TrainingError, zoo.DownloadError,
+            zoo.WeightsNotAvailableError)
+
+
+def _segmenter_options(args):
+    import mxnet as mx
+
+    return dict(ctx=mx.gpu(args.gpu) if args.gpu is not None else mx.cpu(), scales=args.scales,
+                flip=args.flip, mode=args.mode, crop_size=args.crop_size, stride=args.stride,
+                batch_size=args.batch_size)
+
+
 def _model_from_args(args):
     """The network named by --model (with --classes / --params) or rebuilt from --params."""
     from .model.network import get_model, load_model
@@ -41,6 +79,12 @@ def _model_from_args(args):
     if args.params:
         return load_model(args.params)
     raise SystemExit("error: give --model NAME or --params FILE (with its .json sidecar)")
+
+
+def _recipes():
+    from .config import available_configs
+
+    return available_configs()
 
 
 # ---------------------------------------------------------------------------------- commands
@@ -95,7 +139,95 @@ def cmd_export(args):
 def cmd_demo(args):
     from .demo import run_demo
 
-    run_demo(args.workdir)
+    result = run_demo(args.workdir)
+    print("synthetic data:  %s" % result["data"])
+    print("RecordIO:        %s" % ", ".join(result["rec"].values()))
+    print("training run:    %s (curves: %s)" % (result["run"], result["curves"]))
+    print("evaluation:      %s" % result["eval"])
+    print("predictions:     %s" % result["predictions"])
+    print("export:          %s" % ", ".join(result["export"]))
+    print("pixel accuracy:  %.4f" % result["pixel_accuracy"])
+    print("time:            %.0f s" % result["seconds"])
+    print("mIoU: %.4f" % result["mean_iou"])
+    return 0
+
+
+def cmd_train(args):
+    from .config import load_config
+    from .train import parse_devices, train
+
+    overrides = list(args.set or [])
+    if args.kvstore:
+        overrides.append("train.kvstore=%s" % args.kvstore)
+    cfg = load_config(args.config, overrides)
+    ctx = parse_devices(None if args.cpu else args.gpus, cpu_devices=args.cpu_devices)
+    summary = train(cfg, ctx=ctx, resume=args.resume, progress=not args.no_progress)
+    best = summary["best"]
+    print("trained %d iterations; final parameters %s" % (summary["iterations"],
+                                                          summary["final"]))
+    if best:
+        print("best val mIoU %.4f (epoch %d)" % (best["mean_iou"], best["epoch"]))
+    return 0
+
+
+def cmd_launch(args):
+    from .distributed import launch
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if command and command[0] == "duc-hdc":
+        # the same interpreter and package as the launcher, wherever it is installed
+        command = [sys.executable, "-m", "duc_hdc.cli"] + command[1:]
+    return launch(command, args.num_workers, args.num_servers, hostfile=args.hostfile,
+                  timeout=args.timeout)
+
+
+def cmd_evaluate(args):
+    from .evaluate import class_names, run_evaluation
+
+    metric, summary = run_evaluation(
+        config=args.config, model=args.model, params=args.params, classes=args.classes,
+        rec=args.rec, root=args.root, split=args.split, dataset_name=args.dataset,
+        save_dir=args.save_dir, out_json=args.out_json, limit=args.limit,
+        **_segmenter_options(args))
+    print(metric.per_class_table(class_names(summary["dataset"], metric.num_classes)))
+    pixacc, miou = metric.get()
+    print("%d images: mIoU %.4f, pixel accuracy %.4f" % (summary["images"], miou, pixacc))
+    if summary["save_dir"]:
+        print("predictions in %s" % summary["save_dir"])
+    if summary["json"]:
+        print("wrote %s" % summary["json"])
+    return 0
+
+
+def cmd_predict(args):
+    from .predict import run_prediction
+
+    result = run_prediction(args.inputs, args.out, model=args.model, params=args.params,
+                            classes=args.classes, dataset=args.dataset,
+                            **_segmenter_options(args))
+    print("%d image(s), %d frame(s) from %d video(s) written to %s"
+          % (result["images"], result["frames"], result["videos"], args.out))
+    if result["skipped"]:
+        print("%d input(s) unreadable, skipped:" % len(result["skipped"]), file=sys.stderr)
+        for path, reason in result["skipped"]:
+            print("  %s: %s" % (path, reason), file=sys.stderr)
+    return 0 if result["images"] + result["frames"] else 1
+
+
+def cmd_download(args):
+    from . import zoo
+
+    if args.list or not args.name:
+        for name in zoo.list_models():
+            e = zoo.MODELS[name]
+            print("%-40s %-12s %-8s %s" % (name, e.dataset, e.source, e.model or "backbone"))
+        return 0
+    print(zoo.describe(args.name))
+    path = zoo.get_weights(args.name, root=args.root, base_url=args.base_url,
+                           allow_unverified=args.trust)
+    print(path)
     return 0
 
 
@@ -113,6 +245,35 @@ def build_parser():
                                     "-> export, on CPU in minutes")
     s.add_argument("--workdir", default="demo_out", help="where everything is written")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("train", help="train a recipe on one or more devices",
+                       description="Train from a YAML recipe (packaged name or path).")
+    s.add_argument("--config", required=True, help="recipe name (%s) or YAML path"
+                   % ", ".join(_recipes()))
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set train.lr=0.01 (repeatable)")
+    dev = s.add_mutually_exclusive_group()
+    dev.add_argument("--gpus", help="GPU ids, e.g. 0,1,2,3")
+    dev.add_argument("--cpu", action="store_true", help="train on the CPU (the default without "
+                                                        "--gpus)")
+    s.add_argument("--cpu-devices", type=int, default=1,
+                   help="CPU contexts to split each batch over (exercises multi-device code)")
+    s.add_argument("--kvstore", help="local, device, dist_sync, dist_device_sync, dist_async "
+                                     "(same as --set train.kvstore=...)")
+    s.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("launch", help="start a dist_sync job: scheduler, servers, workers",
+                       description="Run COMMAND as the workers of a parameter-server job, e.g. "
+                                   "duc-hdc launch -n 2 -s 1 -- duc-hdc train --config "
+                                   "cityscapes --set train.kvstore=dist_sync")
+    s.add_argument("-n", "--num-workers", type=int, required=True)
+    s.add_argument("-s", "--num-servers", type=int, default=1)
+    s.add_argument("--hostfile", help="hosts for servers and workers (ssh); default: all local")
+    s.add_argument("--timeout", type=float, help="stop the job after this many seconds")
+    s.add_argument("command", nargs=argparse.REMAINDER, help="-- then the worker command")
+    s.set_defaults(func=cmd_launch)
 
     s = sub.add_parser("gridding", help="gridding analysis of a chain of dilated 3x3 convs",
                        description="Receptive field, reached offsets and holes of a chain of "
@@ -148,6 +309,63 @@ def build_parser():
     s.add_argument("--onnx", action="store_true", help="also write PREFIX.onnx")
     s.add_argument("--no-check", action="store_true", help="skip the reload comparison")
     s.set_defaults(func=cmd_export)
+
+    def inference_options(s):
+        s.add_argument("--mode", choices=("whole", "sliding"), default="whole",
+                       help="whole padded image (the release's protocol) or sliding windows")
+        s.add_argument("--crop-size", type=_size, help="sliding window H,W (multiples of 8)")
+        s.add_argument("--stride", type=_size, help="sliding window step S or H,W "
+                                                    "(default 2/3 of the crop)")
+        s.add_argument("--scales", type=_floats, default=[1.0],
+                       help="image scales, e.g. 0.75,1.0,1.25 (softmax averaged)")
+        s.add_argument("--flip", action="store_true", help="also average the mirrored image")
+        s.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
+        s.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
+
+    s = sub.add_parser("evaluate", help="mIoU on a labelled split; official Cityscapes output",
+                       description="Per-class IoU, mIoU and pixel accuracy (the official "
+                                   "Cityscapes rules), with optional labelId PNGs for the "
+                                   "official script / server.")
+    m = s.add_mutually_exclusive_group()
+    m.add_argument("--config", help="recipe name or YAML (model and data.val_rec)")
+    m.add_argument("--model", help="zoo or model name (pretrained, or with --params)")
+    s.add_argument("--params", help="weights (alone: FILE.params + FILE.json sidecar)")
+    s.add_argument("--classes", type=int, help="classes for a generic model name")
+    d = s.add_mutually_exclusive_group()
+    d.add_argument("--rec", help="evaluation .rec (with its .idx)")
+    d.add_argument("--root", help="dataset folder in its official layout")
+    s.add_argument("--split", default="val", help="split under --root (default val)")
+    s.add_argument("--dataset", choices=("cityscapes", "voc", "kitti_road"),
+                   help="label table (default: the config's, else cityscapes)")
+    inference_options(s)
+    s.add_argument("--save-dir", help="write predictions (labelIds / trainIds, colour) and "
+                                      "metrics.json here")
+    s.add_argument("--out-json", help="metrics JSON path (default SAVE_DIR/metrics.json)")
+    s.add_argument("--limit", type=int, help="evaluate the first N images only")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("predict", help="segment images, folders, globs and videos",
+                       description="Writes NAME_trainIds.png, NAME_color.png and "
+                                   "NAME_overlay.png per image; per-frame PNGs and "
+                                   "NAME_overlay.avi per video.")
+    s.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder, glob or video")
+    s.add_argument("--model", help="zoo or model name (pretrained, or with --params)")
+    s.add_argument("--params", help="weights (alone: FILE.params + FILE.json sidecar)")
+    s.add_argument("--classes", type=int, help="classes for a generic model name")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--dataset", choices=("cityscapes", "voc", "kitti_road"),
+                   help="palette (default: the table with the model's class count)")
+    inference_options(s)
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("download", help="fetch and verify pretrained weights (--list: names)")
+    s.add_argument("name", nargs="?", help="zoo name; omit to list them")
+    s.add_argument("--list", action="store_true", help="list the zoo")
+    s.add_argument("--root", help="cache folder (default $DUC_HDC_HOME or ~/.duc_hdc/models)")
+    s.add_argument("--base-url", help="mirror replacing everything before the file name "
+                                      "(https://, http://, file://)")
+    s.add_argument("--trust", action="store_true", help="accept an entry without a checksum")
+    s.set_defaults(func=cmd_download)
     return p
 
 
@@ -158,8 +376,8 @@ def main(argv=None):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        # user errors: one clear line, no traceback (use -v for one)
+    except _user_errors() as e:
+        # one clear line, no traceback (-v shows it)
         if args.verbose:
             raise
         print("error: %s" % e, file=sys.stderr)

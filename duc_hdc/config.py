@@ -227,7 +227,7 @@ def model_overrides(cfg):
 
 def save_config(cfg, path):
     """Write the resolved config as YAML (atomically)."""
-    tmp = path + ".tmp"
+    tmp = "%s.tmp%d" % (path, os.getpid())
     with open(tmp, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
     os.replace(tmp, path)

@@ -108,7 +108,7 @@ def params_checksum(net):
 
 
 def _atomic_json(path, doc):
-    tmp = path + ".tmp"
+    tmp = "%s.tmp%d" % (path, os.getpid())
     with open(tmp, "w") as f:
         json.dump(doc, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
@@ -309,11 +309,11 @@ def _train(cfg, ctx, run_dir, resume, progress):
         from mxnet.contrib import amp
 
         amp.init()
-    save_config(cfg, os.path.join(run_dir, "config.yaml"))
-
+    kvstore, rank, num_workers = _make_kvstore(train_cfg["kvstore"])
+    if rank == 0:
+        save_config(cfg, os.path.join(run_dir, "config.yaml"))
     mx.random.seed(train_cfg["seed"])
     np.random.seed(train_cfg["seed"])
-    kvstore, rank, num_workers = _make_kvstore(train_cfg["kvstore"])
     net = build_network(cfg, ctx)
     net.hybridize(static_alloc=True, static_shape=True)
     loss_fn = SegmentationLoss(data_cfg["ignore_label"])

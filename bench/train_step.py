@@ -1,0 +1,85 @@
+"""Training step time: our Cityscapes model vs the original graph on mx.mod.Module, same run.
+
+Forward, backward and SGD update (momentum 0.9, wd 5e-5, clip 5) of ResNet-101-DUC-HDC at the
+same crop and batch, alternated in one process; prints the median step time of each and the
+ratio ours / original (goal <= 1.0).
+
+    python bench/train_step.py --crop 512,512 --rounds 5
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import duc_hdc  # noqa: E402,F401  (OMP_NUM_THREADS before mxnet)
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+from mxnet import autograd, gluon  # noqa: E402
+
+from common import alternate, machine, print_table, reference_symbol, summarize  # noqa: E402
+from duc_hdc import get_model  # noqa: E402
+from duc_hdc.train import SegmentationLoss  # noqa: E402
+
+
+def original_step(crop, batch):
+    sym = mx.sym.load(reference_symbol())
+    h, w = crop
+    label_len = 16 * (h // 8) * (w // 8)
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=["seg_loss_label"],
+                        context=mx.cpu())
+    mod.bind(data_shapes=[("data", (batch, 3, h, w))],
+             label_shapes=[("seg_loss_label", (batch, label_len))])
+    mod.init_params(mx.init.Xavier())
+    mod.init_optimizer(optimizer="sgd", optimizer_params=dict(
+        learning_rate=1e-4, momentum=0.9, wd=5e-5, clip_gradient=5.0, rescale_grad=1.0))
+    rng = np.random.RandomState(0)
+    data = mx.nd.array(rng.normal(0, 50, (batch, 3, h, w)))
+    label = mx.nd.array(rng.randint(0, 19, (batch, label_len)))
+    db = mx.io.DataBatch([data], [label])
+
+    def step():
+        mod.forward_backward(db)
+        mod.update()
+        mx.nd.waitall()
+    return step
+
+
+def ours_step(crop, batch):
+    h, w = crop
+    net = get_model("duc_hdc_resnet101_cityscapes")
+    net.hybridize(static_alloc=True, static_shape=True)
+    loss_fn = SegmentationLoss()
+    loss_fn.hybridize()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", dict(
+        learning_rate=1e-4, momentum=0.9, wd=5e-5, clip_gradient=5.0))
+    rng = np.random.RandomState(0)
+    data = mx.nd.array(rng.normal(0, 50, (batch, 3, h, w)))
+    label = mx.nd.array(rng.randint(0, 19, (batch, h // 2, w // 2)))
+
+    def step():
+        with autograd.record():
+            loss = loss_fn(net(data), label)
+        loss.backward()
+        trainer.step(1)
+        mx.nd.waitall()
+    return step
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--crop", default="512,512", help="H,W (the release trains 800,800)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=5)
+    args = p.parse_args(argv)
+    crop = tuple(int(v) for v in args.crop.split(","))
+    print("machine: %s" % machine())
+    print("ResNet-101-DUC-HDC training step, crop %dx%d, batch %d" % (crop + (args.batch,)))
+    times = alternate({"original graph (Module)": original_step(crop, args.batch),
+                       "ours (Gluon, hybridized)": ours_step(crop, args.batch)}, args.rounds)
+    rows = summarize(times, "original graph (Module)")
+    print_table("training step (ratio to the original graph; goal <= 1.0)", rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

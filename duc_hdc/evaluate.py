@@ -1,0 +1,239 @@
+"""Evaluation: run a :class:`~duc_hdc.predict.Segmenter` over a labelled dataset.
+
+Metrics follow the official Cityscapes evaluation (see :mod:`duc_hdc.metrics`). With
+``save_dir`` the predictions are also written in the formats the official tools take:
+
+``save_dir/labelIds/<name>_labelIds.png``
+    Cityscapes: the predicted trainIds mapped to labelIds, one 8-bit PNG per image, named after
+    the record (``<city>_<seq>_<frame>``), as ``evalPixelLevelSemanticLabeling`` and the
+    Cityscapes test server expect (point ``CITYSCAPES_RESULTS`` there, or zip the folder).
+``save_dir/trainIds/<name>_trainIds.png``
+    Other datasets: the predicted class indices (VOC's indices are its raw labels).
+``save_dir/color/color_<name>.png``
+    Colour maps. The name starts with ``color_`` because the official script takes every file
+    matching ``<city>_<seq>_<frame>*.png`` anywhere below its prediction path: this way it
+    finds exactly one prediction per image even when pointed at ``save_dir`` itself.
+``save_dir/metrics.json``
+    :meth:`SegmentationMetric.to_dict` plus the inference settings, model and image count.
+"""
+import json
+import logging
+import os
+
+import numpy as np
+
+from .data.labels import cityscapes_train_id_to_id, colorize, get_table
+from .metrics import SegmentationMetric
+
+__all__ = ["evaluate", "sample_name", "save_prediction", "class_names", "write_metrics",
+           "run_evaluation"]
+
+log = logging.getLogger(__name__)
+
+_NAME_SUFFIXES = ("_leftImg8bit", "_gtFine_labelIds", "_gtCoarse_labelIds")
+
+
+def sample_name(dataset, index, meta=None):
+    """File-name stem of item ``index``: the record's ``meta(i)['name']`` without folders,
+    extension or ``_leftImg8bit`` suffix (Cityscapes: ``<city>_<seq>_<frame>``), else the
+    zero-padded index. ``meta``: the item's metadata when already read."""
+    if meta is None and callable(getattr(dataset, "meta", None)):
+        meta = dataset.meta(index)
+    name = (meta or {}).get("name")
+    if not name:
+        return "%06d" % index
+    stem = os.path.splitext(os.path.basename(str(name)))[0]
+    for suffix in _NAME_SUFFIXES:
+        if stem.endswith(suffix):
+            stem = stem[:-len(suffix)]
+    return stem
+
+
+def class_names(dataset_name, num_classes):
+    """The dataset's class names, or the class ids when the counts differ."""
+    table = get_table(dataset_name)
+    if table.num_classes == num_classes:
+        return list(table.names)
+    return [str(i) for i in range(num_classes)]
+
+
+def save_prediction(save_dir, name, train_ids, dataset_name="cityscapes"):
+    """Write one prediction (official format + colour map); returns the paths.
+
+    Parameters
+    ----------
+    save_dir : str
+    name : str
+        File-name stem, e.g. ``frankfurt_000000_000294``.
+    train_ids : numpy.ndarray
+        (H, W) uint8 predicted trainIds.
+    dataset_name : str
+        'cityscapes' writes labelIds (:func:`cityscapes_train_id_to_id`); other datasets
+        write the trainIds.
+    """
+    import cv2
+
+    if dataset_name == "cityscapes":
+        ids, kind = cityscapes_train_id_to_id(train_ids), "labelIds"
+    else:
+        ids, kind = np.asarray(train_ids, np.uint8), "trainIds"
+    paths = [os.path.join(save_dir, kind, "%s_%s.png" % (name, kind)),
+             os.path.join(save_dir, "color", "color_%s.png" % name)]
+    images = [ids, cv2.cvtColor(colorize(train_ids, dataset_name), cv2.COLOR_RGB2BGR)]
+    for path, image in zip(paths, images):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not cv2.imwrite(path, np.ascontiguousarray(image)):
+            raise OSError("could not write %s" % path)
+    return paths
+
+
+def evaluate(segmenter, dataset, num_classes, dataset_name="cityscapes", save_dir=None,
+             progress=True, limit=None, ignore_label=255):
+    """Predict every item of ``dataset`` and accumulate the confusion matrix.
+
+    Parameters
+    ----------
+    segmenter : duc_hdc.predict.Segmenter
+        The inference settings (mode, scales, flip) are the segmenter's.
+    dataset : dataset
+        Items ``(image (H, W, 3) uint8 RGB, label (H, W) uint8 trainIds)``, e.g.
+        :class:`duc_hdc.data.SegRecordDataset` or a folder dataset; ``dataset.meta(i)['name']``
+        (when present) names the saved files.
+    num_classes : int
+        Evaluated classes; must equal ``segmenter.classes``.
+    dataset_name : str
+        'cityscapes', 'voc' or 'kitti_road': class names, palette and saved format.
+    save_dir : str, optional
+        Write predictions there (see the module docstring).
+    progress : bool
+        Show a tqdm bar.
+    limit : int, optional
+        Evaluate the first ``limit`` items only.
+    ignore_label : int
+
+    Returns
+    -------
+    SegmentationMetric
+
+    Raises
+    ------
+    ValueError
+        Class counts differ, an item has no label, or a label's size differs from its image's.
+    """
+    from tqdm import tqdm
+
+    if segmenter.classes != num_classes:
+        raise ValueError("the model predicts %d classes but num_classes=%d (dataset %r)"
+                         % (segmenter.classes, num_classes, dataset_name))
+    get_table(dataset_name)
+    metric = SegmentationMetric(num_classes, ignore_label)
+    count = len(dataset) if limit is None else min(int(limit), len(dataset))
+    where = getattr(dataset, "path", type(dataset).__name__)
+    bar = tqdm(range(count), desc="evaluate", unit="img", disable=not progress)
+    # datasets of duc_hdc.data read image, label and metadata together with .sample(i)
+    with_meta = callable(getattr(dataset, "sample", None))
+    for i in bar:
+        if with_meta:
+            img, label, meta = dataset.sample(i)
+        else:
+            (img, label), meta = dataset[i], None
+        if label is None:
+            raise ValueError("%s item %d (%s) has no label; evaluation needs a labelled split"
+                             % (where, i, sample_name(dataset, i, meta)))
+        label = np.asarray(label)
+        if label.shape != np.shape(img)[:2]:
+            raise ValueError("%s item %d (%s): image is %dx%d but its label is %s"
+                             % (where, i, sample_name(dataset, i, meta), np.shape(img)[0],
+                                np.shape(img)[1], "x".join(map(str, label.shape))))
+        pred = segmenter.predict(img)
+        metric.update(label, pred)
+        if save_dir is not None:
+            save_prediction(save_dir, sample_name(dataset, i, meta), pred, dataset_name)
+        if progress:
+            bar.set_postfix(mIoU="%.4f" % metric.mean_iou)
+    bar.close()
+    log.info("evaluated %d images: pixel accuracy %.4f, mIoU %.4f", count, *metric.get())
+    return metric
+
+
+def write_metrics(path, metric, dataset_name="cityscapes", **extra):
+    """Write ``metric.to_dict(class names)`` plus ``extra`` as JSON (atomically)."""
+    doc = metric.to_dict(class_names(dataset_name, metric.num_classes))
+    doc.update(dataset=dataset_name, **extra)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=2, allow_nan=False)
+    os.replace(tmp, path)
+    return path
+
+
+def _open_dataset(rec=None, root=None, split="val", dataset_name="cityscapes"):
+    from . import data
+
+    if rec:
+        return data.SegRecordDataset(rec)
+    if root:
+        folders = {"cityscapes": lambda: data.CityscapesFolder(root, split),
+                   "voc": lambda: data.VOCFolder(root, split),
+                   "kitti_road": lambda: data.KittiRoadFolder(root, split)}
+        return folders[dataset_name]()
+    raise ValueError("no evaluation data: give --rec FILE.rec or --root DIR --split SPLIT "
+                     "(or a config whose data.val_rec is set)")
+
+
+def _segmenter_from_config(config, params, segmenter_kwargs):
+    from .config import load_config, model_overrides
+    from .model.network import get_model
+    from .predict import Segmenter, load_params_checked
+
+    cfg = load_config(config)
+    params = params or cfg["model"].get("init_params")
+    if not params:
+        raise ValueError("--config %s: give the trained weights with --params FILE" % config)
+    ctx = segmenter_kwargs.get("ctx")
+    net = get_model(cfg["model"]["name"], ctx=ctx, **model_overrides(cfg))
+    return Segmenter(load_params_checked(net, params, ctx), **segmenter_kwargs), cfg
+
+
+def run_evaluation(config=None, model=None, params=None, classes=None, rec=None, root=None,
+                   split="val", dataset_name=None, save_dir=None, out_json=None, limit=None,
+                   progress=True, **segmenter_kwargs):
+    """Everything ``duc-hdc evaluate`` does: build the model and data, evaluate, write JSON.
+
+    The model comes from ``config`` (a recipe; weights from ``params``), ``model`` (a zoo or
+    model name, with optional ``params``) or ``params`` alone (``FILE.params`` + sidecar). The
+    data from ``rec``, ``root`` + ``split``, or the config's ``data.val_rec``.
+
+    Returns
+    -------
+    (SegmentationMetric, dict)
+        The metric and a summary (``dataset``, ``images``, ``json`` path, ``save_dir``).
+    """
+    from .predict import Segmenter
+
+    cfg = None
+    if config:
+        segmenter, cfg = _segmenter_from_config(config, params, segmenter_kwargs)
+        rec = rec or (None if root else cfg["data"].get("val_rec"))
+        dataset_name = dataset_name or cfg["data"]["dataset"]
+    elif model:
+        segmenter = Segmenter.from_name(model, params=params, classes=classes,
+                                        **segmenter_kwargs)
+    elif params:
+        segmenter = Segmenter.from_name(params, **segmenter_kwargs)
+    else:
+        raise ValueError("give --config C, --model NAME or --params FILE")
+    dataset_name = dataset_name or "cityscapes"
+    dataset = _open_dataset(rec, root, split, dataset_name)
+    metric = evaluate(segmenter, dataset, segmenter.classes, dataset_name=dataset_name,
+                      save_dir=save_dir, progress=progress, limit=limit)
+    images = len(dataset) if limit is None else min(int(limit), len(dataset))
+    if out_json is None and save_dir is not None:
+        out_json = os.path.join(save_dir, "metrics.json")
+    source = dict(config=config, model=model, params=params, rec=rec, root=root,
+                  split=None if rec else split)
+    if out_json:
+        write_metrics(out_json, metric, dataset_name, images=images,
+                      inference=segmenter.settings, model=segmenter.net.config, source=source)
+    return metric, dict(dataset=dataset_name, images=images, json=out_json, save_dir=save_dir)
