@@ -27,6 +27,10 @@ setup(
         "pyyaml",
         "tqdm",
         "matplotlib",
+        # VOC palette PNGs keep their indices only through Pillow (OpenCV maps them to colours)
+        "Pillow",
+        # SBD's .mat label files
+        "scipy",
     ],
     extras_require={
         "cpu": ["mxnet==1.9.1"],

@@ -24,6 +24,9 @@ def crops_per_second(source, batch_size, num_workers, batches, transform):
 
     loader = build_train_loader(source, batch_size, transform, num_workers=num_workers, seed=0,
                                 epoch=0, last_batch="discard")
+    batches = min(batches, len(loader) - 1)
+    if batches < 1:
+        raise SystemExit("too few images for one timed batch: raise --images")
     it = iter(loader)
     next(it)  # worker start-up and first decode are not throughput
     start = time.time()

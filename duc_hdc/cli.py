@@ -231,6 +231,49 @@ def cmd_download(args):
     return 0
 
 
+def cmd_benchmark(args):
+    from .benchmark import format_report, run_benchmark
+
+    overrides = {"base_width": args.base_width} if args.base_width else {}
+    result = run_benchmark(args.model, args.shape, iters=args.iters, mode=args.mode,
+                           classes=args.classes, params=args.params, gpus=args.gpus,
+                           fp16=args.fp16, cudnn_autotune=args.cudnn_autotune,
+                           warmup=args.warmup, **overrides)
+    print(format_report(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print("wrote %s" % args.json)
+    return 0
+
+
+def cmd_quantize(args):
+    from .benchmark import check_gpu_options
+    from .optimize import DUC_HEAD_LAYERS, run_quantization
+
+    if args.gpus:
+        check_gpu_options(gpus=args.gpus)  # refuses on CPU-only machines
+        raise SystemExit("error: INT8 quantization (MKLDNN) runs on the CPU; drop --gpus")
+    net = _model_from_args(args)
+    exclude = list(DUC_HEAD_LAYERS) if args.keep_head_fp32 else []
+    exclude += list(args.exclude or [])
+    result = run_quantization(net, args.calib_rec, args.out, num_calib=args.num_calib,
+                              eval_rec=args.eval_rec, calib_mode=args.calib_mode,
+                              exclude=exclude, dataset_name=args.dataset, limit=args.limit,
+                              progress=not args.no_progress)
+    for path in result["files"]:
+        print("wrote %s" % path)
+    ops = result["ops"]
+    print("int8 convolutions: %d, fp32 convolutions: %d (%s calibration on %d image(s), "
+          "%.0f s)" % (ops["int8_conv"], ops["fp32_conv"], args.calib_mode,
+                       result["quantization"]["num_calib"], result["quantize_s"]))
+    if "int8_miou" in result:
+        print("%d images: fp32 mIoU %.4f, int8 mIoU %.4f, accuracy cost %+.2f points"
+              % (result["images"], result["fp32_miou"], result["int8_miou"],
+                 result["miou_change"]))
+    return 0
+
+
 # ---------------------------------------------------------------------------------- parser
 def build_parser():
     p = argparse.ArgumentParser(
@@ -357,6 +400,59 @@ def build_parser():
                    help="palette (default: the table with the model's class count)")
     inference_options(s)
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("benchmark", help="latency, images/s, GFLOP/s and peak memory of one "
+                                         "inference path",
+                       description="Times one network at one input size (random weights unless "
+                                   "--params). Modes: fp32 (hybridized), fused (BatchNorm "
+                                   "folded + MKLDNN fusion, the CPU default of predict and "
+                                   "evaluate), int8 (post-training quantization; speed only, "
+                                   "see `duc-hdc quantize` for accuracy).")
+    s.add_argument("--model", required=True, help="model name (see `duc-hdc models`)")
+    s.add_argument("--classes", type=int, help="classes for a generic model name")
+    s.add_argument("--base-width", type=int, help="narrower network (tests, quick looks)")
+    s.add_argument("--params", help="weights to load (default: random)")
+    s.add_argument("--shape", type=_shape, required=True, help="N,3,H,W (H, W multiples of 8)")
+    s.add_argument("--iters", type=int, default=10, help="timed runs (default 10)")
+    s.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    s.add_argument("--mode", choices=("fp32", "fused", "int8"), default="fused",
+                   help="inference path (default fused)")
+    s.add_argument("--gpus", help="GPU id(s) (first one used); refused without a GPU")
+    s.add_argument("--fp16", action="store_true",
+                   help="GPU: float16 inference with AMP (mx.contrib.amp.convert_hybrid_block)")
+    s.add_argument("--cudnn-autotune", type=int, choices=(0, 1, 2),
+                   help="GPU: MXNET_CUDNN_AUTOTUNE_DEFAULT (0 off, 1 limited workspace, "
+                        "2 fastest)")
+    s.add_argument("--json", help="also write the measurements to this JSON file")
+    s.set_defaults(func=cmd_benchmark)
+
+    s = sub.add_parser("quantize", help="INT8 post-training quantization (MKLDNN) with the "
+                                        "accuracy cost measured",
+                       description="Calibrates int8 ranges on a few images of --calib-rec, "
+                                   "writes PREFIX-symbol.json, PREFIX-0000.params and "
+                                   "PREFIX.json, and with --eval-rec prints the mIoU of fp32 "
+                                   "and int8. The INT8 model runs with `duc-hdc evaluate / "
+                                   "predict --params PREFIX-0000.params`.")
+    s.add_argument("--model", help="model name (with --params: its weights)")
+    s.add_argument("--classes", type=int, help="classes for a generic model name")
+    s.add_argument("--params", help="trained weights (alone: FILE.params + FILE.json sidecar)")
+    s.add_argument("--calib-rec", required=True, help=".rec whose images calibrate the ranges")
+    s.add_argument("--num-calib", type=int, default=4,
+                   help="calibration images, spread over the file (default 4)")
+    s.add_argument("--calib-mode", choices=("naive", "entropy"), default="naive",
+                   help="thresholds from min/max (naive, default) or KL divergence (entropy)")
+    s.add_argument("--keep-head-fp32", action="store_true",
+                   help="leave the DUC head's dilated convolutions in fp32")
+    s.add_argument("--exclude", action="append", metavar="NAME_PART",
+                   help="leave layers whose name contains NAME_PART in fp32 (repeatable)")
+    s.add_argument("--out", required=True, help="output PREFIX")
+    s.add_argument("--eval-rec", help="labelled .rec: print fp32 and int8 mIoU")
+    s.add_argument("--dataset", choices=("cityscapes", "voc", "kitti_road"),
+                   default="cityscapes", help="label table of --eval-rec (default cityscapes)")
+    s.add_argument("--limit", type=int, help="evaluate the first N images only")
+    s.add_argument("--gpus", help="refused: INT8 runs on the CPU")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_quantize)
 
     s = sub.add_parser("download", help="fetch and verify pretrained weights (--list: names)")
     s.add_argument("name", nargs="?", help="zoo name; omit to list them")

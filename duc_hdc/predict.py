@@ -196,6 +196,13 @@ class Segmenter(object):
     hybridize : bool
         Hybridize the network (``static_alloc=True``) now. A new input size re-runs shape
         inference, which is fine. Pass False when the caller (e.g. a training loop) manages it.
+    optimize : bool, optional
+        Run a fused inference graph of the network (:func:`duc_hdc.optimize.optimized_block`:
+        BatchNorm folded into the convolutions, MKLDNN subgraph fusion) instead of the network
+        itself; outputs equal within float rounding. Default: on for CPU contexts when
+        ``hybridize`` is on. The graph holds a copy of the weights taken now: build a new
+        Segmenter after changing them. A network that is already an inference graph
+        (:class:`duc_hdc.optimize.InferenceNet`, e.g. an INT8 model) runs as it is.
 
     Examples
     --------
@@ -205,7 +212,7 @@ class Segmenter(object):
     """
 
     def __init__(self, net, ctx=None, scales=(1.0,), flip=False, mode="whole", crop_size=None,
-                 stride=None, batch_size=1, hybridize=True):
+                 stride=None, batch_size=1, hybridize=True, optimize=None):
         for attr in ("classes", "cell_width", "normalization"):
             if not hasattr(net, attr):
                 raise TypeError("Segmenter needs a DUCHDC network (with .%s), got %s"
@@ -252,8 +259,22 @@ class Segmenter(object):
         elif crop_size is not None or stride is not None:
             raise ValueError("crop_size and stride apply to mode 'sliding' only (mode is %r)"
                              % mode)
+        self.runner = self._inference_graph(net, hybridize, optimize)
+
+    def _inference_graph(self, net, hybridize, optimize):
+        """What ``_forward`` runs: the network, or its fused graph (see ``optimize``)."""
+        from .optimize import InferenceNet, optimized_block
+
+        if isinstance(net, InferenceNet):
+            return net
+        if optimize is None:
+            optimize = bool(hybridize) and self.ctx.device_type == "cpu"
         if hybridize:
             net.hybridize(static_alloc=True)
+        if not optimize:
+            return net
+        return optimized_block(net, backend="MKLDNN" if self.ctx.device_type == "cpu" else None,
+                               ctx=self.ctx)
 
     @classmethod
     def from_name(cls, name_or_params, params=None, classes=None, overrides=None, root=None,
@@ -264,7 +285,8 @@ class Segmenter(object):
         ----------
         name_or_params : str
             One of: a ``FILE.params`` with its ``FILE.json`` sidecar (as written by training,
-            ``duc-hdc convert`` and ``duc-hdc export``); a zoo name (``duc-hdc download
+            ``duc-hdc convert`` and ``duc-hdc export``); an INT8 model written by ``duc-hdc
+            quantize`` (its ``PREFIX`` or ``PREFIX-0000.params``); a zoo name (``duc-hdc download
             --list``); a model name with zoo weights (``duc_hdc_resnet101_cityscapes``); or,
             together with ``params``, any model name (``duc-hdc models``).
         params : str, optional
@@ -296,6 +318,10 @@ class Segmenter(object):
         if params is not None:
             net = get_model(name, ctx=ctx, **dict(overrides or {}, classes=classes))
             return cls(load_params_checked(net, params, ctx), ctx=ctx, **kwargs)
+        from .optimize import load_quantized, quantized_prefix
+
+        if quantized_prefix(name):  # an INT8 model written by duc-hdc quantize
+            return cls(load_quantized(quantized_prefix(name), ctx), ctx=ctx, **kwargs)
         if os.path.isfile(name) or name.endswith(".params"):
             return cls(_load_with_sidecar(name, ctx), ctx=ctx, **kwargs)
         if name in zoo.MODELS:
@@ -385,7 +411,7 @@ class Segmenter(object):
         """Run (3, H, W) arrays of one size through the network in batches; yield (C, h, w)."""
         for start in range(0, len(arrays), self.batch_size):
             batch = np.stack(arrays[start:start + self.batch_size])
-            out = self.net(mx.nd.array(batch, ctx=self.ctx)).asnumpy()
+            out = self.runner(mx.nd.array(batch, ctx=self.ctx)).asnumpy()
             for item in out:
                 yield item
 

@@ -77,7 +77,8 @@ def test_label_values_outside_the_table(tmp_path):
     ids = np.full((fx.H, fx.W), 7, np.uint8)
     ids[0, :3] = [34, 99, 200]
     fx.write_png(paths[1][1], ids)
-    _check_stops_then_skips(root, tmp_path, paths[1][1], "outside the cityscapes table: 34, 99, 200")
+    _check_stops_then_skips(root, tmp_path, paths[1][1],
+                            "outside the cityscapes table: 34, 99, 200")
 
 
 def test_colour_label_is_rejected(tmp_path):

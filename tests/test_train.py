@@ -196,3 +196,39 @@ def test_every_packaged_recipe_validates_and_builds_its_model():
     assert release["train"]["lr"] == 1e-4 and release["train"]["wd"] == 5e-5
     assert release["data"]["crop_size"] == [800, 800] and release["data"]["anchor_jitter"] == 120
     assert apply_overrides(release, ["train.lr=2e-4"])["train"]["lr"] == 2e-4
+
+
+def test_sigkill_loses_at_most_one_checkpoint_interval(tiny_recs, tmp_path):
+    """A run killed with SIGKILL resumes from its last checkpoint through the CLI."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "duc_hdc.cli", "train", "--config", "synthetic",
+               "--no-progress"]
+    sets = ["data.train_rec=%s" % tiny_recs["train"], "data.val_rec=null",
+            "train.out_dir=%s" % run, "data.crop_size=[48,96]", "data.scales=[1.0]",
+            "data.num_workers=0", "model.base_width=4", "model.aspp_rates=[1]",
+            "train.batch_size_per_device=2", "train.epochs=50", "train.checkpoint_every_iters=2"]
+    for kv in sets:
+        command += ["--set", kv]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pointer = run / "checkpoints" / "latest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if pointer.exists() and json.load(open(pointer))["checkpoint"].endswith("00000004"):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stem = Checkpointer(str(run)).latest()
+    done = json.load(open(stem + ".json"))["iteration"]
+    assert done >= 4
+    resumed = subprocess.run(command + ["--resume", str(run), "--set", "train.max_iters=%d"
+                                        % (done + 2)], capture_output=True, text=True,
+                             timeout=180)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr and "iteration %d" % done in resumed.stderr
+    assert "trained %d iterations" % (done + 2) in resumed.stdout

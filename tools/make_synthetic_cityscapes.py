@@ -11,10 +11,12 @@ Scenes are a deterministic function of (--seed, split, index).
 example: python tools/make_synthetic_cityscapes.py --out data/synthetic --train 200 --val 50
 """
 import argparse
+import os
 import sys
 import time
 
-import _common
+# runnable as `python tools/make_synthetic_cityscapes.py` from a checkout, installed or not
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _size(text):
@@ -26,7 +28,8 @@ def _size(text):
 
 
 def main(argv=None):
-    p = _common.parser(__doc__)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, metavar="ROOT", help="dataset root to create")
     p.add_argument("--train", type=int, default=200, help="training images (default 200)")
     p.add_argument("--val", type=int, default=50, help="validation images (default 50)")

@@ -25,9 +25,9 @@ import time
 import numpy as np
 
 from . import labels as _labels
-from .recordio import (BadSampleError, RecordFileError, RecordWriter, check_encoded,
-                       decode_image, decode_label, encode_image_jpeg, encode_label,
-                       open_indexed, patch_anchors, unpack_record)
+from .recordio import (BadSampleError, ConversionReport, RecordFileError, RecordWriter,
+                       check_encoded, decode_image, decode_label, encode_image_jpeg,
+                       encode_label, open_indexed, patch_anchors, unpack_record)
 
 logger = logging.getLogger(__name__)
 
@@ -325,10 +325,6 @@ def kitti_road_samples(root, split):
 
 
 # ---------------------------------------------------------------------------- converting
-
-ConversionReport = collections.namedtuple(
-    "ConversionReport", ["prefix", "written", "skipped", "rec_bytes", "seconds"])
-
 
 def _convert_one(args):
     sample, encoding, quality = args

@@ -14,6 +14,7 @@ Files written by :class:`RecordWriter`: ``PREFIX.rec`` and ``PREFIX.idx`` (MXNet
 RecordIO) and ``PREFIX.lst``, one tab-separated line per record:
 ``index  name  image_path  label_path_or_-  anchors`` (anchors as ``row,col;row,col;...``).
 """
+import collections
 import json
 import logging
 import os
@@ -36,6 +37,10 @@ __all__ = [
     "RecordWriter",
     "open_indexed",
     "patch_anchors",
+    "ConversionReport",
+    "add_output_args",
+    "output_kwargs",
+    "run_conversion",
 ]
 
 # MXNet's RecordIO framing (dmlc-core recordio.h): uint32 magic, uint32 (cflag << 29 | length),
@@ -384,3 +389,64 @@ def _read_frame(f, off, size):
     f.seek(off)
     magic, lrec = struct.unpack("<II", f.read(8))
     return magic, lrec >> 29, lrec & _LENGTH_MASK
+
+
+# ------------------------------------------------------------------ converter command lines
+
+class ConversionReport(collections.namedtuple(
+        "ConversionReport", ["prefix", "written", "skipped", "rec_bytes", "seconds"])):
+    """What a conversion wrote; ``skipped`` is a list of (path, reason)."""
+
+    def summary(self):
+        """The text the converters print at the end."""
+        lines = ["wrote %d records to %s.rec (%.1f MiB) in %.1f s; index %s.idx, list %s.lst"
+                 % (self.written, self.prefix, self.rec_bytes / 2.0 ** 20, self.seconds,
+                    self.prefix, self.prefix)]
+        if self.skipped:
+            lines.append("skipped %d bad files:" % len(self.skipped))
+            lines += ["  %s: %s" % (path, reason) for path, reason in self.skipped]
+        return "\n".join(lines)
+
+
+def add_output_args(parser):
+    """Add the converters' shared options (--out, --encoding, --quality, --skip-bad, ...)."""
+    parser.add_argument("--out", required=True, metavar="PREFIX",
+                        help="output prefix: writes PREFIX.rec, PREFIX.idx and PREFIX.lst")
+    parser.add_argument("--encoding", choices=("raw", "jpg"), default="raw",
+                        help="image bytes: 'raw' keeps the source file's bytes as they are "
+                             "(lossless, default); 'jpg' re-encodes (smaller, faster to decode)."
+                             " Labels are always lossless PNG.")
+    parser.add_argument("--quality", type=int, default=95,
+                        help="JPEG quality for --encoding jpg (default 95)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip bad files and list them at the end, instead of stopping at "
+                             "the first one")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes decoding and checking files (default 1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def output_kwargs(args):
+    """Keyword arguments of ``convert_*`` from the options of :func:`add_output_args`."""
+    return dict(encoding=args.encoding, quality=args.quality, skip_bad=args.skip_bad,
+                num_workers=args.workers, progress=not args.quiet)
+
+
+def run_conversion(convert, *args, **kwargs):
+    """Run a ``duc_hdc.data.datasets.convert_*`` function for a command line.
+
+    Returns
+    -------
+    (int, str, str)
+        Exit code, text for stdout (the summary), text for stderr (the error).
+    """
+    try:
+        report = convert(*args, **kwargs)
+    except BadSampleError as err:
+        return 1, "", ("error: %s\nnothing was written (use --skip-bad to convert the other "
+                       "files)" % err)
+    except ValueError as err:
+        return 1, "", "error: %s" % err
+    except KeyboardInterrupt:
+        return 130, "", "interrupted: nothing was written"
+    return 0, report.summary(), ""

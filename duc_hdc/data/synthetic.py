@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["render_scene", "make_synthetic_cityscapes", "SPLIT_CITIES", "USED_LABEL_IDS"]
 
 ROAD, SIDEWALK, BUILDING, WALL = _ID["road"], _ID["sidewalk"], _ID["building"], _ID["wall"]
-POLE, SIGN, VEGETATION, TERRAIN = _ID["pole"], _ID["traffic sign"], _ID["vegetation"], _ID["terrain"]
+POLE, SIGN = _ID["pole"], _ID["traffic sign"]
+VEGETATION, TERRAIN = _ID["vegetation"], _ID["terrain"]
 SKY, PERSON, CAR = _ID["sky"], _ID["person"], _ID["car"]
 UNLABELED, EGO, BORDER, STATIC = (_ID["unlabeled"], _ID["ego vehicle"],
                                   _ID["rectification border"], _ID["static"])
@@ -49,10 +50,12 @@ USED_LABEL_IDS = sorted([ROAD, SIDEWALK, BUILDING, WALL, POLE, SIGN, VEGETATION,
 SPLIT_CITIES = {"train": ["synthtown", "synthville"], "val": ["synthberg"], "test": ["synthdorf"]}
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 
-_GREYS = np.array([[95, 95, 98], [125, 124, 120], [150, 148, 142], [175, 172, 165]], np.float32)
 _FACADE_COLORS = np.array([
     [185, 168, 140], [150, 148, 142], [170, 120, 95], [205, 200, 190], [120, 118, 118],
     [160, 140, 120], [140, 95, 80], [190, 185, 170]], np.float32)
+_WALL_COLORS = np.array([
+    [150, 148, 142], [170, 120, 95], [140, 95, 80], [120, 125, 135], [165, 160, 150],
+    [130, 110, 100]], np.float32)
 _CAR_COLORS = np.array([
     [220, 220, 220], [30, 30, 32], [150, 152, 155], [170, 25, 25], [30, 60, 150],
     [100, 100, 105], [200, 190, 160], [40, 90, 60]], np.float32)
@@ -129,7 +132,7 @@ def render_scene(rng, height=256, width=512):
 
     # ---------------------------------------------------------------------------- sky
     t = np.clip(c.ys / max(y_h, 1.0), 0, 1)[..., None]
-    if rng.random() < 0.3:  # overcast: grey, like the facades and the road
+    if rng.random() < 0.15:  # overcast: grey, like the facades and the road
         top = _tint(rng.uniform(150, 200) * np.ones(3), 0.04, rng)
         bottom = top + rng.uniform(5, 25)
     else:
@@ -151,7 +154,7 @@ def render_scene(rng, height=256, width=512):
     sides = {}
     for name, sign, edge in (("left", -1.0, road_l), ("right", 1.0, road_r)):
         walk = rng.uniform(0.6, 1.8)
-        grass = rng.uniform(0.6, 2.5) if rng.random() < 0.55 else 0.0
+        grass = rng.uniform(0.8, 2.5) if rng.random() < 0.7 else 0.0
         sides[name] = dict(sign=sign, road=abs(edge), walk=abs(edge) + walk,
                            grass=abs(edge) + walk + grass)
     facade_x = {k: v["grass"] for k, v in sides.items()}
@@ -162,6 +165,8 @@ def render_scene(rng, height=256, width=512):
     # terrain everywhere past the sidewalk (also behind the facades, seen through gaps)
     c.paint(below, _terrain_texture(c, ground_z, px), TERRAIN)
     c.paint(below & (lat < walk_edge), _sidewalk_texture(c, ground_x, ground_z, px), SIDEWALK)
+    kerb = _tint(np.full(3, rng.uniform(170, 215)), 0.03, rng)  # kerb stones: sidewalk
+    c.paint(below & (lat < road_edge + 0.12), _shade(kerb, c.fine() * 5), SIDEWALK)
     c.paint(below & (lat < road_edge),
             _road_texture(c, ground_x, ground_z, px, road_l, road_r), ROAD)
 
@@ -178,7 +183,7 @@ def render_scene(rng, height=256, width=512):
     for _ in range(rng.integers(1, 6)):  # cars on the road
         s = rng.uniform(0.22, 0.75) * s_max
         objects.append((s, "car", rng.uniform(road_l + 0.75, road_r - 0.75)))
-    for _ in range(rng.integers(0, 5)):  # persons on the sidewalks
+    for _ in range(rng.integers(1, 6)):  # persons on the sidewalks
         name = "left" if rng.random() < 0.5 else "right"
         side = sides[name]
         objects.append((rng.uniform(0.5, 0.95) * s_max, "person",
@@ -233,11 +238,11 @@ def render_scene(rng, height=256, width=512):
         shadow = (line > rng.uniform(-0.2, 0.3) * w) & below
         soft = cv2.GaussianBlur(shadow.astype(np.float32), (0, 0), 2.0 * px + 0.5)
         img *= (1.0 - soft * rng.uniform(0.15, 0.35))[..., None]
-    gain = rng.uniform(0.7, 1.25)
-    cast = rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    gain = rng.uniform(0.8, 1.2)
+    cast = rng.uniform(0.93, 1.07, 3).astype(np.float32)
     img *= gain * cast
     img = np.clip(img, 0, 255) / 255.0
-    img = np.power(img, np.float32(rng.uniform(0.8, 1.25))) * 255.0
+    img = np.power(img, np.float32(rng.uniform(0.85, 1.15))) * 255.0
     img += c.fine(h, w)[..., None] * rng.uniform(2.0, 5.0)
     rgb = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     return rgb, c.ids
@@ -247,7 +252,7 @@ def render_scene(rng, height=256, width=512):
 
 def _road_texture(c, gx, gz, px, road_l, road_r):
     rng = c.rng
-    base = _tint(_GREYS[rng.integers(0, 3)], 0.05, rng)
+    base = _tint(np.full(3, rng.uniform(70, 110)), 0.05, rng)
     mod = c.fine() * rng.uniform(8, 14) + c.smooth(25 * px) * rng.uniform(4, 9)
     tex = _shade(base, mod)
     paint = _tint(np.full(3, rng.uniform(205, 240)), 0.03, rng)
@@ -264,7 +269,7 @@ def _road_texture(c, gx, gz, px, road_l, road_r):
 def _sidewalk_texture(c, gx, gz, px):
     rng = c.rng
     if rng.random() < 0.6:
-        base = _tint(_GREYS[rng.integers(1, 4)], 0.05, rng)
+        base = _tint(np.full(3, rng.uniform(125, 175)), 0.05, rng)
     else:  # red-brown pavers, close to terrain and facades
         base = _tint(np.array([150, 120, 112], np.float32), 0.08, rng)
     tile_x, tile_z = rng.uniform(0.3, 0.6), rng.uniform(0.3, 0.7)
@@ -276,7 +281,7 @@ def _sidewalk_texture(c, gx, gz, px):
 def _terrain_texture(c, gz, px):
     """Grass (mowing stripes along the depth) or patchy soil: smooth next to leaves."""
     rng = c.rng
-    base = np.array([rng.uniform(100, 150), rng.uniform(115, 150), rng.uniform(60, 95)],
+    base = np.array([rng.uniform(120, 165), rng.uniform(135, 170), rng.uniform(65, 100)],
                     np.float32)
     mod = c.smooth(12 * px) * 10 + c.fine() * 5
     if rng.random() < 0.6:
@@ -288,7 +293,7 @@ def _terrain_texture(c, gz, px):
 def _vegetation_texture(c, px, h=None, w=None):
     """Leaves: strong medium-frequency light/dark clusters over a green-brown base."""
     rng = c.rng
-    base = np.array([rng.uniform(50, 110), rng.uniform(85, 135), rng.uniform(25, 70)],
+    base = np.array([rng.uniform(45, 100), rng.uniform(80, 130), rng.uniform(25, 65)],
                     np.float32)
     leaves = c.smooth(2.5 * px, h, w) * 28 + c.smooth(7 * px, h, w) * 18
     return base + leaves[..., None] * np.array([0.8, 1.0, 0.6], np.float32) + \
@@ -356,12 +361,13 @@ def _building_texture(c, depth, height, px):
 def _wall_texture(c, depth, height, top, px):
     rng = c.rng
     shape = height.shape
-    base = _tint(_FACADE_COLORS[rng.integers(0, len(_FACADE_COLORS))], 0.06, rng)
-    course = rng.uniform(0.25, 0.45)
-    brick = rng.uniform(0.6, 1.0)
+    # concrete greys and bricks: half of it shared with the facades' palette
+    base = _tint(_WALL_COLORS[rng.integers(0, len(_WALL_COLORS))], 0.06, rng)
+    course = rng.uniform(0.3, 0.45)
+    brick = rng.uniform(0.7, 1.1)
     row = np.floor(height / course)
-    mortar = (np.mod(height / course, 1.0) < 0.18) | \
-        (np.mod(depth / brick + 0.5 * np.mod(row, 2), 1.0) < 0.08)
+    mortar = (np.mod(height / course, 1.0) < 0.2) | \
+        (np.mod(depth / brick + 0.5 * np.mod(row, 2), 1.0) < 0.1)
     cap = height > top - 0.15  # coping stones along the top
     mod = c.fine(*shape) * 6 + c.smooth(8 * px, *shape) * 6 - mortar * rng.uniform(20, 35) \
         + cap * rng.uniform(25, 45)
@@ -488,9 +494,10 @@ def _person(c, foot_y, foot_x, s, px):
             cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 1)
 
     def torso(m):
-        pts = np.array([[ox - wide * 0.45, neck + head_r * 0.3], [ox + wide * 0.45, neck + head_r * 0.3],
-                        [ox + wide * 0.48, hip + tall * 0.04], [ox - wide * 0.48, hip + tall * 0.04]],
-                       np.float32)
+        shoulder = neck + head_r * 0.3
+        pts = np.array([[ox - wide * 0.45, shoulder], [ox + wide * 0.45, shoulder],
+                        [ox + wide * 0.48, hip + tall * 0.04],
+                        [ox - wide * 0.48, hip + tall * 0.04]], np.float32)
         cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 1)
         for dx in (-1, 1):  # arms
             arm = np.array([[ox + dx * wide * 0.45, neck + head_r * 0.4],
@@ -520,7 +527,7 @@ def _pole(c, foot_y, foot_x, s, px):
         x0, y0, x1, y1 = box
         shape = (y1 - y0, x1 - x0)
         xs = np.arange(shape[1], dtype=np.float32)[None, :] + x0 - foot_x
-        metal = _tint(np.full(3, rng.uniform(90, 175)), 0.04, rng)
+        metal = _tint(np.full(3, rng.uniform(50, 150)), 0.04, rng)
         cyl = (1 - (2 * xs / thick) ** 2) * 25 - 10  # a cylinder's highlight
         tex = _shade(metal, cyl + c.fine(*shape) * 4)
         c.paint(np.ones(shape, bool), tex, POLE, box=(y0, x0))

