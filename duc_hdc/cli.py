@@ -139,7 +139,7 @@ def cmd_export(args):
 def cmd_demo(args):
     from .demo import run_demo
 
-    result = run_demo(args.workdir)
+    result = run_demo(args.workdir, overrides=args.set)
     print("synthetic data:  %s" % result["data"])
     print("RecordIO:        %s" % ", ".join(result["rec"].values()))
     print("training run:    %s (curves: %s)" % (result["run"], result["curves"]))
@@ -287,6 +287,8 @@ def build_parser():
     s = sub.add_parser("demo", help="synthetic data -> RecordIO -> train -> evaluate -> predict "
                                     "-> export, on CPU in minutes")
     s.add_argument("--workdir", default="demo_out", help="where everything is written")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a key of the synthetic recipe, e.g. --set train.epochs=8")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("train", help="train a recipe on one or more devices",

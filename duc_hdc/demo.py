@@ -19,13 +19,13 @@ log = logging.getLogger(__name__)
 NUM_TRAIN, NUM_VAL, SIZE, SEED = 240, 40, (256, 512), 0
 
 
-def _prepare_data(workdir):
+def _prepare_data(workdir, num_train, num_val, size):
     from .data.datasets import convert_cityscapes
     from .data.synthetic import make_synthetic_cityscapes
 
     root = os.path.join(workdir, "cityscapes")
     if not os.path.exists(os.path.join(root, ".complete")):
-        make_synthetic_cityscapes(root, num_train=NUM_TRAIN, num_val=NUM_VAL, size=SIZE,
+        make_synthetic_cityscapes(root, num_train=num_train, num_val=num_val, size=size,
                                   seed=SEED)
         open(os.path.join(root, ".complete"), "w").close()
     recs = {}
@@ -38,14 +38,14 @@ def _prepare_data(workdir):
     return root, recs
 
 
-def _train(workdir, recs, ctx):
+def _train(workdir, recs, ctx, overrides):
     from .config import load_config
     from .train import train
 
     run_dir = os.path.join(workdir, "run")
     cfg = load_config("synthetic", ["data.train_rec=%s" % recs["train"],
                                     "data.val_rec=%s" % recs["val"],
-                                    "train.out_dir=%s" % run_dir])
+                                    "train.out_dir=%s" % run_dir] + list(overrides or ()))
     final = os.path.join(run_dir, "final.params")
     if os.path.exists(final):
         log.info("%s exists: training already done", final)
@@ -56,8 +56,12 @@ def _train(workdir, recs, ctx):
     return final
 
 
-def run_demo(workdir="demo_out"):
-    """Run the demo under ``workdir``; returns a dict of results and paths."""
+def run_demo(workdir="demo_out", overrides=None, num_train=NUM_TRAIN, num_val=NUM_VAL,
+             size=SIZE):
+    """Run the demo under ``workdir``; returns a dict of results and paths.
+
+    ``overrides`` are ``--set`` strings for the ``synthetic`` recipe (e.g. a shorter run).
+    """
     import mxnet as mx
 
     from .data import SegRecordDataset
@@ -70,8 +74,9 @@ def run_demo(workdir="demo_out"):
     start = time.time()
     os.makedirs(workdir, exist_ok=True)
     ctx = [mx.cpu()]
-    data_root, recs = _prepare_data(workdir)
-    final = _train(workdir, recs, ctx)
+    size = tuple(size)
+    data_root, recs = _prepare_data(workdir, num_train, num_val, size)
+    final = _train(workdir, recs, ctx, overrides)
 
     net = load_model(final)
     segmenter = Segmenter(net)
@@ -90,7 +95,7 @@ def run_demo(workdir="demo_out"):
                                 overlay(img, pred, "cityscapes")], axis=0)
         cv2.imwrite(os.path.join(pred_dir, name + "_panel.png"), panel[:, :, ::-1])
     export = export_model(net, os.path.join(workdir, "export", "duc_hdc_synthetic"),
-                          (1, 3) + SIZE)
+                          (1, 3) + size)
     result = dict(mean_iou=float(mean_iou), pixel_accuracy=float(pixel_accuracy),
                   data=data_root, rec=recs, run=os.path.dirname(final), params=final,
                   curves=os.path.join(os.path.dirname(final), "curves.png"),
