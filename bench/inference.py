@@ -8,7 +8,8 @@ Batch 1, at each size, alternated in one process (A B C ... A B C ...) after a w
   ours fused       duc_hdc.optimize.optimized_block: BatchNorm folded + optimize_for('MKLDNN')
                    (what predict / evaluate run on CPU)
   ours int8        duc_hdc.optimize.quantize_net (naive calibration on 2 random images;
-                   speed only, the accuracy cost is measured by `duc-hdc quantize`)
+                   speed only, the accuracy cost is measured by `duc-hdc quantize`); for the
+                   memory table it is quantized in another process and loaded from its files
   GluonCV DeepLabV3-ResNet-101 and FCN-ResNet-101 (pretrained_base=False, hybridized)
 
 Each is printed as a ratio to the original graph and as a fraction of the machine's fp32
@@ -27,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 
@@ -60,11 +62,25 @@ def _first(out):
     return out[0] if isinstance(out, (list, tuple)) else out
 
 
-def build(key, h, w):
-    """(zero-argument runner that blocks until done, FLOPs) of one candidate at h x w."""
+def quantized(net):
+    """Our int8 network: naive calibration on 2 random 256x512 images (the thresholds do not
+    depend on the input size; speed does not depend on the weights)."""
+    from duc_hdc.optimize import quantize_net
+
+    calib = np.random.RandomState(1).normal(0, 50, (2, 3, 256, 512)).astype(np.float32)
+    return quantize_net(net, calib, calib_mode="naive")
+
+
+def build(key, h, w, int8_model=None):
+    """(zero-argument runner that blocks until done, FLOPs) of one candidate at h x w.
+
+    ``int8_model``: load the int8 network from this prefix (as a deployment would) instead of
+    quantizing it here.
+    """
     from duc_hdc import get_model
     from duc_hdc.benchmark import count_flops
-    from duc_hdc.optimize import optimized_block, quantize_net
+    from duc_hdc.model.network import build_model, resolve_settings
+    from duc_hdc.optimize import load_quantized, optimized_block
 
     x = _input(h, w)
     if key == "original":
@@ -82,16 +98,20 @@ def build(key, h, w):
             mod.get_outputs()[0].wait_to_read()
         return run, count_flops(sym, x.shape, seg_loss_label=label)
     if key in ("fp32", "fused", "int8"):
+        # FLOPs from the graph of a network without weights (no memory spent on them)
+        graph = build_model(resolve_settings(MODEL), initialize=False)(mx.sym.var("data"))
+        flops = count_flops(graph, x.shape)
+        if key == "int8" and int8_model:
+            runner = load_quantized(int8_model)
+            return (lambda: runner(x).wait_to_read()), flops
         net = get_model(MODEL)
-        flops = count_flops(net(mx.sym.var("data")), x.shape)
         if key == "fp32":
             net.hybridize(static_alloc=True, static_shape=True)
             runner = net
         elif key == "fused":
             runner = optimized_block(net)
         else:
-            calib = np.random.RandomState(1).normal(0, 50, (2, 3, 256, 512)).astype(np.float32)
-            runner = quantize_net(net, calib, calib_mode="naive")
+            runner = quantized(net)
         if key != "fp32":
             del net  # a deployment keeps the compiled graph only
         return (lambda: runner(x).wait_to_read()), flops
@@ -136,29 +156,49 @@ def load_average():
         return "load average unknown"
 
 
-def child(key, size):
-    """Build one candidate, run it twice (allocation + a steady run); print peak RSS."""
-    from duc_hdc.benchmark import peak_rss_mib
+def child(key, size, int8_model=None):
+    """Build one candidate, run it twice (allocation + a steady run); print peak RSS.
 
+    With key 'quantize', quantize our network and save it to ``int8_model`` instead."""
+    from duc_hdc import get_model
+    from duc_hdc.benchmark import peak_rss_mib
+    from duc_hdc.optimize import save_quantized
+
+    if key == "quantize":
+        save_quantized(quantized(get_model(MODEL)), int8_model)
+        return
     h, w = size
     before = peak_rss_mib()
-    run, _ = build(key, h, w)
+    run, _ = build(key, h, w, int8_model=int8_model)
     run()
     run()
     print(json.dumps(dict(candidate=key, peak_rss_mib=peak_rss_mib(), import_rss_mib=before)))
 
 
+def _run_child(key, size, int8_model=None):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", key, "--size", "%dx%d" % size]
+    if int8_model:
+        cmd += ["--int8-model", int8_model]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True)
+    if proc.returncode:
+        print("memory run of %s failed:\n%s" % (key, proc.stderr[-2000:]))
+        return None
+    return proc.stdout
+
+
 def memory_table(keys, size):
     rows = {}
-    for key in keys:
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", key,
-               "--size", "%dx%d" % size]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              universal_newlines=True)
-        if proc.returncode:
-            print("memory run of %s failed:\n%s" % (key, proc.stderr[-2000:]))
-            continue
-        rows[key] = json.loads(proc.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory(prefix="duc_hdc_int8_") as tmp:
+        # the int8 model is quantized in a process of its own and loaded from its files,
+        # as a deployment would (calibration memory is not inference memory)
+        int8_model = os.path.join(tmp, "int8")
+        if "int8" in keys and _run_child("quantize", size, int8_model) is None:
+            keys = [k for k in keys if k != "int8"]
+        for key in keys:
+            out = _run_child(key, size, int8_model if key == "int8" else None)
+            if out:
+                rows[key] = json.loads(out.strip().splitlines()[-1])
     base = rows.get("original", {}).get("peak_rss_mib")
     print("\n## peak RSS at %dx%d, batch 1 (one process per candidate; target: ours <= "
           "original)\n" % size)
@@ -221,9 +261,10 @@ def main(argv=None):
                    help="HxW of the peak-RSS runs, 'largest' of --sizes (default) or 'none'")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--size", type=_size, help=argparse.SUPPRESS)
+    p.add_argument("--int8-model", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        return child(args.child, args.size)
+        return child(args.child, args.size, args.int8_model)
     keys = [k.strip() for k in args.candidates.split(",") if k.strip()]
     unknown = [k for k in keys if k not in CANDIDATES]
     if unknown:
