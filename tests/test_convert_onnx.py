@@ -11,31 +11,17 @@ from onnx import helper, numpy_helper
 from duc_hdc import cli
 from duc_hdc.convert import ConversionError, convert_onnx
 from duc_hdc.model.network import load_model
+from test_convert import H, W, _random_release_weights  # noqa: F401  (same random graph)
 
-H, W = 64, 96
 CLASSES = 19
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, reference_symbol_path):
     """The reference graph's DUC output with random weights (non-trivial BatchNorm), in ONNX."""
-    out = mx.sym.load(reference_symbol_path).get_internals()["fc1_cityscapes_output"]
-    arg_shapes, _, aux_shapes = out.infer_shape(data=(1, 3, H, W))
-    rng = np.random.RandomState(0)
-    args, aux = {}, {}
-    for name, shape in zip(out.list_arguments(), arg_shapes):
-        if name == "data":
-            continue
-        if name.endswith("weight"):
-            value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[1:])), shape)
-        elif name.endswith("gamma"):
-            value = rng.uniform(0.5, 1.5, shape)
-        else:  # beta, bias
-            value = rng.normal(0, 0.1, shape)
-        args[name] = mx.nd.array(value.astype(np.float32))
-    for name, shape in zip(out.list_auxiliary_states(), aux_shapes):
-        value = rng.normal(0, 0.1, shape) if name.endswith("mean") else rng.uniform(0.5, 2, shape)
-        aux[name] = mx.nd.array(value.astype(np.float32))
+    out, np_args, np_aux = _random_release_weights(reference_symbol_path)
+    args = {k: mx.nd.array(v) for k, v in np_args.items()}
+    aux = {k: mx.nd.array(v) for k, v in np_aux.items()}
     root = tmp_path_factory.mktemp("onnx")
     path = str(root / "release.onnx")
     mx.onnx.export_model(out, dict(args, **aux), [(1, 3, H, W)], [np.float32], path)
