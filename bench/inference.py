@@ -16,11 +16,11 @@ Each is printed as a ratio to the original graph and as a fraction of the machin
 matrix-multiply peak (the best of a 4096^3 mx.nd.dot and FullyConnected, timed in the same run;
 FLOPs = 2 x the conv/FC multiply-accumulates from infer_shape). Peak RSS per candidate is
 measured first, in separate processes (RSS is process-wide): each builds one candidate and runs
-it twice; its peak is VmHWM (Linux carries ru_maxrss over from the parent across execve).
+it once; its peak is VmHWM (Linux carries ru_maxrss over from the parent across execve).
 All weights are random: speed does not depend on them.
 
-    python bench/inference.py                       # 512x1024 and 1024x2048 (long)
-    python bench/inference.py --sizes 512x1024 --rounds 1 --memory-size none   # quick look
+    python bench/inference.py             # 512x1024 and 1024x2048: ~25 min on 2 cores
+    python bench/inference.py --sizes 512x1024 --memory-size none             # ~4 min
 """
 import argparse
 import json
@@ -157,7 +157,7 @@ def load_average():
 
 
 def child(key, size, int8_model=None):
-    """Build one candidate, run it twice (allocation + a steady run); print peak RSS.
+    """Build one candidate, run it once; print its peak RSS.
 
     With key 'quantize', quantize our network and save it to ``int8_model`` instead."""
     from duc_hdc import get_model
@@ -170,8 +170,7 @@ def child(key, size, int8_model=None):
     h, w = size
     before = peak_rss_mib()
     run, _ = build(key, h, w, int8_model=int8_model)
-    run()
-    run()
+    run()  # static allocation and the oneDNN primitives happen in the first run
     print(json.dumps(dict(candidate=key, peak_rss_mib=peak_rss_mib(), import_rss_mib=before)))
 
 

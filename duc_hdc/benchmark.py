@@ -16,7 +16,6 @@ autotuning through ``MXNET_CUDNN_AUTOTUNE_DEFAULT``) are wired but were never me
 CPU-only machine this package is developed on; without a GPU they are refused with a message.
 """
 import json
-import logging
 import os
 import resource
 import statistics
@@ -28,8 +27,6 @@ import numpy as np
 
 __all__ = ["MODES", "count_flops", "build_inference", "time_inference", "run_benchmark",
            "peak_rss_mib", "check_gpu_options", "format_report"]
-
-log = logging.getLogger(__name__)
 
 MODES = ("fp32", "fused", "int8")
 
