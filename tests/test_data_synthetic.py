@@ -66,6 +66,18 @@ def test_deterministic_per_seed_and_index():
     assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[0], d[0])
 
 
+def test_parallel_rendering_writes_the_same_files(tmp_path):
+    for workers in (1, 2):
+        synthetic.make_synthetic_cityscapes(str(tmp_path / str(workers)), num_train=3, num_val=2,
+                                            size=(64, 128), seed=3, progress=False,
+                                            workers=workers)
+    files = sorted(p.relative_to(tmp_path / "1") for p in (tmp_path / "1").rglob("*.png"))
+    assert len(files) == 3 * 2 + 2 * 2
+    assert files == sorted(p.relative_to(tmp_path / "2") for p in (tmp_path / "2").rglob("*.png"))
+    for f in files:
+        assert (tmp_path / "1" / f).read_bytes() == (tmp_path / "2" / f).read_bytes(), f
+
+
 def test_fast_enough():
     synthetic.render_scene(synthetic.scene_rng(0, "train", 0), 256, 512)  # warm-up
     times = []

@@ -37,6 +37,8 @@ def main(argv=None):
     p.add_argument("--size", type=_size, default=(256, 512), metavar="H,W",
                    help="image size (default 256,512; 1024,2048 is Cityscapes' own)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None,
+                   help="rendering processes (default: one per core); the files do not depend on it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     from duc_hdc.data.synthetic import make_synthetic_cityscapes
@@ -45,7 +47,7 @@ def main(argv=None):
     try:
         counts = make_synthetic_cityscapes(args.out, args.train, args.val, size=args.size,
                                            seed=args.seed, num_test=args.test,
-                                           progress=not args.quiet)
+                                           progress=not args.quiet, workers=args.workers)
     except (ValueError, IOError) as err:
         print("error: %s" % err, file=sys.stderr)
         return 1

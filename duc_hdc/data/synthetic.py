@@ -615,7 +615,7 @@ def scene_rng(seed, split, index):
 
 
 def make_synthetic_cityscapes(out_root, num_train=200, num_val=50, size=(256, 512), seed=0,
-                              num_test=0, progress=True):
+                              num_test=0, progress=True, workers=None):
     """Write a synthetic dataset in the Cityscapes layout.
 
     Parameters
@@ -630,12 +630,16 @@ def make_synthetic_cityscapes(out_root, num_train=200, num_val=50, size=(256, 51
         Scenes are a deterministic function of (seed, split, index).
     progress : bool
         Show a tqdm progress bar.
+    workers : int, optional
+        Rendering processes (default: the number of cores). The files do not depend on it.
 
     Returns
     -------
     dict
         ``{split: number of images}``.
     """
+    import multiprocessing
+
     from tqdm import tqdm
 
     height, width = int(size[0]), int(size[1])
@@ -648,21 +652,39 @@ def make_synthetic_cityscapes(out_root, num_train=200, num_val=50, size=(256, 51
             raise ValueError("number of %s images must be >= 0, got %d" % (split, count))
         cities = SPLIT_CITIES[split]
         for i in range(count):
-            jobs.append((split, cities[i % len(cities)], i))
-    for split, city, i in tqdm(jobs, desc="synthetic scenes", unit="img", disable=not progress):
-        rgb, ids = render_scene(scene_rng(seed, split, i), height, width)
-        stem = "%s_%06d_%06d" % (city, i, 19)
-        img_dir = os.path.join(out_root, "leftImg8bit", split, city)
-        os.makedirs(img_dir, exist_ok=True)
-        _imwrite(os.path.join(img_dir, stem + "_leftImg8bit.png"),
-                 cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        if split != "test":
-            gt_dir = os.path.join(out_root, "gtFine", split, city)
-            os.makedirs(gt_dir, exist_ok=True)
-            _imwrite(os.path.join(gt_dir, stem + "_gtFine_labelIds.png"), ids)
+            jobs.append((out_root, seed, split, cities[i % len(cities)], i, height, width))
+    if workers is None:  # a process per core, but at least 8 scenes each (start-up ~1 s)
+        workers = min(os.cpu_count() or 1, len(jobs) // 8)
+    workers = max(1, min(int(workers), len(jobs)))
+    bar = tqdm(total=len(jobs), desc="synthetic scenes", unit="img", disable=not progress)
+    if workers == 1:
+        for job in jobs:
+            _write_scene(job)
+            bar.update()
+    else:
+        # 'spawn': the parent may hold MXNet's and OpenCV's thread pools, which fork would copy
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_write_scene, jobs, chunksize=4):
+                bar.update()
+    bar.close()
     counts = {"train": num_train, "val": num_val, "test": num_test}
     logger.info("wrote %s synthetic images of %dx%d to %s", counts, height, width, out_root)
     return counts
+
+
+def _write_scene(job):
+    """Render and write one scene (a pool task: a module-level function of plain values)."""
+    out_root, seed, split, city, i, height, width = job
+    rgb, ids = render_scene(scene_rng(seed, split, i), height, width)
+    stem = "%s_%06d_%06d" % (city, i, 19)
+    img_dir = os.path.join(out_root, "leftImg8bit", split, city)
+    os.makedirs(img_dir, exist_ok=True)
+    _imwrite(os.path.join(img_dir, stem + "_leftImg8bit.png"),
+             cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if split != "test":
+        gt_dir = os.path.join(out_root, "gtFine", split, city)
+        os.makedirs(gt_dir, exist_ok=True)
+        _imwrite(os.path.join(gt_dir, stem + "_gtFine_labelIds.png"), ids)
 
 
 def _imwrite(path, array):
