@@ -238,12 +238,12 @@ def render_scene(rng, height=256, width=512):
         shadow = (line > rng.uniform(-0.2, 0.3) * w) & below
         soft = cv2.GaussianBlur(shadow.astype(np.float32), (0, 0), 2.0 * px + 0.5)
         img *= (1.0 - soft * rng.uniform(0.15, 0.35))[..., None]
-    gain = rng.uniform(0.8, 1.2)
+    gain = rng.uniform(0.88, 1.12)
     cast = rng.uniform(0.93, 1.07, 3).astype(np.float32)
     img *= gain * cast
     img = np.clip(img, 0, 255) / 255.0
     img = np.power(img, np.float32(rng.uniform(0.85, 1.15))) * 255.0
-    img += c.fine(h, w)[..., None] * rng.uniform(2.0, 5.0)
+    img += c.fine(h, w)[..., None] * rng.uniform(1.5, 3.0)
     rgb = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     return rgb, c.ids
 
@@ -336,7 +336,7 @@ def _facades(c, sign, facade_x, x_v, y_h, focal, px, z_end):
             mask = (height >= 0) & (height < canopy)
             c.paint(mask, _vegetation_texture(c, px, *shape), VEGETATION, box=box)
             if kind == "wall":  # a low wall in front of the trees
-                top = rng.uniform(1.0, 2.5)
+                top = rng.uniform(1.5, 3.0)
                 mask = (height >= 0) & (height < top)
                 c.paint(mask, _wall_texture(c, depth, height, top, px), WALL, box=box)
 
@@ -471,7 +471,7 @@ def _car(c, foot_y, foot_x, s, px):
 def _person(c, foot_y, foot_x, s, px):
     rng = c.rng
     tall = rng.uniform(1.15, 1.45) * s
-    wide = tall * rng.uniform(0.36, 0.45)
+    wide = tall * rng.uniform(0.42, 0.5)
     box = _box(c, foot_x - wide, foot_y - tall - 2, foot_x + wide, foot_y + 2)
     if box is None:
         return
@@ -481,7 +481,7 @@ def _person(c, foot_y, foot_x, s, px):
     head_r = tall * 0.07
     neck = oy - tall + 2 * head_r
     hip = oy - tall * 0.48
-    stride = rng.uniform(0.0, 0.18) * tall
+    stride = rng.uniform(0.0, 0.1) * tall
     trousers = _tint(np.array([rng.uniform(20, 110)] * 3, np.float32), 0.25, rng)
     shirt = rng.uniform(20, 230, 3).astype(np.float32)
     skin = _tint(np.array([200, 160, 130], np.float32), 0.2, rng)
