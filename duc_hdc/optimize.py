@@ -313,7 +313,7 @@ def fold_batchnorm(net_or_graph, lazy=False):
     folded = mx.sym.load_json(json.dumps(graph))
     log.debug("folded %d BatchNorm layers into convolutions", len(folds))
     if not lazy:
-        new_args = {k: v() if callable(v) else v for k, v in new_args.items()}
+        new_args = {k: _value(v) for k, v in new_args.items()}
     return folded, new_args, new_auxs
 
 
@@ -342,10 +342,21 @@ class _BatchNormFold(object):
         return mx.nd.array(((bias - mean) * self._scale() + beta).astype(np.float32))
 
 
+def _value(array):
+    """An array, or the array a lazy entry (a zero-argument callable) computes."""
+    return array() if callable(array) else array
+
+
+def _data_block(sym, params=None):
+    """``gluon.SymbolBlock`` of ``sym`` with a float32 input ``data`` (SymbolBlock.imports
+    leaves the input untyped, and warns)."""
+    return mx.gluon.SymbolBlock(sym, [mx.sym.var("data", dtype="float32")], params=params)
+
+
 def symbol_block(sym, args, auxs, ctx=None):
     """A ``gluon.SymbolBlock`` (input ``data``) holding ``sym`` with its parameters loaded."""
     ctx = ctx or mx.cpu()
-    block = mx.gluon.SymbolBlock(sym, [mx.sym.var("data", dtype="float32")])
+    block = _data_block(sym)
     params = {"arg:%s" % k: v for k, v in args.items()}
     params.update({"aux:%s" % k: v for k, v in auxs.items()})
     block.collect_params().load_dict(params, ctx=ctx, cast_dtype=True, dtype_source="saved")
@@ -358,8 +369,7 @@ def _parameter_dict(arrays, ctx):
     second full copy of the weights is ever held."""
     params = mx.gluon.ParameterDict("")
     for name in sorted(arrays):
-        array = arrays.pop(name)
-        array = array() if callable(array) else array
+        array = _value(arrays.pop(name))
         param = params.get(name, shape=array.shape, dtype=array.dtype, grad_req="null",
                            allow_deferred_init=True)
         param._load_init(array, ctx)
@@ -423,10 +433,6 @@ def _feature_sizes(sym, data_shape, entries):
 
 def _tap_name(conv_name, ky, kx):
     return "%s_tap%d%d_weight" % (conv_name, ky, kx)
-
-
-def _value(array):
-    return array() if callable(array) else array
 
 
 def head_tap_weights(sym, args):
@@ -611,8 +617,7 @@ def optimized_block(net, backend="MKLDNN", ctx=None, split_head_taps=True):
     heads = _head_sums(nodes)
     if not split_head_taps or not heads:
         params = _parameter_dict(arrays, ctx)
-        return InferenceNet(config, kind, _constant(mx.gluon.SymbolBlock(
-            sym, [mx.sym.var("data", dtype="float32")], params=params)), backend=backend)
+        return InferenceNet(config, kind, _constant(_data_block(sym, params)), backend=backend)
     arrays.update(head_tap_weights(sym, arrays))
     for _, convs, _ in heads:  # every variant runs the taps instead
         for c in convs:
@@ -635,8 +640,7 @@ def optimized_block(net, backend="MKLDNN", ctx=None, split_head_taps=True):
 
     def build(feature_sizes):
         split = split_head(sym, list(feature_sizes))
-        return mx.gluon.SymbolBlock(split, [mx.sym.var("data", dtype="float32")],
-                                    params=params)
+        return _data_block(split, params)
 
     return InferenceNet(config, kind, build, key_of=key_of, backend=backend)
 
@@ -837,9 +841,7 @@ def load_quantized(prefix, ctx=None):
     if doc.get("kind") != _QUANTIZED_FORMAT or "model" not in doc:
         raise ValueError("%s is not a duc-hdc INT8 model sidecar (kind %r)"
                          % (side, doc.get("kind")))
-    # SymbolBlock.imports leaves the input untyped (and warns); it is float32
-    block = mx.gluon.SymbolBlock(mx.sym.load(prefix + "-symbol.json"),
-                                 [mx.sym.var("data", dtype="float32")])
+    block = _data_block(mx.sym.load(prefix + "-symbol.json"))
     block.collect_params().load(prefix + "-0000.params", ctx=ctx or mx.cpu(), cast_dtype=True,
                                 dtype_source="saved")
     qnet = InferenceNet(doc["model"], "int8", _constant(block))
