@@ -53,7 +53,8 @@ def count_flops(sym, data_shape, **input_shapes):
     """Multiply-accumulate FLOPs (2 per MAC) of the convolutions and FC layers of a graph.
 
     Shapes come from ``infer_shape`` at ``data_shape``; element-wise layers, pooling and
-    BatchNorm are not counted (they are a rounding error next to the convolutions).
+    BatchNorm are not counted (they are a rounding error next to the convolutions). The FLOPs
+    the graph computes: the DUC head's zero-padded channels (``padded_channels``) count.
 
     Parameters
     ----------
@@ -74,12 +75,21 @@ def count_flops(sym, data_shape, **input_shapes):
     outputs = dict(zip(internals.list_outputs(), out_shapes))
     args = dict(zip(internals.list_arguments(), arg_shapes))
     nodes = json.loads(sym.tojson())["nodes"]
+
+    def shape_of(entry):
+        # a variable, or an operator's output (e.g. a weight padded inside the graph)
+        node = nodes[entry[0]]
+        if node["op"] == "null":
+            return args.get(node["name"])
+        return outputs.get(node["name"] + "_output") or outputs.get(
+            "%s_output%d" % (node["name"], entry[1]))
+
     macs = 0
     for node in nodes:
         op = node["op"]
         if op not in ("Convolution", "Deconvolution", "FullyConnected"):
             continue
-        weight = args.get(nodes[node["inputs"][1][0]]["name"])
+        weight = shape_of(node["inputs"][1])
         out = outputs.get(node["name"] + "_output")
         if not weight or not out or 0 in weight or 0 in out:
             raise ValueError("cannot infer the shapes of %s at input %s" % (node["name"],
@@ -87,8 +97,7 @@ def count_flops(sym, data_shape, **input_shapes):
         if op == "Convolution":
             macs += int(np.prod(out, dtype=np.int64)) * int(np.prod(weight[1:], dtype=np.int64))
         elif op == "Deconvolution":
-            data = outputs.get(nodes[node["inputs"][0][0]]["name"] + "_output")
-            data = data or args.get(nodes[node["inputs"][0][0]]["name"])
+            data = shape_of(node["inputs"][0])
             macs += int(np.prod(data, dtype=np.int64)) * int(np.prod(weight[1:], dtype=np.int64))
         else:
             macs += int(np.prod(out, dtype=np.int64)) * int(weight[1])

@@ -11,11 +11,13 @@ runs like the network itself (it carries ``classes``, ``cell_width``, ``normaliz
     subgraph backend folds BatchNorm only inside its own fused operators, at run time, and only
     on CPU. Folding the graph itself gives a BatchNorm-free graph for every backend (MKLDNN,
     GPU, ONNX) and lets the MKLDNN pass fuse convolution + bias + sum + ReLU directly.
+``fold_constants``
+    Every subgraph that reads parameters only (the DUC head's zero-padded weights, see
+    :func:`duc_hdc.model.duc.padded_channels`) replaced by a parameter holding its value.
 ``optimized_block``
     The folded graph partitioned by ``optimize_for('MKLDNN')`` (MXNet's subgraph API): every
-    convolution fused with its ReLU and residual sum; the DUC head's dilated convolutions
-    rewritten as matrix products over the taps that land inside the feature map
-    (:func:`split_head`). The default inference path of ``Segmenter`` on CPU. Equal to the
+    convolution fused with its bias, ReLU and residual sum, the DUC head's branch sums fused
+    into its convolutions. The default inference path of ``Segmenter`` on CPU. Equal to the
     plain network within float rounding (1e-4 relative, tested).
 ``quantize_net``
     INT8 post-training quantization with ``mxnet.contrib.quantization.quantize_net_v2`` on the
@@ -37,7 +39,8 @@ import numpy as np
 
 from .model.network import write_sidecar
 
-__all__ = ["InferenceNet", "graph_of", "fold_batchnorm", "symbol_block", "optimized_block",
+__all__ = ["InferenceNet", "graph_of", "fold_batchnorm", "fold_constants", "inference_graph",
+           "symbol_block", "optimized_block",
            "quantize_net", "calibration_batch", "calibration_images", "save_quantized",
            "load_quantized", "quantized_prefix", "count_quantized_ops", "run_quantization",
            "mkldnn_available", "DUC_HEAD_LAYERS", "DEFAULT_QUANTIZE_EXCLUDE"]
@@ -71,35 +74,29 @@ class InferenceNet(object):
     config : dict
         The source network's settings (``net.config``): classes, cell width, normalization.
     kind : str
-        What the graph is: ``'fused'`` (fp32, BatchNorm folded, MKLDNN subgraphs),
-        ``'folded'`` (fp32, BatchNorm folded, no backend) or ``'int8'``.
-    build : callable
-        ``build(key) -> gluon.SymbolBlock`` (input ``data``): the graph for the input sizes
-        that ``key_of`` maps to ``key``. Blocks share one set of parameters.
-    key_of : callable, optional
-        ``key_of(input_shape) -> hashable``: which graph variant an input needs (default: one
-        graph for every size).
+        What the graph is: ``'fused'`` (fp32, folded, MKLDNN subgraphs), ``'folded'`` (fp32,
+        BatchNorm and constants folded, no backend) or ``'int8'``.
+    block : gluon.SymbolBlock
+        The graph (input ``data``) with its parameters.
     backend : str, optional
-        Subgraph backend applied when a graph is first run (``optimize_for``), e.g. 'MKLDNN'.
+        Subgraph backend applied when the graph is first run (``optimize_for``), e.g. 'MKLDNN'.
 
     Notes
     -----
     ``net(x)`` takes (N, 3, H, W) float32, normalized with :attr:`normalization`, H and W
-    multiples of 8, and returns logits (N, classes, H // cell_width, W // cell_width). Each
-    graph variant is partitioned once, at its first call, and cached; a new input size of the
-    same variant re-plans memory only (static shapes), no re-export.
+    multiples of 8, and returns logits (N, classes, H // cell_width, W // cell_width). The
+    graph is partitioned once, at its first call; a new input size re-plans memory only
+    (static shapes), no re-partitioning.
     """
 
-    def __init__(self, config, kind, build, key_of=None, backend=None):
+    def __init__(self, config, kind, block, backend=None):
         self.config = dict(config)
         self.kind = kind
         self.backend = backend
         self.classes = int(config["classes"])
         self.cell_width = int(config["cell_width"])
-        self._build = build
-        self._key_of = key_of or (lambda shape: None)
-        self._blocks = {}
-        self._last = None
+        self.block = block
+        self._ready = False
 
     @property
     def normalization(self):
@@ -107,46 +104,30 @@ class InferenceNet(object):
         std = self.config.get("std")
         return dict(mean=tuple(self.config["mean"]), std=None if std is None else tuple(std))
 
-    @property
-    def block(self):
-        """The SymbolBlock run last (before any call: the graph of the first variant)."""
-        if self._last is None:
-            self._last = self._build(self._key_of(None))
-        return self._last
-
     def collect_params(self):
-        """The graph's parameters (a ``ParameterDict``, shared by all variants)."""
+        """The graph's parameters (a ``ParameterDict``)."""
         return self.block.collect_params()
 
     def hybridize(self, *args, **kwargs):
         """No-op: the graph is already compiled (present so callers can treat it as a net)."""
 
     def symbol(self):
-        """The graph run last (partitioned once it has run)."""
+        """The graph (partitioned once it has run)."""
         return self.block._cached_graph[1]
 
     def __call__(self, x):
-        key = self._key_of(tuple(x.shape))
-        block = self._blocks.get(key)
-        if block is None:
-            block = self._build(key)
+        if not self._ready:
             if self.backend:
-                block.optimize_for(x, backend=self.backend, static_alloc=True,
-                                   static_shape=True)
+                self.block.optimize_for(x, backend=self.backend, static_alloc=True,
+                                        static_shape=True)
             else:
-                block.hybridize(static_alloc=True, static_shape=True)
-            self._blocks[key] = block
-        self._last = block
-        return block(x)
+                self.block.hybridize(static_alloc=True, static_shape=True)
+            self._ready = True
+        return self.block(x)
 
     def __repr__(self):
         return "InferenceNet(kind=%r, classes=%d, cell_width=%d, backend=%r)" % (
             self.kind, self.classes, self.cell_width, self.backend)
-
-
-def _constant(block):
-    """An InferenceNet ``build`` that always returns ``block``."""
-    return lambda key: block
 
 
 # ------------------------------------------------------------------------------ graphs
@@ -377,214 +358,119 @@ def _parameter_dict(arrays, ctx):
     return params
 
 
-# ------------------------------------------------------------------------------ DUC head
-def _tuple_attr(attrs, key, default):
-    text = attrs.get(key)
-    if text is None:
-        return default
-    return tuple(int(v) for v in text.strip("()[] ").split(",") if v.strip())
+# ------------------------------------------------------------------------------ constants
+def fold_constants(graph):
+    """Replace every subgraph that reads parameters only by a parameter holding its value.
 
-
-def _head_sums(nodes):
-    """The ``add_n`` nodes that sum dilated 3x3 'same' convolutions of one input (the DUC /
-    ASPP head): list of (add_n index, [conv indices], input entry)."""
-    readers = {}
-    for node in nodes:
-        for src, _, _ in node["inputs"]:
-            readers[src] = readers.get(src, 0) + 1
-    found = []
-    for i, node in enumerate(nodes):
-        if node["op"] != "add_n" or len(node["inputs"]) < 2:
-            continue
-        convs = [src for src, _, _ in node["inputs"]]
-        ok = len(set(convs)) == len(convs)
-        for c in convs:
-            attrs = nodes[c].get("attrs", {})
-            ok = ok and nodes[c]["op"] == "Convolution" and readers.get(c) == 1
-            if not ok:
-                break
-            rate = _tuple_attr(attrs, "dilate", (1, 1))
-            ok = (_tuple_attr(attrs, "kernel", ()) == (3, 3)
-                  and _tuple_attr(attrs, "stride", (1, 1)) == (1, 1)
-                  and _tuple_attr(attrs, "pad", (0, 0)) == rate and rate[0] == rate[1]
-                  and int(attrs.get("num_group", 1)) == 1
-                  and attrs.get("layout", "None") in ("None", "NCHW"))
-        entries = {tuple(nodes[c]["inputs"][0][:2]) for c in convs} if ok else set()
-        if ok and len(entries) == 1:
-            found.append((i, convs, list(entries.pop())))
-    return found
-
-
-def _feature_sizes(sym, data_shape, entries):
-    """(H, W) of the given graph entries at input ``data_shape``."""
-    internals = sym.get_internals()
-    _, shapes, _ = internals.infer_shape_partial(data=tuple(data_shape))
-    by_name = dict(zip(internals.list_outputs(), shapes))
-    nodes = json.loads(sym.tojson())["nodes"]
-    sizes = []
-    for src, out in entries:
-        node = nodes[src]
-        names = ([node["name"]] if node["op"] == "null" else
-                 [node["name"] + "_output", node["name"] + "_output%d" % out])
-        shape = next((by_name[n] for n in names if n in by_name), None)
-        sizes.append(tuple(shape[2:4]) if shape and len(shape) == 4 else None)
-    return sizes
-
-
-def _tap_name(conv_name, ky, kx):
-    return "%s_tap%d%d_weight" % (conv_name, ky, kx)
-
-
-def head_tap_weights(sym, args):
-    """The 1x1 weights of the decomposed DUC head (see :func:`split_head`).
-
-    Returns
-    -------
-    dict
-        name -> NDArray: one (O, C) weight per off-centre tap of every branch, the branches'
-        centre taps summed into one weight and their biases into one bias.
-    """
-    nodes = json.loads(sym.tojson())["nodes"]
-    out = {}
-    for addn, convs, _ in _head_sums(nodes):
-        name = nodes[addn]["name"]
-        centre, bias = 0, 0
-        for c in convs:
-            weight = _value(args[nodes[nodes[c]["inputs"][1][0]]["name"]]).asnumpy()
-            centre = centre + weight[:, :, 1, 1]
-            if len(nodes[c]["inputs"]) > 2:
-                bias = bias + _value(args[nodes[nodes[c]["inputs"][2][0]]["name"]]).asnumpy()
-            for ky in range(3):
-                for kx in range(3):
-                    if (ky, kx) != (1, 1):
-                        out[_tap_name(nodes[c]["name"], ky, kx)] = mx.nd.array(
-                            np.ascontiguousarray(weight[:, :, ky, kx]))
-        out[name + "_centre_weight"] = mx.nd.array(centre)
-        out[name + "_centre_bias"] = mx.nd.array(np.zeros(centre.shape[0], np.float32) + bias)
-    return out
-
-
-def split_head(sym, feature_size):
-    """Rewrite the DUC head's sum of dilated 3x3 convolutions as matrix products over taps.
-
-    A 3x3 convolution with dilation r and padding r is the sum over its nine taps (dy, dx) in
-    {-r, 0, r}^2 of a 1x1 convolution of the input shifted by (dy, dx), zero outside. Written
-    out this way (by hand: MXNet and oneDNN have no such pass):
-
-    * the four branches' centre taps read the same unshifted input: one product with the
-      summed weights (and biases) replaces four;
-    * each off-centre tap multiplies only the crop of the input where the tap lands inside
-      the map (``slice``), and is padded back with zeros (``Pad``): the products with the zero
-      padding that a padded dilated convolution computes (a third of the work at rate 24 on
-      the 64 x 128 map of a 512 x 1024 image, a sixth on the 128 x 256 map of 1024 x 2048) are
-      not computed, and a tap that never lands inside (rate >= the map size) disappears;
-    * the products are ``FullyConnected`` layers on the channels-last map (one transpose of
-      the head's input): plain matrix products, where oneDNN runs the dilated convolution as
-      im2col + GEMM, and no crop is converted to oneDNN's blocked layout and back.
-
-    Measured on this machine (ResNet-101-DUC-HDC, batch 1, fused graph): 0.80 of the time of
-    the dilated head's graph at 512 x 1024 and 0.88 at 1024 x 2048, with less memory.
-
-    The result equals the original sum up to float rounding. The graph depends on which taps
-    land inside the map, i.e. on ``feature_size``; :func:`optimized_block` keeps one graph per
-    distinct set (one for every input of at least 200 x 200 pixels).
+    The DUC head pads its weights with zero rows inside the graph
+    (:class:`~duc_hdc.model.duc.PaddedConv2D`); for inference those are constants. Folded,
+    the convolutions read plain weight variables, which MKLDNN's fused operators cache and
+    ``quantize_net_v2`` quantizes, and nothing is recomputed per call. Written by hand: MXNet
+    has no constant-folding pass.
 
     Parameters
     ----------
-    sym : mx.sym.Symbol
-        Folded graph (its head weights are replaced by :func:`head_tap_weights`).
-    feature_size : list of (int, int)
-        (H, W) of each head's input (see ``_feature_sizes``), in graph order.
+    graph : (mx.sym.Symbol, dict, dict)
+        A graph with its arg and aux params (values may be lazy: zero-argument callables).
 
     Returns
     -------
-    mx.sym.Symbol
+    (mx.sym.Symbol, dict, dict)
+        The graph with each folded subgraph replaced by a variable named after its node;
+        arg params gain the folded values (lazy) and lose the parameters nothing reads now.
     """
-    graph = json.loads(sym.tojson())
-    nodes = graph["nodes"]
-    heads = _head_sums(nodes)
-    if not heads:
-        return sym
-    readers = {}
+    sym, args, auxs = graph
+    doc = json.loads(sym.tojson())
+    nodes = doc["nodes"]
+    constant = []
     for node in nodes:
-        for src, _, _ in node["inputs"]:
-            readers[src] = readers.get(src, 0) + 1
-    replace, dropped = {}, set()
-    for (addn, convs, entry), (h, w) in zip(heads, feature_size):
-        replace[addn] = (convs, entry, h, w)
-        for c in convs:
-            dropped.add(c)
-            for src, _, _ in nodes[c]["inputs"][1:]:
-                if readers.get(src) == 1:
-                    dropped.add(src)
-    index, out_nodes = {}, []
+        if node["op"] == "null":
+            constant.append(node["name"] in args)
+        else:
+            constant.append(all(constant[src] for src, _, _ in node["inputs"]))
+    # the constant entries that a computed node (or the output) reads: the ones to evaluate
+    needed = {(src, out) for node, const in zip(nodes, constant) if not const
+              for src, out, _ in node["inputs"] if constant[src] and nodes[src]["op"] != "null"}
+    needed |= {(src, out) for src, out, _ in doc["heads"] if constant[src]}
+    if not needed:
+        return sym, dict(args), dict(auxs)
+    internals = sym.get_internals()
+    outputs = internals.list_outputs()
+    new_args = dict(args)
+    replace = {}
+    for src, out in sorted(needed):
+        name = nodes[src]["name"] if out == 0 else "%s_%d" % (nodes[src]["name"], out)
+        entry = internals[outputs.index(_output_name(nodes[src], out, outputs))]
 
-    def emit(node):
-        out_nodes.append(node)
-        return len(out_nodes) - 1
-
+        def compute(entry=entry):
+            inputs = {n: _value(args[n]) for n in entry.list_arguments()}
+            return entry.eval(ctx=mx.cpu(), **inputs)[0]
+        new_args[name] = compute
+        replace[(src, out)] = name
+    # new node list: folded entries become variables; nodes nothing reads any more are dropped
+    rebuilt = []
+    index = {}
     for i, node in enumerate(nodes):
-        if i in dropped:
-            continue
-        if i not in replace:
-            index[i] = emit(dict(node, inputs=[[index[s], o, v] for s, o, v in node["inputs"]]))
-            continue
-        convs, (src, out), h, w = replace[i]
-        name = node["name"]
-        x = [index[src], out, 0]
-        num_filter = nodes[convs[0]]["attrs"]["num_filter"]
-
-        def product(inp, weight, bias=None):
-            """Channels-last (N, h, w, C) times weight (O, C) [+ bias], back to (N, O, h, w)."""
-            inputs = [inp, [emit(dict(op="null", name=weight, inputs=[])), 0, 0]]
-            if bias:
-                inputs.append([emit(dict(op="null", name=bias, inputs=[])), 0, 0])
-            base = weight[:-len("_weight")]
-            fc = emit(dict(op="FullyConnected", name=base, inputs=inputs,
-                           attrs=dict(num_hidden=num_filter, no_bias=str(bias is None),
-                                      flatten="False")))
-            return emit(dict(op="transpose", name=base + "_nchw", inputs=[[fc, 0, 0]],
-                             attrs=dict(axes="(0, 3, 1, 2)")))
-
-        # Channels-last once, so that each tap is a plain matrix product over a crop
-        # (FullyConnected): a convolution would convert every crop to MKLDNN's blocked
-        # layout and back, and keep those copies.
-        x_last = [emit(dict(op="transpose", name=name + "_nhwc", inputs=[x],
-                            attrs=dict(axes="(0, 2, 3, 1)"))), 0, 0]
-        total = product(x_last, name + "_centre_weight", name + "_centre_bias")
-        for c in convs:
-            rate = _tuple_attr(nodes[c]["attrs"], "dilate", (1, 1))[0]
-            for ky in range(3):
-                for kx in range(3):
-                    dy, dx = (ky - 1) * rate, (kx - 1) * rate
-                    if (ky, kx) == (1, 1) or abs(dy) >= h or abs(dx) >= w:
-                        continue  # the centre is merged; this tap never lands inside
-                    tap = _tap_name(nodes[c]["name"], ky, kx)
-                    base = tap[:-len("_weight")]
-                    begin = "(None, %s, %s, None)" % tuple(d if d > 0 else None for d in (dy, dx))
-                    end = "(None, %s, %s, None)" % tuple(d if d < 0 else None for d in (dy, dx))
-                    crop = emit(dict(op="slice", name=base + "_crop", inputs=[x_last],
-                                     attrs=dict(begin=begin, end=end)))
-                    prod = product([crop, 0, 0], tap)
-                    pad = (0, 0, 0, 0, max(0, -dy), max(0, dy), max(0, -dx), max(0, dx))
-                    term = emit(dict(op="Pad", name=base + "_pad", inputs=[[prod, 0, 0]],
-                                     attrs=dict(mode="constant", pad_width=str(pad),
-                                                constant_value="0")))
-                    # a running sum, tap by tap: an add_n of every tap would keep them all
-                    # (and their inputs) alive at once
-                    total = emit(dict(op="elemwise_add", name=base + "_sum",
-                                      inputs=[[total, 0, 0], [term, 0, 0]]))
-        index[i] = total
-    graph["nodes"] = out_nodes
-    graph["arg_nodes"] = [k for k, n in enumerate(out_nodes) if n["op"] == "null"]
-    graph["heads"] = [[index[s], o, v] for s, o, v in graph["heads"]]
-    graph.pop("node_row_ptr", None)
-    return mx.sym.load_json(json.dumps(graph))
+        inputs = []
+        for src, out, v in node["inputs"]:
+            if (src, out) in replace:
+                rebuilt.append(dict(op="null", name=replace[(src, out)], inputs=[]))
+                inputs.append([len(rebuilt) - 1, 0, 0])
+            else:
+                inputs.append([index[src], out, v])
+        index[i] = len(rebuilt)
+        rebuilt.append(dict(node, inputs=inputs))
+    heads = []
+    for src, out, v in doc["heads"]:
+        if (src, out) in replace:
+            rebuilt.append(dict(op="null", name=replace[(src, out)], inputs=[]))
+            heads.append([len(rebuilt) - 1, 0, 0])
+        else:
+            heads.append([index[src], out, v])
+    nodes, heads = _reachable(rebuilt, heads)
+    doc.update(nodes=nodes, heads=heads,
+               arg_nodes=[k for k, n in enumerate(nodes) if n["op"] == "null"])
+    doc.pop("node_row_ptr", None)
+    folded = mx.sym.load_json(json.dumps(doc))
+    used = set(folded.list_arguments())
+    new_args = {k: v for k, v in new_args.items() if k in used}
+    log.debug("folded %d constant subgraph(s) into parameters", len(replace))
+    return folded, new_args, dict(auxs)
 
 
-def optimized_block(net, backend="MKLDNN", ctx=None, split_head_taps=True):
-    """The fast fp32 inference graph of ``net``: BatchNorm folded (:func:`fold_batchnorm`),
-    the DUC head as tap products (:func:`split_head`), MKLDNN subgraphs fused.
+def _output_name(node, out, outputs):
+    name = node["name"] + "_output"
+    return name if name in outputs and out == 0 else "%s%d" % (name, out)
+
+
+def _reachable(nodes, heads):
+    """The nodes the heads depend on, in their order, renumbered (and the heads)."""
+    keep = set()
+    stack = [src for src, _, _ in heads]
+    while stack:
+        i = stack.pop()
+        if i not in keep:
+            keep.add(i)
+            stack.extend(src for src, _, _ in nodes[i]["inputs"])
+    index = {old: new for new, old in enumerate(sorted(keep))}
+    out = [dict(nodes[i], inputs=[[index[s], o, v] for s, o, v in nodes[i]["inputs"]])
+           for i in sorted(keep)]
+    return out, [[index[s], o, v] for s, o, v in heads]
+
+
+def inference_graph(net, lazy=False):
+    """The graph inference runs: BatchNorm folded (:func:`fold_batchnorm`), then parameter-only
+    subgraphs folded (:func:`fold_constants`). Returns ``(symbol, arg_params, aux_params)``;
+    with ``lazy`` the folded values are zero-argument callables."""
+    sym, args, auxs = fold_constants(fold_batchnorm(net, lazy=True))
+    if not lazy:
+        args = {k: _value(v) for k, v in args.items()}
+    return sym, args, auxs
+
+
+def optimized_block(net, backend="MKLDNN", ctx=None):
+    """The fast fp32 inference graph of ``net``: BatchNorm and the head's weight padding
+    folded (:func:`inference_graph`), MKLDNN subgraphs fused.
 
     Parameters
     ----------
@@ -592,11 +478,9 @@ def optimized_block(net, backend="MKLDNN", ctx=None, split_head_taps=True):
         A network with its trained (or initialized) weights.
     backend : str or None
         Subgraph backend for ``optimize_for``: ``'MKLDNN'`` (CPU; ignored with a log line when
-        this MXNet build lacks it, or for a GPU context) or None (BatchNorm folding only).
+        this MXNet build lacks it, or for a GPU context) or None (folding only).
     ctx : mx.Context, optional
         Where the graph runs; default: where ``net``'s parameters live.
-    split_head_taps : bool
-        Run the DUC head as matrix products over its taps (:func:`split_head`).
 
     Returns
     -------
@@ -609,40 +493,12 @@ def optimized_block(net, backend="MKLDNN", ctx=None, split_head_taps=True):
         log.info("MKLDNN fusion skipped (%s); BatchNorm folding only",
                  "context %s" % ctx if ctx.device_type != "cpu" else "MXNet built without it")
         backend = None
-    sym, args, auxs = fold_batchnorm(net, lazy=True)
-    kind = "fused" if backend else "folded"
+    sym, args, auxs = inference_graph(net, lazy=True)
     arrays = dict(args, **auxs)
     del args, auxs
-    nodes = json.loads(sym.tojson())["nodes"]
-    heads = _head_sums(nodes)
-    if not split_head_taps or not heads:
-        params = _parameter_dict(arrays, ctx)
-        return InferenceNet(config, kind, _constant(_data_block(sym, params)), backend=backend)
-    arrays.update(head_tap_weights(sym, arrays))
-    for _, convs, _ in heads:  # every variant runs the taps instead
-        for c in convs:
-            for src, _, _ in nodes[c]["inputs"][1:]:
-                arrays.pop(nodes[src]["name"], None)
     params = _parameter_dict(arrays, ctx)
-    largest = [max(_tuple_attr(nodes[c]["attrs"], "dilate", (1, 1))[0] for c in convs)
-               for _, convs, _ in heads]
-    keys = {}
-
-    def key_of(shape):
-        # The graph depends only on which taps land inside each head's input map: its size
-        # clipped above the largest shift (one graph for all inputs of >= 200 x 200 pixels).
-        shape = shape or (1, 3, 1024, 2048)
-        if shape not in keys:
-            sizes = _feature_sizes(sym, shape, [entry for _, _, entry in heads])
-            keys[shape] = tuple((min(h, r + 1), min(w, r + 1))
-                                for (h, w), r in zip(sizes, largest))
-        return keys[shape]
-
-    def build(feature_sizes):
-        split = split_head(sym, list(feature_sizes))
-        return _data_block(split, params)
-
-    return InferenceNet(config, kind, build, key_of=key_of, backend=backend)
+    return InferenceNet(config, "fused" if backend else "folded", _data_block(sym, params),
+                        backend=backend)
 
 
 # ------------------------------------------------------------------------------ INT8
@@ -741,7 +597,7 @@ def quantize_net(net, calib_images, calib_mode="naive", exclude=DEFAULT_QUANTIZE
     if calib_mode not in ("naive", "entropy"):
         raise ValueError("calib_mode %r: choose 'naive' or 'entropy'" % (calib_mode,))
     calib, count = _calibration_iter(calib_images)
-    fp32 = symbol_block(*fold_batchnorm(net), ctx=ctx)
+    fp32 = symbol_block(*inference_graph(net), ctx=ctx)
     exclude = list(exclude or ())
     with warnings.catch_warnings():
         # quantize_net_v2 builds its SymbolBlock from an untyped input; the type is float32
@@ -750,7 +606,7 @@ def quantize_net(net, calib_images, calib_mode="naive", exclude=DEFAULT_QUANTIZE
             fp32, quantized_dtype=quantized_dtype, quantize_mode="full",
             exclude_layers_match=exclude, calib_data=calib, calib_mode=calib_mode,
             num_calib_examples=count, ctx=ctx, logger=None)
-    qnet = InferenceNet(config, "int8", _constant(qblock))
+    qnet = InferenceNet(config, "int8", qblock)
     qnet.quantization = dict(calib_mode=calib_mode, num_calib=count, exclude=exclude,
                              quantized_dtype=quantized_dtype,
                              calib_size=list(calib.provide_data[0].shape[2:]))
@@ -844,7 +700,7 @@ def load_quantized(prefix, ctx=None):
     block = _data_block(mx.sym.load(prefix + "-symbol.json"))
     block.collect_params().load(prefix + "-0000.params", ctx=ctx or mx.cpu(), cast_dtype=True,
                                 dtype_source="saved")
-    qnet = InferenceNet(doc["model"], "int8", _constant(block))
+    qnet = InferenceNet(doc["model"], "int8", block)
     qnet.quantization = doc.get("quantization", {})
     return qnet
 

@@ -5,6 +5,7 @@ import pytest
 
 from duc_hdc import get_model
 from duc_hdc.convert import architecture_from_symbol_json
+from duc_hdc.model.duc import padded_channels
 from duc_hdc.model.network import model_names
 from duc_hdc.model.resnet_hdc import RESNET_SPECS, dilation_schedule
 
@@ -128,6 +129,49 @@ def test_duc_rearrangement_is_depth_to_space_order():
         for i in range(r):
             for j in range(r):
                 assert out[c, i, j] == bias[(i * r + j) * classes + c]
+
+
+@pytest.mark.parametrize("channels, padded", [
+    (304, 320), (152, 160), (320, 320), (336, 336), (240, 240), (80, 80), (76, 76), (2, 2),
+    (1216, 1216), (608, 608), (1200, 1200), (1232, 1248)])
+def test_head_channel_padding_rule(channels, padded):
+    """Multiples of 32 or 48 stay; others round up to 32 unless that adds over an eighth."""
+    assert padded_channels(channels) == padded
+
+
+@pytest.mark.parametrize("head", ["duc", "bilinear"])
+def test_padded_head_equals_the_unpadded_branch_sum(head):
+    # 19 classes x 16 sub-pixels = 304 channels, computed as 320 (duc); bilinear: 19 stays
+    net = get_model("duc_hdc_resnet18", classes=19, base_width=4, head=head)
+    wanted = 304 if head == "duc" else 19
+    branches = list(net.head.branches)
+    assert all(b.weight.shape[0] == wanted and b.bias.shape == (wanted,) for b in branches)
+    assert [getattr(b, "padded", wanted) for b in branches] == [padded_channels(wanted)] * 4
+    feats = _x((2, net.backbone.out_channels, 7, 9), seed=3)
+    rng = np.random.RandomState(4)
+    for b in branches:  # non-zero biases: the padding must not shift any channel
+        b.bias.set_data(mx.nd.array(rng.normal(0, 1, wanted)))
+    want = 0
+    for b, rate in zip(branches, (6, 12, 18, 24)):
+        want = want + mx.nd.Convolution(feats, b.weight.data(), b.bias.data(), kernel=(3, 3),
+                                        dilate=(rate, rate), pad=(rate, rate),
+                                        num_filter=wanted).asnumpy()
+    if head == "duc":
+        want = mx.nd.depth_to_space(mx.nd.array(want), 4).asnumpy()
+    for hybrid in (False, True):
+        if hybrid:
+            net.head.hybridize()
+        got = net.head(feats)
+        if head == "bilinear":
+            assert got.shape == (2, 19, 28, 36)
+            continue
+        np.testing.assert_allclose(got.asnumpy(), want, rtol=1e-4, atol=1e-4)
+    # gradients reach the (unpadded) weights through the padding
+    net.head.hybridize(False)
+    with mx.autograd.record():
+        loss = net.head(feats).sum()
+    loss.backward()
+    assert all(float(b.weight.grad().abs().sum().asscalar()) > 0 for b in branches)
 
 
 @pytest.mark.parametrize("kwargs, message", [

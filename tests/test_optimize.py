@@ -9,7 +9,7 @@ import pytest
 from duc_hdc import cli, get_model
 from duc_hdc.model.network import write_sidecar
 from duc_hdc.optimize import (DUC_HEAD_LAYERS, InferenceNet, count_quantized_ops,
-                              fold_batchnorm, graph_of, load_quantized, optimized_block,
+                              fold_batchnorm, fold_constants, graph_of, load_quantized, optimized_block,
                               quantize_net, quantized_prefix, save_quantized, symbol_block)
 from duc_hdc.predict import Segmenter
 
@@ -102,24 +102,26 @@ def test_fold_handles_fix_gamma_and_leaves_unfoldable_batchnorms():
 
 # ------------------------------------------------------------------------------ fused fp32
 def test_optimized_block_equals_the_network_at_several_sizes():
-    net = _net(seed=2)
+    # 19 classes: the head's 304 channels are padded to 320 inside the graph (padded_channels)
+    net = _net(seed=2, classes=19)
     fast = optimized_block(net)
     assert isinstance(fast, InferenceNet) and fast.kind == "fused"
-    assert (fast.classes, fast.cell_width, fast.normalization) == (K, 2, net.normalization)
+    assert (fast.classes, fast.cell_width, fast.normalization) == (19, 2, net.normalization)
     rng = np.random.RandomState(3)
     for shape in [(1, 3, 64, 128), (2, 3, 40, 72), (1, 3, 64, 128)]:
         x = mx.nd.array(rng.normal(0, 1, shape))
         want = net(x).asnumpy()
         got = fast(x).asnumpy()
-        assert got.shape == want.shape == (shape[0], K, shape[2] // 2, shape[3] // 2)
+        assert got.shape == want.shape == (shape[0], 19, shape[2] // 2, shape[3] // 2)
         assert _rel(want, got) <= 1e-4
-    ops = _ops(fast.symbol())
-    assert "_sg_mkldnn_conv" in ops and "BatchNorm" not in ops and "Convolution" not in ops
-    # the DUC head runs as 1x1 taps; 64x128 (8x16 map) and 40x72 (5x9) keep different taps
-    assert "slice" in ops and "Pad" in ops and len(fast._blocks) == 2
     nodes = json.loads(fast.symbol().tojson())["nodes"]
-    assert not [n for n in nodes if "dilate" in n.get("attrs", {})
-                and n["attrs"]["dilate"] not in ("(1, 1)", "(1,1)")]
+    ops = [n["op"] for n in nodes]
+    assert "_sg_mkldnn_conv" in ops and "BatchNorm" not in ops and "Convolution" not in ops
+    # the weight padding is folded into parameters, nothing of it runs per call
+    assert "Concat" not in ops and "zeros_like" not in ops and ops.count("slice_axis") == 1
+    # the three additions of the head's four branches are fused into their convolutions
+    head = [n for n in nodes if n["op"] == "_sg_mkldnn_conv"][-4:]
+    assert [n.get("attrs", {}).get("with_sum") for n in head] == [None, "true", "true", "true"]
     # a copy of the weights: changing the network afterwards does not change the graph
     before = fast(x).asnumpy()
     for param in net.collect_params().values():
@@ -138,29 +140,30 @@ def test_segmenter_runs_the_fused_graph_by_default_on_cpu():
     np.testing.assert_allclose(seg.logits(img), plain.logits(img), atol=1e-5)
 
 
-def test_split_head_equals_the_dilated_sum_and_drops_taps_outside_the_map():
-    from duc_hdc.optimize import _parameter_dict, head_tap_weights, split_head
-
+def test_fold_constants_evaluates_parameter_only_subgraphs():
     data = mx.sym.var("data")
+    w, b = mx.sym.var("w"), mx.sym.var("b")
+    padded = mx.sym.concat(w, mx.sym.zeros_like(mx.sym.slice_axis(w, axis=0, begin=0, end=2)),
+                           dim=0, name="padded")
+    conv = mx.sym.Convolution(data, padded, b, kernel=(3, 3), pad=(1, 1), num_filter=6)
+    out = mx.sym.slice_axis(conv, axis=1, begin=0, end=4)
     rng = np.random.RandomState(6)
-    args, branches = {}, []
-    for i, rate in enumerate((1, 3, 7)):
-        w, b = "c%d_weight" % i, "c%d_bias" % i
-        args[w] = mx.nd.array(rng.normal(0, 1, (6, 4, 3, 3)))
-        args[b] = mx.nd.array(rng.normal(0, 1, 6))
-        branches.append(mx.sym.Convolution(data, mx.sym.var(w), mx.sym.var(b), kernel=(3, 3),
-                                           dilate=(rate, rate), pad=(rate, rate),
-                                           num_filter=6, name="c%d" % i))
-    head = mx.sym.add_n(*branches, name="head")
-    params = _parameter_dict(dict(args, **head_tap_weights(head, args)), mx.cpu())
-    for h, w, taps in [(9, 11, 1 + 3 * 8), (5, 9, 1 + 2 * 8 + 2)]:  # rate 7 vs a 5-row map
-        split = split_head(head, [(h, w)])
-        assert _ops(split).count("FullyConnected") == taps and "Convolution" not in _ops(split)
-        x = mx.nd.array(rng.normal(0, 1, (2, 4, h, w)))
-        want = symbol_block(head, args, {})(x).asnumpy()
-        got = mx.gluon.SymbolBlock(split, [mx.sym.var("data", dtype="float32")],
-                                  params=params)(x).asnumpy()
-        assert _rel(want, got) <= 1e-5
+    args = {"w": mx.nd.array(rng.normal(0, 1, (4, 3, 3, 3))),
+            "b": mx.nd.array(rng.normal(0, 1, 6))}
+    folded, fargs, _ = fold_constants((out, args, {}))
+    assert _ops(folded).count("Concat") == 0 and "zeros_like" not in _ops(folded)
+    assert sorted(fargs) == ["b", "padded"]  # w: nothing reads it any more
+    value = fargs["padded"]()  # lazy: computed when asked for
+    np.testing.assert_array_equal(value.asnumpy()[:4], args["w"].asnumpy())
+    assert not value.asnumpy()[4:].any()
+    x = mx.nd.array(rng.normal(0, 1, (1, 3, 5, 7)))
+    want = symbol_block(out, args, {})(x).asnumpy()
+    got = symbol_block(folded, {"b": args["b"], "padded": value}, {})(x).asnumpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    # nothing to fold: the graph comes back as it was
+    plain = mx.sym.Convolution(data, w, b, kernel=(3, 3), pad=(1, 1), num_filter=4)
+    same, sargs, _ = fold_constants((plain, args, {}))
+    assert same.tojson() == plain.tojson() and sorted(sargs) == ["b", "w"]
 
 
 # ------------------------------------------------------------------------------ INT8
