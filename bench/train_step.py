@@ -46,7 +46,7 @@ def original_step(crop, batch):
 
 def ours_step(crop, batch):
     h, w = crop
-    net = get_model("duc_hdc_resnet101_cityscapes")
+    net = get_model("duc_hdc_resnet101_cityscapes", head_padding=False)  # as duc-hdc train
     net.hybridize(static_alloc=True, static_shape=True)
     loss_fn = SegmentationLoss()
     loss_fn.hybridize()

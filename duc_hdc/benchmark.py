@@ -104,7 +104,7 @@ def count_flops(sym, data_shape, **input_shapes):
     return 2 * macs
 
 
-def check_gpu_options(gpus=None, fp16=False, cudnn_autotune=None):
+def check_gpu_options(gpus=None, fp16=False, cudnn_autotune=None, flag="--gpus"):
     """Validate the GPU options; returns the context to run on.
 
     Raises
@@ -113,7 +113,7 @@ def check_gpu_options(gpus=None, fp16=False, cudnn_autotune=None):
         A GPU option on a machine (or MXNet build) without GPUs: the options are wired but
         unmeasured on CPU-only machines.
     """
-    wanted = [name for name, on in (("--gpus", gpus), ("--fp16", fp16),
+    wanted = [name for name, on in ((flag, gpus is not None), ("--fp16", fp16),
                                     ("--cudnn-autotune", cudnn_autotune is not None)) if on]
     if not wanted:
         return mx.cpu()
@@ -126,8 +126,8 @@ def check_gpu_options(gpus=None, fp16=False, cudnn_autotune=None):
     ids = [int(g) for g in str(gpus if gpus is not None else "0").split(",") if g.strip()]
     bad = [g for g in ids if g >= count]
     if bad:
-        raise ValueError("--gpus %s: this machine has %d GPU(s) (ids 0..%d)"
-                         % (gpus, count, count - 1))
+        raise ValueError("%s %s: this machine has %d GPU(s) (ids 0..%d)"
+                         % (flag, gpus, count, count - 1))
     if cudnn_autotune is not None:
         # read by the convolution operators when they are created, i.e. before the first run
         os.environ["MXNET_CUDNN_AUTOTUNE_DEFAULT"] = str(int(cudnn_autotune))
@@ -159,21 +159,15 @@ def build_inference(net, mode, shape, ctx=None, fp16=False, calib_images=None):
     callable
         ``runner(x) -> NDArray``.
     """
-    from .optimize import optimized_block, quantize_net
+    from .optimize import fp16_block, optimized_block, quantize_net
 
     ctx = ctx or mx.cpu()
     if mode not in MODES:
         raise ValueError("mode %r: choose one of %s" % (mode, ", ".join(MODES)))
     if fp16:
-        if ctx.device_type != "gpu":
-            raise ValueError("--fp16 runs on a GPU only (AMP float16)")
-        from mxnet.contrib import amp
-
         if mode == "int8":
             raise ValueError("--fp16 and --mode int8 exclude each other")
-        runner = amp.convert_hybrid_block(net, target_dtype="float16", ctx=ctx)
-        runner.hybridize(static_alloc=True, static_shape=True)
-        return runner
+        return fp16_block(net, ctx)
     if mode == "fp32":
         net.hybridize(static_alloc=True, static_shape=True)
         return net

@@ -2,6 +2,7 @@
 import argparse
 import json
 import logging
+import os
 import sys
 
 import duc_hdc  # noqa: F401  (sets OMP_NUM_THREADS before anything imports mxnet)
@@ -59,11 +60,22 @@ def _user_errors():
 
 
 def _segmenter_options(args):
-    import mxnet as mx
+    from .benchmark import check_gpu_options
 
-    return dict(ctx=mx.gpu(args.gpu) if args.gpu is not None else mx.cpu(), scales=args.scales,
-                flip=args.flip, mode=args.mode, crop_size=args.crop_size, stride=args.stride,
-                batch_size=args.batch_size)
+    # the same GPU options as `duc-hdc benchmark`: refused with a clear message without a GPU
+    ctx = check_gpu_options(args.gpu, args.fp16, args.cudnn_autotune, flag="--gpu")
+    return dict(ctx=ctx, scales=args.scales, flip=args.flip, mode=args.mode,
+                crop_size=args.crop_size, stride=args.stride, batch_size=args.batch_size,
+                fp16=args.fp16)
+
+
+def _gpu_options(s, gpus="--gpus"):
+    """--fp16 and --cudnn-autotune, shared by every command that can run on GPUs."""
+    s.add_argument("--fp16", action="store_true",
+                   help="GPU: float16 with MXNet AMP (unmeasured here: no GPU)")
+    s.add_argument("--cudnn-autotune", type=int, choices=(0, 1, 2),
+                   help="GPU: MXNET_CUDNN_AUTOTUNE_DEFAULT (0 off, 1 limited workspace, "
+                        "2 fastest); needs %s" % gpus)
 
 
 def _model_from_args(args):
@@ -159,7 +171,14 @@ def cmd_train(args):
     overrides = list(args.set or [])
     if args.kvstore:
         overrides.append("train.kvstore=%s" % args.kvstore)
+    if args.fp16:
+        overrides.append("train.amp=true")  # AMP mixed precision; checked against the devices
     cfg = load_config(args.config, overrides)
+    if args.cudnn_autotune is not None:
+        if args.cpu or not args.gpus:
+            raise ValueError("--cudnn-autotune tunes cuDNN convolutions: it needs --gpus")
+        # read when the convolutions are first run, so before training starts
+        os.environ["MXNET_CUDNN_AUTOTUNE_DEFAULT"] = str(args.cudnn_autotune)
     ctx = parse_devices(None if args.cpu else args.gpus, cpu_devices=args.cpu_devices)
     summary = train(cfg, ctx=ctx, resume=args.resume, progress=not args.no_progress)
     best = summary["best"]
@@ -306,6 +325,7 @@ def build_parser():
     s.add_argument("--kvstore", help="local, device, dist_sync, dist_device_sync, dist_async "
                                      "(same as --set train.kvstore=...)")
     s.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly")
+    _gpu_options(s)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train)
 
@@ -366,6 +386,7 @@ def build_parser():
         s.add_argument("--flip", action="store_true", help="also average the mirrored image")
         s.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
         s.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
+        _gpu_options(s, gpus="a GPU")
 
     s = sub.add_parser("evaluate", help="mIoU on a labelled split; official Cityscapes output",
                        description="Per-class IoU, mIoU and pixel accuracy (the official "
@@ -420,11 +441,7 @@ def build_parser():
     s.add_argument("--mode", choices=("fp32", "fused", "int8"), default="fused",
                    help="inference path (default fused)")
     s.add_argument("--gpus", help="GPU id(s) (first one used); refused without a GPU")
-    s.add_argument("--fp16", action="store_true",
-                   help="GPU: float16 inference with AMP (mx.contrib.amp.convert_hybrid_block)")
-    s.add_argument("--cudnn-autotune", type=int, choices=(0, 1, 2),
-                   help="GPU: MXNET_CUDNN_AUTOTUNE_DEFAULT (0 off, 1 limited workspace, "
-                        "2 fastest)")
+    _gpu_options(s)
     s.add_argument("--json", help="also write the measurements to this JSON file")
     s.set_defaults(func=cmd_benchmark)
 

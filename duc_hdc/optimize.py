@@ -40,7 +40,7 @@ import numpy as np
 from .model.network import write_sidecar
 
 __all__ = ["InferenceNet", "graph_of", "fold_batchnorm", "fold_constants", "inference_graph",
-           "symbol_block", "optimized_block",
+           "symbol_block", "optimized_block", "fp16_block",
            "quantize_net", "calibration_batch", "calibration_images", "save_quantized",
            "load_quantized", "quantized_prefix", "count_quantized_ops", "run_quantization",
            "mkldnn_available", "DUC_HEAD_LAYERS", "DEFAULT_QUANTIZE_EXCLUDE"]
@@ -499,6 +499,22 @@ def optimized_block(net, backend="MKLDNN", ctx=None):
     params = _parameter_dict(arrays, ctx)
     return InferenceNet(config, "fused" if backend else "folded", _data_block(sym, params),
                         backend=backend)
+
+
+def fp16_block(net, ctx):
+    """``net`` in float16 with MXNet AMP (``mx.contrib.amp.convert_hybrid_block``), GPU only.
+
+    AMP keeps numerically sensitive operators in float32 and casts around them; the block
+    takes float32 input. Callers cast its output to float32. Unmeasured here (no GPU).
+    """
+    if ctx.device_type != "gpu":
+        raise ValueError("float16 inference (--fp16, AMP) runs on a GPU only; got context %s"
+                         % ctx)
+    from mxnet.contrib import amp
+
+    block = amp.convert_hybrid_block(net, target_dtype="float16", ctx=ctx)
+    block.hybridize(static_alloc=True, static_shape=True)
+    return block
 
 
 # ------------------------------------------------------------------------------ INT8

@@ -203,6 +203,10 @@ class Segmenter(object):
         ``hybridize`` is on. The graph holds a copy of the weights taken now: build a new
         Segmenter after changing them. A network that is already an inference graph
         (:class:`duc_hdc.optimize.InferenceNet`, e.g. an INT8 model) runs as it is.
+    fp16 : bool
+        GPU only: run the network in float16 with MXNet AMP
+        (:func:`duc_hdc.optimize.fp16_block`); scores are averaged in float32. Unmeasured
+        here (no GPU).
 
     Examples
     --------
@@ -212,7 +216,7 @@ class Segmenter(object):
     """
 
     def __init__(self, net, ctx=None, scales=(1.0,), flip=False, mode="whole", crop_size=None,
-                 stride=None, batch_size=1, hybridize=True, optimize=None):
+                 stride=None, batch_size=1, hybridize=True, optimize=None, fp16=False):
         for attr in ("classes", "cell_width", "normalization"):
             if not hasattr(net, attr):
                 raise TypeError("Segmenter needs a DUCHDC network (with .%s), got %s"
@@ -259,14 +263,20 @@ class Segmenter(object):
         elif crop_size is not None or stride is not None:
             raise ValueError("crop_size and stride apply to mode 'sliding' only (mode is %r)"
                              % mode)
-        self.runner = self._inference_graph(net, hybridize, optimize)
+        self.runner = self._inference_graph(net, hybridize, optimize, fp16)
 
-    def _inference_graph(self, net, hybridize, optimize):
-        """What ``_forward`` runs: the network, or its fused graph (see ``optimize``)."""
-        from .optimize import InferenceNet, optimized_block
+    def _inference_graph(self, net, hybridize, optimize, fp16=False):
+        """What ``_forward`` runs: the network, its fused graph (see ``optimize``) or its
+        float16 version (``fp16``)."""
+        from .optimize import InferenceNet, fp16_block, optimized_block
 
         if isinstance(net, InferenceNet):
+            if fp16:
+                raise ValueError("fp16 applies to a network, not to a compiled %s graph"
+                                 % net.kind)
             return net
+        if fp16:
+            return fp16_block(net, self.ctx)
         if optimize is None:
             optimize = bool(hybridize) and self.ctx.device_type == "cpu"
         if hybridize:
@@ -411,7 +421,8 @@ class Segmenter(object):
         """Run (3, H, W) arrays of one size through the network in batches; yield (C, h, w)."""
         for start in range(0, len(arrays), self.batch_size):
             batch = np.stack(arrays[start:start + self.batch_size])
-            out = self.runner(mx.nd.array(batch, ctx=self.ctx)).asnumpy()
+            out = self.runner(mx.nd.array(batch, ctx=self.ctx))
+            out = (out if out.dtype == np.float32 else out.astype("float32")).asnumpy()
             for item in out:
                 yield item
 

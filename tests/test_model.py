@@ -174,6 +174,28 @@ def test_padded_head_equals_the_unpadded_branch_sum(head):
     assert all(float(b.weight.grad().abs().sum().asscalar()) > 0 for b in branches)
 
 
+def test_weights_trained_unpadded_load_into_the_padded_network(tmp_path):
+    """duc-hdc train builds the head unpadded; inference builds it padded: same parameters."""
+    from duc_hdc.train import build_network
+
+    trained = get_model("duc_hdc_resnet18", classes=19, base_width=4, head_padding=False)
+    assert not any(hasattr(b, "padded") for b in trained.head.branches)
+    path = str(tmp_path / "w.params")
+    trained.save_parameters(path)
+    served = get_model("duc_hdc_resnet18", classes=19, base_width=4)
+    served.load_parameters(path)
+    assert {b.padded for b in served.head.branches} == {320}
+    x = _x((1, 3, 48, 64), seed=5)
+    np.testing.assert_allclose(served(x).asnumpy(), trained(x).asnumpy(), rtol=1e-4, atol=1e-4)
+    # and the training loop builds the unpadded head
+    from duc_hdc.config import load_config
+
+    cfg = load_config("synthetic", ["model.classes=19", "model.base_width=4",
+                                    "model.cell_width=2"])
+    net = build_network(cfg, mx.cpu())
+    assert not any(hasattr(b, "padded") for b in net.head.branches)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(classes=0), "classes must be an integer >= 1"),
     (dict(classes=3, cell_width=3), "cell_width must divide 8"),

@@ -247,6 +247,27 @@ def test_gpu_options_are_refused_without_a_gpu(capsys, monkeypatch):
     code = cli.main(["quantize", "--model", "duc_hdc_resnet18", "--classes", "5",
                      "--calib-rec", "x.rec", "--out", "x", "--gpus", "0"])
     assert code == 2 and "--gpus need(s) a GPU" in capsys.readouterr().err
+    # the same options on the commands that run a network
+    for argv, flag in [(["predict", "--model", "duc_hdc_resnet18", "--classes", "5", "x.png",
+                         "--out", "o", "--fp16"], "--fp16"),
+                       (["evaluate", "--model", "duc_hdc_resnet18", "--classes", "5",
+                         "--rec", "x.rec", "--cudnn-autotune", "1"], "--cudnn-autotune"),
+                       (["predict", "--model", "duc_hdc_resnet18", "--classes", "5", "x.png",
+                         "--out", "o", "--gpu", "0"], "--gpu")]:
+        code = cli.main(argv)
+        assert code == 2 and "%s need(s) a GPU" % flag in capsys.readouterr().err
+    code = cli.main(["train", "--config", "synthetic", "--cudnn-autotune", "2"])
+    assert code == 2 and "--cudnn-autotune tunes cuDNN" in capsys.readouterr().err
+    code = cli.main(["train", "--config", "synthetic", "--fp16"])
+    assert code == 2 and "train.amp: mixed precision" in capsys.readouterr().err
+
+
+def test_fp16_inference_needs_a_gpu_context():
+    net = _net()
+    with pytest.raises(ValueError, match="runs on a GPU only"):
+        Segmenter(net, fp16=True)
+    with pytest.raises(ValueError, match="not to a compiled fused graph"):
+        Segmenter(optimized_block(net), fp16=True)
 
 
 def test_quantize_command_writes_the_model_and_prints_both_mious(tmp_path, capsys):

@@ -66,16 +66,17 @@ class _BranchSum(gluon.HybridBlock):
 
     The sum is a chain of two-input additions (not one ``add_n``): MKLDNN's subgraph pass fuses
     each into the convolution that produces its second input (an in-place ``sum`` post-op).
+    With ``pad_channels`` the branches are :class:`PaddedConv2D` (see :func:`padded_channels`).
     """
 
-    def __init__(self, channels, aspp_rates, in_channels, **kwargs):
+    def __init__(self, channels, aspp_rates, in_channels, pad_channels=True, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
         with self.name_scope():
             self.branches = nn.HybridSequential(prefix="")
             for i, rate in enumerate(aspp_rates):
                 # padding needs the weight's input channels at construction (no deferred shape)
-                conv = PaddedConv2D if in_channels else nn.Conv2D
+                conv = PaddedConv2D if pad_channels and in_channels else nn.Conv2D
                 self.branches.add(conv(channels, 3, padding=rate, dilation=rate,
                                        in_channels=in_channels, use_bias=True,
                                        weight_initializer=mx.init.Xavier(),
@@ -104,10 +105,15 @@ class DUCHead(_BranchSum):
         Dilation of each branch (the release: 6, 12, 18, 24).
     in_channels : int
         Channels of the backbone output.
+    pad_channels : bool
+        Compute the branches with output channels padded to oneDNN's fast-kernel blocks
+        (:func:`padded_channels`; same output).
     """
 
-    def __init__(self, classes, upscale, aspp_rates=(6, 12, 18, 24), in_channels=0, **kwargs):
-        super().__init__(classes * upscale * upscale, aspp_rates, in_channels, **kwargs)
+    def __init__(self, classes, upscale, aspp_rates=(6, 12, 18, 24), in_channels=0,
+                 pad_channels=True, **kwargs):
+        super().__init__(classes * upscale * upscale, aspp_rates, in_channels, pad_channels,
+                         **kwargs)
         self.classes = classes
         self.upscale = upscale
 
@@ -125,8 +131,9 @@ class BilinearHead(_BranchSum):
     swapped for ablations (Table 1 of the paper).
     """
 
-    def __init__(self, classes, upscale, aspp_rates=(6, 12, 18, 24), in_channels=0, **kwargs):
-        super().__init__(classes, aspp_rates, in_channels, **kwargs)
+    def __init__(self, classes, upscale, aspp_rates=(6, 12, 18, 24), in_channels=0,
+                 pad_channels=True, **kwargs):
+        super().__init__(classes, aspp_rates, in_channels, pad_channels, **kwargs)
         self.classes = classes
         self.upscale = upscale
 
