@@ -407,26 +407,23 @@ def fold_constants(graph):
             return entry.eval(ctx=mx.cpu(), **inputs)[0]
         new_args[name] = compute
         replace[(src, out)] = name
-    # new node list: folded entries become variables; nodes nothing reads any more are dropped
-    rebuilt = []
-    index = {}
+    # new node list: folded entries become variables (one each, however many readers); nodes
+    # nothing reads any more are dropped
+    rebuilt, index, variables = [], {}, {}
+
+    def entry(src, out, v):
+        if (src, out) not in replace:
+            return [index[src], out, v]
+        if (src, out) not in variables:
+            rebuilt.append(dict(op="null", name=replace[(src, out)], inputs=[]))
+            variables[(src, out)] = len(rebuilt) - 1
+        return [variables[(src, out)], 0, 0]
+
     for i, node in enumerate(nodes):
-        inputs = []
-        for src, out, v in node["inputs"]:
-            if (src, out) in replace:
-                rebuilt.append(dict(op="null", name=replace[(src, out)], inputs=[]))
-                inputs.append([len(rebuilt) - 1, 0, 0])
-            else:
-                inputs.append([index[src], out, v])
+        inputs = [entry(*e) for e in node["inputs"]]
         index[i] = len(rebuilt)
         rebuilt.append(dict(node, inputs=inputs))
-    heads = []
-    for src, out, v in doc["heads"]:
-        if (src, out) in replace:
-            rebuilt.append(dict(op="null", name=replace[(src, out)], inputs=[]))
-            heads.append([len(rebuilt) - 1, 0, 0])
-        else:
-            heads.append([index[src], out, v])
+    heads = [entry(*e) for e in doc["heads"]]
     nodes, heads = _reachable(rebuilt, heads)
     doc.update(nodes=nodes, heads=heads,
                arg_nodes=[k for k, n in enumerate(nodes) if n["op"] == "null"])

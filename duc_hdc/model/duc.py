@@ -25,8 +25,9 @@ def padded_channels(channels):
     falls back to older kernels. The Cityscapes head has 19 classes x 16 sub-pixels = 304
     channels (= 16 x 19): its four dilated branches ran 925 ms at 304 channels and 717 ms at
     320 on the 64 x 128 map of a 512 x 1024 image, 4.87 s and 3.22 s on the 128 x 256 map of
-    1024 x 2048 (AMD EPYC, 2 cores; ``bench/inference.py``). cuDNN and AVX2 kernels are
-    indifferent to it (5% more multiply-adds at worst).
+    1024 x 2048 (AMD EPYC, 2 cores; ``bench/inference.py``). Elsewhere (cuDNN, oneDNN on
+    AVX2, oneDNN's training kernels) nothing is gained, and the head costs at most an eighth
+    more multiply-adds (304 -> 320: 5%).
     """
     if channels % 32 == 0 or channels % 48 == 0:
         return channels
@@ -75,7 +76,7 @@ class _BranchSum(gluon.HybridBlock):
         with self.name_scope():
             self.branches = nn.HybridSequential(prefix="")
             for i, rate in enumerate(aspp_rates):
-                # padding needs the weight's input channels at construction (no deferred shape)
+                # deferred shape inference cannot see through the padding: it needs in_channels
                 conv = PaddedConv2D if pad_channels and in_channels else nn.Conv2D
                 self.branches.add(conv(channels, 3, padding=rate, dilation=rate,
                                        in_channels=in_channels, use_bias=True,
