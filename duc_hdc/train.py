@@ -337,6 +337,8 @@ def _train(cfg, ctx, run_dir, resume, progress):
                  state["batch"], state["iteration"])
     if train_cfg["amp"]:
         amp.init_trainer(trainer)
+    if num_workers > 1:
+        _synchronize_start(net, trainer, kvstore, num_workers)
 
     base = SegRecordDataset(data_cfg["train_rec"])
     batch_size = train_cfg["batch_size_per_device"] * len(ctx)
@@ -437,6 +439,43 @@ def _progress_bar(total, initial, enabled):
 def _append_jsonl(path, row):
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
+
+
+def _synchronize_start(net, trainer, kvstore, num_workers):
+    """Give every worker worker 0's parameters before the first iteration, and check it.
+
+    ``gluon.Trainer`` broadcasts the initial parameters lazily, key by key, at its first
+    ``step``; on one machine a worker was seen to keep a parameter of its own through that
+    broadcast (dist_sync, 2 workers: about 1 run in 5; one ps-lite barrier per key, cf.
+    apache/mxnet#7893). Here the broadcast happens before training, every worker waits for all
+    the others and pulls every parameter again (a pull changes nothing on the servers), then
+    the workers compare their parameter checksums through the kvstore.
+
+    Raises
+    ------
+    TrainingError
+        The workers still hold different parameters.
+    """
+    # Trainer has no public call for this; these are the ones its first step() makes
+    trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()
+    mx.nd.waitall()
+    kvstore._barrier()
+    for idx, param in enumerate(trainer._params):
+        kvstore.pull(idx, param.list_data(), priority=-idx)
+    mx.nd.waitall()
+    # every worker pushes its checksum's 32 bytes; the servers sum them (exact in float32)
+    mine = np.frombuffer(bytes.fromhex(params_checksum(net)), np.uint8).astype(np.float32)
+    key = len(trainer._params)  # a key the trainer does not use
+    kvstore.init(key, mx.nd.zeros(mine.shape))
+    kvstore._barrier()
+    total = mx.nd.zeros(mine.shape)
+    kvstore.pushpull(key, mx.nd.array(mine), out=total)
+    if not np.array_equal(total.asnumpy(), mine * num_workers):
+        raise TrainingError("the %d workers hold different parameters after the kvstore "
+                            "broadcast; not training on diverged copies" % num_workers)
+    kvstore._barrier()
 
 
 def _checkpoint(checkpointer, net, trainer, cfg, state, rank):

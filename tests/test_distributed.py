@@ -58,3 +58,41 @@ def test_launch_argument_errors(tmp_path):
     empty.write_text("# nothing\n\n")
     with pytest.raises(ValueError, match="lists no hosts"):
         read_hostfile(str(empty))
+
+
+@pytest.mark.parametrize("other_worker_differs", [False, True])
+def test_start_check_compares_the_workers_checksums(other_worker_differs):
+    """_synchronize_start sums every worker's checksum bytes through the kvstore: a worker
+    whose parameters differ makes the sum differ from num_workers x its own."""
+    import mxnet as mx
+    from mxnet import gluon
+
+    from duc_hdc import get_model
+    from duc_hdc.train import TrainingError, _synchronize_start
+
+    class TwoWorkers(object):  # a kvstore whose other worker pushes the same or other bytes
+        def __init__(self):
+            self.pulled = []
+
+        def _barrier(self):
+            pass
+
+        def init(self, key, value):
+            pass
+
+        def pull(self, key, out, priority=0):
+            self.pulled.append(key)
+
+        def pushpull(self, key, value, out):
+            out[:] = value * 2 + (1 if other_worker_differs else 0)
+
+    net = get_model("duc_hdc_resnet18", classes=3, base_width=4)
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1}, kvstore=None)
+    kv = TwoWorkers()
+    if other_worker_differs:
+        with pytest.raises(TrainingError, match="2 workers hold different parameters"):
+            _synchronize_start(net, trainer, kv, 2)
+    else:
+        _synchronize_start(net, trainer, kv, 2)
+    assert kv.pulled == list(range(len(trainer._params)))  # every parameter pulled again
+    mx.nd.waitall()

@@ -20,6 +20,7 @@ def _net(seed=0, **kw):
     """A tiny network whose BatchNorms are far from identity (so folding them matters)."""
     settings = dict(classes=K, base_width=8)
     settings.update(kw)
+    mx.random.seed(seed)  # the weights too: no dependence on what ran before
     net = get_model("duc_hdc_resnet18", **settings)
     rng = np.random.RandomState(seed)
     for name, param in net.collect_params().items():
@@ -190,11 +191,13 @@ def test_int8_model_has_int8_ops_and_agrees_with_fp32(int8):
     agree = want.argmax(1) == got.argmax(1)
     # A random-weight network has many near-ties between classes, which int8 rounding
     # (steps of 1/127 of each layer's calibrated range, compounded over 20 layers) may flip:
-    # measured 85-94% agreement over seeds. Where fp32's top-2 margin exceeds 10% of the
-    # logit range, a flip would mean a broken quantization: measured >= 97%.
+    # measured 84-91% agreement over seeds 0-3 with 5 classes, 78-85% with 19 (more ties).
+    # Where fp32's top-2 margin exceeds 10% of the logit range, a flip would mean a broken
+    # quantization: measured >= 96.6% for both.
     top2 = np.sort(want, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 0.1 * np.abs(want).max()
-    assert agree.mean() >= 0.8 and clear.mean() > 0.2 and agree[clear].mean() >= 0.95
+    assert agree.mean() >= (0.8 if classes == K else 0.75)
+    assert clear.mean() > 0.2 and agree[clear].mean() >= 0.95
     # the calibrated ranges serve another input size
     other = qnet(mx.nd.array(_scene(40, 72, 12, net.normalization)[None])).asnumpy()
     assert other.shape == (1, classes, 20, 36)
