@@ -4,6 +4,7 @@ import json
 import mxnet as mx
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from duc_hdc import cli, get_model
 from duc_hdc.export import export_model
@@ -31,8 +32,10 @@ def test_symbol_export_serves_several_sizes(tmp_path):
         assert json.load(f)["model"]["classes"] == 4
 
 
-def test_onnx_export_runs_in_onnxruntime(tmp_path):
-    net = get_model("duc_hdc_resnet18", classes=3, base_width=8, cell_width=4)
+@pytest.mark.parametrize("classes, cell_width", [(3, 4), (19, 2)])  # 19 x 16: padded head
+def test_onnx_export_runs_in_onnxruntime(tmp_path, classes, cell_width):
+    net = get_model("duc_hdc_resnet18", classes=classes, base_width=8, cell_width=cell_width)
+    assert {b.padded for b in net.head.branches} == ({320} if classes == 19 else {12})
     prefix = str(tmp_path / "onnx")
     result = export_model(net, prefix, (1, 3, 48, 64), onnx=True)
     assert all(d < 1e-4 for d in result["onnx_diff"].values())
@@ -41,7 +44,7 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path):
     x = _x((2, 3, 32, 40), 5)
     got = sess.run(None, {"data": x.asnumpy()})[0]
     want = net(x).asnumpy()
-    assert got.shape == (2, 3, 8, 10)
+    assert got.shape == (2, classes, 32 // cell_width, 40 // cell_width)
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
 
 
