@@ -26,7 +26,7 @@ import mxnet as mx
 import numpy as np
 
 __all__ = ["MODES", "count_flops", "build_inference", "time_inference", "run_benchmark",
-           "peak_rss_mib", "check_gpu_options", "format_report"]
+           "peak_rss_mib", "check_gpu_options", "set_cudnn_autotune", "format_report"]
 
 MODES = ("fp32", "fused", "int8")
 
@@ -128,10 +128,17 @@ def check_gpu_options(gpus=None, fp16=False, cudnn_autotune=None, flag="--gpus")
     if bad:
         raise ValueError("%s %s: this machine has %d GPU(s) (ids 0..%d)"
                          % (flag, gpus, count, count - 1))
-    if cudnn_autotune is not None:
-        # read by the convolution operators when they are created, i.e. before the first run
-        os.environ["MXNET_CUDNN_AUTOTUNE_DEFAULT"] = str(int(cudnn_autotune))
+    set_cudnn_autotune(cudnn_autotune)
     return mx.gpu(ids[0])
+
+
+def set_cudnn_autotune(level):
+    """``MXNET_CUDNN_AUTOTUNE_DEFAULT`` = ``level`` (0, 1, 2); None leaves it as it is.
+
+    Read by the convolution operators when they are created, so call it before the first run.
+    """
+    if level is not None:
+        os.environ["MXNET_CUDNN_AUTOTUNE_DEFAULT"] = str(int(level))
 
 
 def _random_images(shape, seed=0):

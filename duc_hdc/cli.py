@@ -2,7 +2,6 @@
 import argparse
 import json
 import logging
-import os
 import sys
 
 import duc_hdc  # noqa: F401  (sets OMP_NUM_THREADS before anything imports mxnet)
@@ -165,6 +164,7 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
+    from .benchmark import set_cudnn_autotune
     from .config import load_config
     from .train import parse_devices, train
 
@@ -174,11 +174,9 @@ def cmd_train(args):
     if args.fp16:
         overrides.append("train.amp=true")  # AMP mixed precision; checked against the devices
     cfg = load_config(args.config, overrides)
-    if args.cudnn_autotune is not None:
-        if args.cpu or not args.gpus:
-            raise ValueError("--cudnn-autotune tunes cuDNN convolutions: it needs --gpus")
-        # read when the convolutions are first run, so before training starts
-        os.environ["MXNET_CUDNN_AUTOTUNE_DEFAULT"] = str(args.cudnn_autotune)
+    if args.cudnn_autotune is not None and (args.cpu or not args.gpus):
+        raise ValueError("--cudnn-autotune tunes cuDNN convolutions: it needs --gpus")
+    set_cudnn_autotune(args.cudnn_autotune)
     ctx = parse_devices(None if args.cpu else args.gpus, cpu_devices=args.cpu_devices)
     summary = train(cfg, ctx=ctx, resume=args.resume, progress=not args.no_progress)
     best = summary["best"]

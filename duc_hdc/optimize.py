@@ -380,6 +380,8 @@ def fold_constants(graph):
         arg params gain the folded values (lazy) and lose the parameters nothing reads now.
     """
     sym, args, auxs = graph
+    internals = sym.get_internals()
+    outputs = internals.list_outputs()
     doc = json.loads(sym.tojson())
     nodes = doc["nodes"]
     constant = []
@@ -389,18 +391,19 @@ def fold_constants(graph):
         else:
             constant.append(all(constant[src] for src, _, _ in node["inputs"]))
     # the constant entries that a computed node (or the output) reads: the ones to evaluate
+    # (single-output operators: the padding's concat; others are left to run)
     needed = {(src, out) for node, const in zip(nodes, constant) if not const
               for src, out, _ in node["inputs"] if constant[src] and nodes[src]["op"] != "null"}
     needed |= {(src, out) for src, out, _ in doc["heads"] if constant[src]}
+    needed = {(src, out) for src, out in needed
+              if out == 0 and nodes[src]["name"] + "_output" in outputs}
     if not needed:
         return sym, dict(args), dict(auxs)
-    internals = sym.get_internals()
-    outputs = internals.list_outputs()
     new_args = dict(args)
     replace = {}
     for src, out in sorted(needed):
-        name = nodes[src]["name"] if out == 0 else "%s_%d" % (nodes[src]["name"], out)
-        entry = internals[outputs.index(_output_name(nodes[src], out, outputs))]
+        name = nodes[src]["name"]
+        entry = internals[outputs.index(name + "_output")]
 
         def compute(entry=entry):
             inputs = {n: _value(args[n]) for n in entry.list_arguments()}
@@ -433,11 +436,6 @@ def fold_constants(graph):
     new_args = {k: v for k, v in new_args.items() if k in used}
     log.debug("folded %d constant subgraph(s) into parameters", len(replace))
     return folded, new_args, dict(auxs)
-
-
-def _output_name(node, out, outputs):
-    name = node["name"] + "_output"
-    return name if name in outputs and out == 0 else "%s%d" % (name, out)
 
 
 def _reachable(nodes, heads):

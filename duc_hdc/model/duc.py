@@ -73,11 +73,12 @@ class _BranchSum(gluon.HybridBlock):
     def __init__(self, channels, aspp_rates, in_channels, pad_channels=True, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
+        # deferred shape inference cannot see through the padding: it needs in_channels
+        conv = PaddedConv2D if pad_channels and in_channels else nn.Conv2D
+        self.computed = padded_channels(channels) if conv is PaddedConv2D else channels
         with self.name_scope():
             self.branches = nn.HybridSequential(prefix="")
             for i, rate in enumerate(aspp_rates):
-                # deferred shape inference cannot see through the padding: it needs in_channels
-                conv = PaddedConv2D if pad_channels and in_channels else nn.Conv2D
                 self.branches.add(conv(channels, 3, padding=rate, dilation=rate,
                                        in_channels=in_channels, use_bias=True,
                                        weight_initializer=mx.init.Xavier(),
@@ -88,7 +89,7 @@ class _BranchSum(gluon.HybridBlock):
         for branch in self.branches:
             out = branch(x)
             total = out if total is None else F.elemwise_add(total, out)
-        if getattr(self.branches[0], "padded", self.channels) != self.channels:
+        if self.computed != self.channels:
             total = F.slice_axis(total, axis=1, begin=0, end=self.channels)
         return total
 
