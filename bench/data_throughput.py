@@ -53,7 +53,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from duc_hdc.data.datasets import CityscapesFolder, convert_cityscapes
-    from duc_hdc.data.synthetic import make_synthetic_cityscapes
+    from duc_hdc.demo.synthetic import make_synthetic_cityscapes
     from duc_hdc.data.transforms import RELEASE_SCALES, TrainTransform
 
     h, w = (int(v) for v in args.size.split(","))

@@ -5,9 +5,9 @@ Batch 1, at each size, alternated in one process (A B C ... A B C ...) after a w
   original graph   ../shared/reference's symbol on mx.mod.Module (MXNet's executor applies its
                    MKLDNN subgraph fusion to it by default)
   ours fp32        DUCHDC hybridized (static_alloc, static_shape)
-  ours fused       duc_hdc.optimize.optimized_block: BatchNorm folded + optimize_for('MKLDNN')
+  ours fused       duc_hdc.inference.graphs.optimized_block: BatchNorm folded + optimize_for('MKLDNN')
                    (what predict / evaluate run on CPU)
-  ours int8        duc_hdc.optimize.quantize_net (naive calibration on 2 random images;
+  ours int8        duc_hdc.inference.graphs.quantize_net (naive calibration on 2 random images;
                    speed only, the accuracy cost is measured by `duc-hdc quantize`); for the
                    memory table it is quantized in another process and loaded from its files
   GluonCV DeepLabV3-ResNet-101 and FCN-ResNet-101 (pretrained_base=False, hybridized)
@@ -65,7 +65,7 @@ def _first(out):
 def quantized(net):
     """Our int8 network: naive calibration on 2 random 256x512 images (the thresholds do not
     depend on the input size; speed does not depend on the weights)."""
-    from duc_hdc.optimize import quantize_net
+    from duc_hdc.inference.graphs import quantize_net
 
     calib = np.random.RandomState(1).normal(0, 50, (2, 3, 256, 512)).astype(np.float32)
     return quantize_net(net, calib, calib_mode="naive")
@@ -78,9 +78,9 @@ def build(key, h, w, int8_model=None):
     quantizing it here.
     """
     from duc_hdc import get_model
-    from duc_hdc.benchmark import count_flops
-    from duc_hdc.model.network import build_model, resolve_settings
-    from duc_hdc.optimize import load_quantized, optimized_block
+    from duc_hdc.inference.benchmark import count_flops
+    from duc_hdc.models.network import build_model, resolve_settings
+    from duc_hdc.inference.graphs import load_quantized, optimized_block
 
     x = _input(h, w)
     if key == "original":
@@ -161,8 +161,8 @@ def child(key, size, int8_model=None):
 
     With key 'quantize', quantize our network and save it to ``int8_model`` instead."""
     from duc_hdc import get_model
-    from duc_hdc.benchmark import peak_rss_mib
-    from duc_hdc.optimize import save_quantized
+    from duc_hdc.inference.benchmark import peak_rss_mib
+    from duc_hdc.inference.graphs import save_quantized
 
     if key == "quantize":
         save_quantized(quantized(get_model(MODEL)), int8_model)

@@ -18,7 +18,7 @@ from mxnet import autograd, gluon  # noqa: E402
 
 from common import alternate, machine, print_table, reference_symbol, summarize  # noqa: E402
 from duc_hdc import get_model  # noqa: E402
-from duc_hdc.train import SegmentationLoss  # noqa: E402
+from duc_hdc.training.trainer import SegmentationLoss  # noqa: E402
 
 
 def original_step(crop, batch):

@@ -2,6 +2,10 @@
 
 Hybrid dilated convolution (HDC) backbones and the dense upsampling convolution (DUC) head on
 MXNet/Gluon, with exact parity to the original TuSimple-DUC release.
+
+This module is the package's face: it composes the layers (``models`` + ``hub`` for
+:func:`get_model`, ``training`` + ``evaluation`` for :func:`train`) and sets up the process
+before mxnet loads.
 """
 import os
 
@@ -14,10 +18,36 @@ if "OMP_NUM_THREADS" not in os.environ:
 
 
 def get_model(name, pretrained=False, root=None, ctx=None, **overrides):
-    """Build a DUC-HDC network by name; see :func:`duc_hdc.model.network.get_model`."""
-    from .model.network import get_model as _get_model
+    """Build a DUC-HDC network by name (:func:`duc_hdc.models.network.get_model`).
 
-    return _get_model(name, pretrained=pretrained, root=root, ctx=ctx, **overrides)
+    With ``pretrained=True`` the zoo's weights for ``name`` are downloaded (cached in ``root``,
+    default ``$DUC_HDC_HOME`` or ``~/.duc_hdc/models``) and loaded, with the settings their
+    sidecar records (e.g. BatchNorm eps); ``overrides`` may not contradict them.
+    """
+    from .models.network import get_model as build
+
+    if not pretrained:
+        return build(name, ctx=ctx, **overrides)
+    from .inference.loader import load
+
+    return load(name, root=root, ctx=ctx, overrides=overrides).net
 
 
-__all__ = ["__version__", "get_model"]
+def load(model_or_artifact, params=None, config=None, ctx=None, **kwargs):
+    """The one loader (:func:`duc_hdc.inference.loader.load`): any model a user can have."""
+    from .inference.loader import load as _load
+
+    return _load(model_or_artifact, params=params, config=config, ctx=ctx, **kwargs)
+
+
+def train(cfg, ctx=None, resume=None, progress=True):
+    """Train recipe ``cfg``, validating on ``data.val_rec`` (:func:`duc_hdc.training.trainer.train`
+    with :func:`duc_hdc.evaluation.evaluate.recipe_validator`)."""
+    from .evaluation.evaluate import recipe_validator
+    from .training.trainer import train as _train
+
+    return _train(cfg, ctx=ctx, resume=resume, progress=progress,
+                  validator=recipe_validator(cfg))
+
+
+__all__ = ["__version__", "get_model", "load", "train"]

@@ -148,7 +148,7 @@ def validate(cfg, source="<config>"):
                           % (data["crop_size"],))
     if not data["scales"] or any(not isinstance(s, _NUM) or s <= 0 for s in data["scales"]):
         raise ConfigError("data.scales: positive numbers, got %r" % (data["scales"],))
-    from .model.network import MODEL_SPECS
+    from .models.network import MODEL_SPECS
 
     if cfg["model"]["name"] not in MODEL_SPECS:
         raise ConfigError("model.name: %r is not a model; choose one of %s"

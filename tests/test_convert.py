@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from duc_hdc import cli
-from duc_hdc.convert import (ConversionError, architecture_from_symbol_json, cell_width_for,
+from duc_hdc.hub.convert import (ConversionError, architecture_from_symbol_json, cell_width_for,
                              convert_tusimple, map_release_arrays)
-from duc_hdc.model.network import load_model, sidecar_path
+import duc_hdc
+from duc_hdc.models.sidecar import sidecar_path
 
 H, W = 64, 96  # non-square, multiples of 8
 
@@ -64,7 +65,7 @@ def test_converted_network_computes_what_the_original_graph_computes(release_che
     r, h, w = 4, H // 8, W // 8
     # the reference README: reshape to (19, r, r, H/8, W/8), transpose to (19, H/8, r, W/8, r)
     want = raw.reshape(1, 19, r, r, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(1, 19, h * r, w * r)
-    net = load_model(params)
+    net = duc_hdc.load(params)
     got = net(mx.nd.array(x)).asnumpy()
     assert got.shape == (1, 19, H // 2, W // 2)
     rel = np.abs(got - want).max() / np.abs(want).max()

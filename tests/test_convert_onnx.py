@@ -9,8 +9,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 from duc_hdc import cli
-from duc_hdc.convert import ConversionError, convert_onnx
-from duc_hdc.model.network import load_model
+from duc_hdc.hub.convert import ConversionError, convert_onnx
+import duc_hdc
 from test_convert import H, W, _random_release_weights  # noqa: F401  (same random graph)
 
 CLASSES = 19
@@ -46,7 +46,7 @@ def test_converted_onnx_computes_what_the_original_graph_computes(exported):
     r, h, w = 4, H // 8, W // 8
     want = raw.reshape(1, CLASSES, r, r, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(
         1, CLASSES, h * r, w * r)
-    net = load_model(params)
+    net = duc_hdc.load(params)
     assert net.config["dilations"][1] == [5, 9, 17] and net.config["aspp_rates"] == [6, 12, 18,
                                                                                     24]
     got = net(mx.nd.array(x)).asnumpy()

@@ -6,7 +6,7 @@ from duc_hdc import cli
 
 
 def test_demo_end_to_end_small(tmp_path, capsys):
-    import duc_hdc.demo as demo
+    import duc_hdc.demo.pipeline as demo
 
     result = demo.run_demo(str(tmp_path), num_train=8, num_val=2, size=(64, 128),
                            overrides=["train.epochs=1", "data.crop_size=[64,128]",

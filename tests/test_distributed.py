@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from duc_hdc.distributed import launch, read_hostfile
+from duc_hdc.training.distributed import launch, read_hostfile
 from test_train import tiny_recs  # noqa: F401  (module fixture: tiny synthetic RecordIO)
 
 
@@ -68,7 +68,7 @@ def test_start_check_compares_the_workers_checksums(other_worker_differs):
     from mxnet import gluon
 
     from duc_hdc import get_model
-    from duc_hdc.train import TrainingError, _synchronize_start
+    from duc_hdc.training.trainer import TrainingError, _synchronize_start
 
     class TwoWorkers(object):  # a kvstore whose other worker pushes the same or other bytes
         def __init__(self):

@@ -13,10 +13,10 @@ from duc_hdc.config import load_config, model_overrides
 from duc_hdc.data import CityscapesFolder, SegRecordDataset
 from duc_hdc.data.datasets import convert_cityscapes
 from duc_hdc.data.labels import cityscapes_id_to_train_id
-from duc_hdc.evaluate import evaluate, sample_name, save_prediction
-from duc_hdc.metrics import SegmentationMetric
-from duc_hdc.model.network import write_sidecar
-from duc_hdc.predict import Segmenter
+from duc_hdc.evaluation.evaluate import evaluate, sample_name, save_prediction
+from duc_hdc.evaluation.metrics import SegmentationMetric
+from duc_hdc.models.sidecar import write_sidecar
+from duc_hdc.inference.segmenter import Segmenter
 
 H, W = 37, 69  # not multiples of 8: the padding path is exercised
 FRAMES = [("aachen", "000000", "000019"), ("aachen", "000001", "000019"),

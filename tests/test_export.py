@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 from duc_hdc import cli, get_model
-from duc_hdc.export import export_model
+from duc_hdc.inference.export import export_model
 
 
 def _x(shape, seed):
@@ -49,7 +49,7 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path, classes, cell_width):
 
 
 def test_cli_export_from_params_sidecar(tmp_path, capsys):
-    from duc_hdc.model.network import write_sidecar
+    from duc_hdc.models.sidecar import write_sidecar
 
     net = get_model("duc_hdc_resnet18", classes=2, base_width=4, cell_width=4)
     params = str(tmp_path / "trained.params")

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from duc_hdc import cli
-from duc_hdc.model.gridding import analyze, hdc_condition, reachable_offsets
+from duc_hdc.models.gridding import analyze, hdc_condition, reachable_offsets
 
 
 def test_equal_rates_leave_holes():

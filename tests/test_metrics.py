@@ -8,7 +8,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from duc_hdc.metrics import SegmentationMetric
+from duc_hdc.evaluation.metrics import SegmentationMetric
 
 
 def test_hand_worked_confusion_matrix():

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from duc_hdc import get_model
-from duc_hdc.convert import architecture_from_symbol_json
-from duc_hdc.model.duc import padded_channels
-from duc_hdc.model.network import model_names
-from duc_hdc.model.resnet_hdc import RESNET_SPECS, dilation_schedule
+from duc_hdc.hub.convert import architecture_from_symbol_json
+from duc_hdc.models.duc import padded_channels
+from duc_hdc.models.network import model_names
+from duc_hdc.models.resnet_hdc import RESNET_SPECS, dilation_schedule
 
 
 def _x(shape, seed=0):
@@ -176,7 +176,7 @@ def test_padded_head_equals_the_unpadded_branch_sum(head):
 
 def test_weights_trained_unpadded_load_into_the_padded_network(tmp_path):
     """duc-hdc train builds the head unpadded; inference builds it padded: same parameters."""
-    from duc_hdc.train import build_network
+    from duc_hdc.training.trainer import build_network
 
     trained = get_model("duc_hdc_resnet18", classes=19, base_width=4, head_padding=False)
     assert not any(hasattr(b, "padded") for b in trained.head.branches)

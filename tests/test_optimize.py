@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from duc_hdc import cli, get_model
-from duc_hdc.model.network import write_sidecar
-from duc_hdc.optimize import (DUC_HEAD_LAYERS, InferenceNet, count_quantized_ops,
+from duc_hdc.inference.loader import artifact_prefix
+from duc_hdc.models.sidecar import write_sidecar
+from duc_hdc.inference.graphs import (DUC_HEAD_LAYERS, InferenceNet, count_quantized_ops,
                               fold_batchnorm, fold_constants, graph_of, load_quantized, optimized_block,
-                              quantize_net, quantized_prefix, save_quantized, symbol_block)
-from duc_hdc.predict import Segmenter
+                              quantize_net, save_quantized, symbol_block)
+from duc_hdc.inference.segmenter import Segmenter
 
 K = 5
 
@@ -229,7 +230,7 @@ def test_int8_save_load_round_trip(int8, tmp_path):
     np.testing.assert_array_equal(loaded(x).asnumpy(), qnet(x).asnumpy())
     assert count_quantized_ops(loaded)["int8_conv"] == 27
     # the shared inference path takes it by file name
-    assert quantized_prefix(prefix + "-0000.params") == prefix
+    assert artifact_prefix(prefix + "-0000.params") == (prefix, "duc-hdc-int8")
     seg = Segmenter.from_name(prefix + "-0000.params")
     assert seg.runner.kind == "int8" and seg.classes == net.classes
     assert seg.predict(np.zeros((30, 50, 3), np.uint8)).shape == (30, 50)
@@ -280,7 +281,7 @@ def test_fp16_inference_needs_a_gpu_context():
 
 def test_quantize_command_writes_the_model_and_prints_both_mious(tmp_path, capsys):
     from duc_hdc.data.datasets import convert_cityscapes
-    from duc_hdc.data.synthetic import make_synthetic_cityscapes
+    from duc_hdc.demo.synthetic import make_synthetic_cityscapes
 
     root = str(tmp_path / "cs")
     make_synthetic_cityscapes(root, 4, 2, size=(64, 128), seed=0, progress=False)

@@ -7,9 +7,10 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from duc_hdc import cli, get_model, zoo
-from duc_hdc.model.network import write_sidecar
-from duc_hdc.predict import Segmenter, expand_inputs, read_image
+from duc_hdc import cli, get_model
+from duc_hdc.hub import zoo
+from duc_hdc.models.sidecar import write_sidecar
+from duc_hdc.inference.segmenter import Segmenter, expand_inputs, read_image
 
 K = 5  # classes of the tiny networks
 

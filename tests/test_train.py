@@ -8,9 +8,9 @@ import pytest
 
 from duc_hdc.config import ConfigError, apply_overrides, load_config, validate
 from duc_hdc.data.datasets import convert_cityscapes
-from duc_hdc.data.synthetic import make_synthetic_cityscapes
-from duc_hdc.model.network import load_model
-from duc_hdc.train import (Checkpointer, SegmentationLoss, TrainingError, learning_rate,
+from duc_hdc.demo.synthetic import make_synthetic_cityscapes
+import duc_hdc
+from duc_hdc.training.trainer import (Checkpointer, SegmentationLoss, TrainingError, learning_rate,
                            params_checksum, train)
 
 
@@ -44,7 +44,7 @@ def test_two_devices_keep_identical_replicas(tiny_recs, tmp_path):
                       "train.max_iters=2", "data.val_rec=null")
     summary = train(cfg, ctx=[mx.cpu(0), mx.cpu(1)], progress=False)
     assert summary["iterations"] == 2
-    net = load_model(summary["final"])
+    net = duc_hdc.load(summary["final"])
     assert params_checksum(net) == summary["checksum"]
     # the saved parameters moved away from the initialization and are finite
     rows = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
@@ -53,7 +53,7 @@ def test_two_devices_keep_identical_replicas(tiny_recs, tmp_path):
 
 
 def test_replicas_identical_on_both_contexts(tiny_recs, tmp_path):
-    from duc_hdc import train as train_mod
+    from duc_hdc.training import trainer as train_mod
 
     captured = {}
     original = train_mod.params_checksum
@@ -87,8 +87,8 @@ def test_resume_continues_exactly(tiny_recs, tmp_path):
     resumed = train(tiny_config(tiny_recs, str(tmp_path / "b"), "train.max_iters=4", *common),
                     resume=str(tmp_path / "b"), progress=False)
     assert resumed["iterations"] == 4
-    a = load_model(straight["final"])._collect_params_with_prefix()
-    b = load_model(resumed["final"])._collect_params_with_prefix()
+    a = duc_hdc.load(straight["final"])._collect_params_with_prefix()
+    b = duc_hdc.load(resumed["final"])._collect_params_with_prefix()
     for name in a:
         np.testing.assert_allclose(b[name].data().asnumpy(), a[name].data().asnumpy(),
                                    rtol=1e-5, atol=1e-6, err_msg=name)
@@ -184,7 +184,7 @@ def test_config_errors_name_the_key(tmp_path):
 
 def test_every_packaged_recipe_validates_and_builds_its_model():
     from duc_hdc.config import available_configs, model_overrides
-    from duc_hdc.model.network import resolve_settings
+    from duc_hdc.models.network import resolve_settings
 
     names = available_configs()
     assert {"cityscapes", "cityscapes_coarse", "voc", "kitti_road", "synthetic"} <= set(names)

@@ -14,7 +14,7 @@ import zipfile
 
 import pytest
 
-from duc_hdc import zoo
+from duc_hdc.hub import zoo
 
 PAYLOAD = bytes(range(256)) * 1024          # 256 KiB
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
@@ -264,7 +264,7 @@ def test_onnx_entry_is_converted_once(server, home, monkeypatch):
         with open(onnx_path, "rb") as src, open(out_params, "wb") as out:
             out.write(b"converted:" + src.read()[:64])
 
-    monkeypatch.setitem(sys.modules, "duc_hdc.convert",
+    monkeypatch.setitem(sys.modules, "duc_hdc.hub.convert",
                         types.SimpleNamespace(convert_onnx=convert_onnx))
     path = zoo.get_weights("test_onnx", progress=False)
     assert path == str(home / "test_onnx-converted.params")

@@ -41,7 +41,7 @@ def main(argv=None):
                    help="rendering processes (default: one per core); the files do not depend on it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    from duc_hdc.data.synthetic import make_synthetic_cityscapes
+    from duc_hdc.demo.synthetic import make_synthetic_cityscapes
 
     start = time.time()
     try:

@@ -1,4 +1,4 @@
-"""Data: label tables, RecordIO records, datasets, joint transforms, synthetic scenes.
+"""Data: label tables, RecordIO records, datasets, joint transforms. (Synthetic scenes: duc_hdc.demo.synthetic.)
 
 Importing this package is light (numpy only); the names below that need MXNet or OpenCV are
 loaded on first use.
@@ -7,7 +7,7 @@ import importlib
 
 __all__ = ["SegRecordDataset", "CityscapesFolder", "VOCFolder", "KittiRoadFolder",
            "build_train_loader", "build_eval_dataset", "TrainTransform", "EvalTransform",
-           "labels", "recordio", "datasets", "transforms", "synthetic"]
+           "labels", "recordio", "datasets", "transforms"]
 
 _LAZY = {
     "SegRecordDataset": "datasets",
@@ -24,7 +24,7 @@ _LAZY = {
 def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module("." + _LAZY[name], __name__), name)
-    if name in ("labels", "recordio", "datasets", "transforms", "synthetic"):
+    if name in ("labels", "recordio", "datasets", "transforms"):
         return importlib.import_module("." + name, __name__)
     raise AttributeError("module %r has no attribute %r" % (__name__, name))
 

@@ -20,7 +20,6 @@ This module also holds the file-level prediction behind ``duc-hdc predict`` (ima
 globs and videos -> trainId PNGs, colour maps, overlays).
 """
 import glob
-import json
 import logging
 import os
 
@@ -28,10 +27,11 @@ import cv2
 import mxnet as mx
 import numpy as np
 
-from .data.labels import colorize, get_table, overlay
-from .data.transforms import normalize, pad_to_multiple
+from ..data.labels import colorize, get_table, overlay
+from ..data.transforms import normalize, pad_to_multiple
+from .loader import load
 
-__all__ = ["Segmenter", "load_params_checked", "predict_paths", "run_prediction",
+__all__ = ["Segmenter", "predict_paths", "run_prediction",
            "default_dataset", "read_image", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
@@ -95,82 +95,6 @@ def _param_context(net):
     return mx.cpu()
 
 
-# ------------------------------------------------------------------------------ weights
-def _mismatch(net, path):
-    """The first difference between ``net``'s parameters and the arrays in ``path``, or None."""
-    try:
-        loaded = mx.nd.load(path)
-    except mx.base.MXNetError as e:
-        return "cannot read %s as MXNet parameters: %s" % (path, str(e).splitlines()[0])
-    if not isinstance(loaded, dict):
-        return "%s holds an unnamed list of arrays, not Gluon parameters" % path
-    if any(k.startswith(("arg:", "aux:")) for k in loaded):
-        return ("%s is a symbolic checkpoint (arg:/aux: names), not Gluon parameters; convert it "
-                "first (duc-hdc convert tusimple --prefix P --epoch E --classes C --out FILE)"
-                % path)
-    expected = net._collect_params_with_prefix()
-    for name, param in expected.items():
-        if name not in loaded:
-            return ("%s does not fit the model: parameter %s (shape %s) is missing from the file "
-                    "(it holds %d arrays)" % (path, name, param.shape, len(loaded)))
-        saved = tuple(loaded[name].shape)
-        want = tuple(param.shape)
-        if len(saved) != len(want) or any(w and w != s for w, s in zip(want, saved)):
-            return ("%s does not fit the model: parameter %s has shape %s in the file, the model "
-                    "needs %s (different classes, cell_width or width?)" % (path, name, saved,
-                                                                           want))
-    extra = [k for k in loaded if k not in expected]
-    if extra:
-        return ("%s does not fit the model: array %s in the file is no parameter of the model "
-                "(%d such arrays)" % (path, extra[0], len(extra)))
-    return None
-
-
-def load_params_checked(net, path, ctx=None):
-    """``net.load_parameters(path)`` with an error that names the first mismatching parameter.
-
-    Parameters
-    ----------
-    net : DUCHDC
-    path : str
-        Gluon ``.params`` file.
-    ctx : mx.Context, optional
-
-    Returns
-    -------
-    DUCHDC
-        ``net``, weights loaded.
-
-    Raises
-    ------
-    FileNotFoundError
-        ``path`` does not exist.
-    ValueError
-        The file does not fit the network (message: file, parameter, both shapes).
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError("parameters %s not found" % path)
-    try:
-        net.load_parameters(path, ctx=ctx or mx.cpu())
-    except (AssertionError, mx.base.MXNetError, RuntimeError, ValueError) as e:
-        raise ValueError(_mismatch(net, path) or "cannot load %s: %s" % (path, e)) from e
-    return net
-
-
-def _load_with_sidecar(path, ctx):
-    """``network.load_model`` with a clear error when the weights do not fit the sidecar."""
-    from .model.network import build_model, load_model, sidecar_path
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError("parameters %s not found" % path)
-    try:
-        return load_model(path, ctx=ctx)
-    except (AssertionError, mx.base.MXNetError, RuntimeError) as e:
-        with open(sidecar_path(path)) as f:
-            net = build_model(json.load(f)["model"], initialize=False)
-        raise ValueError(_mismatch(net, path) or "cannot load %s: %s" % (path, e)) from e
-
-
 # ------------------------------------------------------------------------------ Segmenter
 class Segmenter(object):
     """Run a DUC-HDC network on RGB images of any size.
@@ -197,15 +121,15 @@ class Segmenter(object):
         Hybridize the network (``static_alloc=True``) now. A new input size re-runs shape
         inference, which is fine. Pass False when the caller (e.g. a training loop) manages it.
     optimize : bool, optional
-        Run a fused inference graph of the network (:func:`duc_hdc.optimize.optimized_block`:
+        Run a fused inference graph of the network (:func:`duc_hdc.inference.graphs.optimized_block`:
         BatchNorm folded into the convolutions, MKLDNN subgraph fusion) instead of the network
         itself; outputs equal within float rounding. Default: on for CPU contexts when
         ``hybridize`` is on. The graph holds a copy of the weights taken now: build a new
         Segmenter after changing them. A network that is already an inference graph
-        (:class:`duc_hdc.optimize.InferenceNet`, e.g. an INT8 model) runs as it is.
+        (:class:`duc_hdc.inference.graphs.InferenceNet`, e.g. an INT8 model) runs as it is.
     fp16 : bool
         GPU only: run the network in float16 with MXNet AMP
-        (:func:`duc_hdc.optimize.fp16_block`); scores are averaged in float32. Unmeasured
+        (:func:`duc_hdc.inference.graphs.fp16_block`); scores are averaged in float32. Unmeasured
         here (no GPU).
 
     Examples
@@ -268,7 +192,7 @@ class Segmenter(object):
     def _inference_graph(self, net, hybridize, optimize, fp16=False):
         """What ``_forward`` runs: the network, its fused graph (see ``optimize``) or its
         float16 version (``fp16``)."""
-        from .optimize import InferenceNet, fp16_block, optimized_block
+        from .graphs import InferenceNet, fp16_block, optimized_block
 
         if isinstance(net, InferenceNet):
             if fp16:
@@ -287,9 +211,9 @@ class Segmenter(object):
                                ctx=self.ctx)
 
     @classmethod
-    def from_name(cls, name_or_params, params=None, classes=None, overrides=None, root=None,
-                  base_url=None, ctx=None, **kwargs):
-        """A Segmenter for a pretrained name or a trained parameter file.
+    def from_name(cls, name_or_params=None, params=None, classes=None, overrides=None, root=None,
+                  base_url=None, ctx=None, config=None, **kwargs):
+        """A Segmenter for any model :func:`duc_hdc.inference.loader.load` takes.
 
         Parameters
         ----------
@@ -307,7 +231,7 @@ class Segmenter(object):
             Further :func:`duc_hdc.get_model` settings for a model name with ``params``
             (``base_width``, ``cell_width``, ...).
         root, base_url : str, optional
-            Weight cache and mirror (see :func:`duc_hdc.zoo.get_weights`).
+            Weight cache and mirror (see :func:`duc_hdc.hub.zoo.get_weights`).
         ctx : mx.Context, optional
         **kwargs
             :class:`Segmenter` options (``scales``, ``flip``, ``mode``, ...).
@@ -320,37 +244,9 @@ class Segmenter(object):
         FileNotFoundError
             A parameter file or its sidecar is missing.
         """
-        from . import zoo
-        from .model.network import MODEL_SPECS, get_model, model_names, sidecar_path
-
-        ctx = ctx or mx.cpu()
-        name = str(name_or_params)
-        if params is not None:
-            net = get_model(name, ctx=ctx, **dict(overrides or {}, classes=classes))
-            return cls(load_params_checked(net, params, ctx), ctx=ctx, **kwargs)
-        from .optimize import load_quantized, quantized_prefix
-
-        if quantized_prefix(name):  # an INT8 model written by duc-hdc quantize
-            return cls(load_quantized(quantized_prefix(name), ctx), ctx=ctx, **kwargs)
-        if os.path.isfile(name) or name.endswith(".params"):
-            return cls(_load_with_sidecar(name, ctx), ctx=ctx, **kwargs)
-        if name in zoo.MODELS:
-            entry = zoo.get_entry(name)
-            if entry.model is None:
-                raise ValueError("%r is an ImageNet backbone (for training), not a segmentation "
-                                 "model; choose one of: %s" % (name, ", ".join(
-                                     n for n in zoo.list_models() if zoo.MODELS[n].model)))
-            path = zoo.get_weights(name, root=root, base_url=base_url)
-        elif name in MODEL_SPECS:
-            entry, path = zoo.weights_for_model(name, root=root, base_url=base_url)
-        else:
-            raise ValueError("%r is not a parameter file, a model name (%s) or a zoo name (%s)"
-                             % (name, ", ".join(model_names()), ", ".join(zoo.list_models())))
-        if os.path.exists(sidecar_path(path)):
-            return cls(_load_with_sidecar(path, ctx), ctx=ctx, **kwargs)
-        net = get_model(entry.model, ctx=ctx, classes=entry.classes,
-                        cell_width=entry.cell_width)
-        return cls(load_params_checked(net, path, ctx), ctx=ctx, **kwargs)
+        net = load(name_or_params, params=params, config=config, ctx=ctx, classes=classes,
+                   overrides=overrides, root=root, base_url=base_url)
+        return cls(net, ctx=ctx, **kwargs)
 
     def __repr__(self):
         extra = ""
@@ -514,7 +410,7 @@ def read_image(path):
     duc_hdc.data.recordio.BadSampleError
         Unreadable, truncated or corrupt file (the message names it).
     """
-    from .data.recordio import BadSampleError, check_encoded, decode_image
+    from ..data.recordio import BadSampleError, check_encoded, decode_image
 
     try:
         with open(path, "rb") as f:
@@ -614,7 +510,7 @@ def predict_paths(segmenter, inputs, out_dir, dataset="cityscapes", progress=Tru
     """
     from tqdm import tqdm
 
-    from .data.recordio import BadSampleError
+    from ..data.recordio import BadSampleError
 
     get_table(dataset)  # an unknown palette fails before any work
     found, skipped = expand_inputs(inputs)
@@ -646,7 +542,7 @@ def predict_paths(segmenter, inputs, out_dir, dataset="cityscapes", progress=Tru
 
 def default_dataset(classes):
     """The label table (palette) with ``classes`` classes, else 'cityscapes'."""
-    from .data.labels import DATASETS
+    from ..data.labels import DATASETS
 
     for name, table in DATASETS.items():
         if table.num_classes == classes:
@@ -679,12 +575,6 @@ def run_prediction(inputs, out_dir, model=None, params=None, classes=None, datas
     dict
         See :func:`predict_paths`.
     """
-    if model:
-        segmenter = Segmenter.from_name(model, params=params, classes=classes,
-                                        **segmenter_kwargs)
-    elif params:
-        segmenter = Segmenter.from_name(params, **segmenter_kwargs)
-    else:
-        raise ValueError("give --model NAME or --params FILE (with its .json sidecar)")
+    segmenter = Segmenter.from_name(model, params=params, classes=classes, **segmenter_kwargs)
     dataset = dataset or default_dataset(segmenter.classes)
     return predict_paths(segmenter, inputs, out_dir, dataset=dataset, progress=progress)

@@ -5,10 +5,10 @@ Modes (the same network, weights random unless ``params`` are given):
 ``fp32``
     The network hybridized with ``static_alloc=True, static_shape=True``.
 ``fused``
-    :func:`duc_hdc.optimize.optimized_block`: BatchNorm folded, MKLDNN subgraph fusion (the
+    :func:`duc_hdc.inference.graphs.optimized_block`: BatchNorm folded, MKLDNN subgraph fusion (the
     default inference path of ``Segmenter`` on CPU).
 ``int8``
-    :func:`duc_hdc.optimize.quantize_net`, calibrated on random images (speed only; for the
+    :func:`duc_hdc.inference.graphs.quantize_net`, calibrated on random images (speed only; for the
     accuracy cost use ``duc-hdc quantize``).
 
 GPU options (``gpus``, ``fp16`` through ``mx.contrib.amp.convert_hybrid_block``, cuDNN
@@ -166,7 +166,7 @@ def build_inference(net, mode, shape, ctx=None, fp16=False, calib_images=None):
     callable
         ``runner(x) -> NDArray``.
     """
-    from .optimize import fp16_block, optimized_block, quantize_net
+    from .graphs import fp16_block, optimized_block, quantize_net
 
     ctx = ctx or mx.cpu()
     if mode not in MODES:
@@ -223,7 +223,7 @@ def run_benchmark(model, shape, iters=10, mode="fused", classes=None, params=Non
     **overrides
         Further model settings (``base_width``, ...).
     """
-    from .model.network import get_model
+    from ..models.network import get_model
 
     shape = tuple(int(s) for s in shape)
     if len(shape) != 4 or shape[1] != 3 or shape[2] % 8 or shape[3] % 8 or min(shape) < 1:

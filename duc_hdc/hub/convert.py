@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from .model.resnet_hdc import RESNET_SPECS
+from ..models.resnet_hdc import RESNET_SPECS
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def map_release_arrays(arrays, arch, classes):
     (dict, dict)
         The model settings (``net.config``) and structural name -> numpy array.
     """
-    from .model.network import DUCHDC
+    from ..models.network import DUCHDC
 
     cell_width = cell_width_for(arch["head_channels"], classes)
     config = dict(depth=arch["depth"], classes=classes, cell_width=cell_width,
@@ -205,7 +205,7 @@ def save_params(arrays, out_path, config, **meta):
     """Write structural-name arrays as a Gluon ``.params`` file plus its sidecar, atomically."""
     import mxnet as mx
 
-    from .model.network import write_sidecar
+    from ..models.sidecar import write_sidecar
 
     out_dir = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(out_dir, exist_ok=True)
@@ -394,7 +394,7 @@ def convert_onnx(onnx_path, classes, out_path):
         raise ConversionError("%s: BatchNormalization epsilons differ (%s); the network has "
                               "one epsilon" % (onnx_path, ", ".join("%g" % v for v in distinct)))
     if distinct:
-        from .model.resnet_hdc import VARIANTS
+        from ..models.resnet_hdc import VARIANTS
 
         default = VARIANTS[config["variant"]]["bn_eps"]
         if abs(distinct[0] - default) > 1e-4 * default:

@@ -49,8 +49,8 @@ def _size(text):
 
 def _user_errors():
     """Exceptions that mean bad input or a failed run: one line for the user, no traceback."""
-    from . import zoo
-    from .train import TrainingError
+    from ..hub import zoo
+    from ..training.trainer import TrainingError
 
     # ValueError covers ConfigError, ConversionError and the data's bad-sample errors;
     # OSError covers missing files and RecordFileError
@@ -59,7 +59,7 @@ def _user_errors():
 
 
 def _segmenter_options(args):
-    from .benchmark import check_gpu_options
+    from ..inference.benchmark import check_gpu_options
 
     # the same GPU options as `duc-hdc benchmark`: refused with a clear message without a GPU
     ctx = check_gpu_options(args.gpu, args.fp16, args.cudnn_autotune, flag="--gpu")
@@ -78,29 +78,21 @@ def _gpu_options(s, gpus="--gpus"):
 
 
 def _model_from_args(args):
-    """The network named by --model (with --classes / --params) or rebuilt from --params."""
-    from .model.network import get_model, load_model
-
-    if args.model:
-        overrides = {"classes": getattr(args, "classes", None)}
-        net = get_model(args.model, **overrides)
-        if args.params:
-            net.load_parameters(args.params)
-        return net
-    if args.params:
-        return load_model(args.params)
-    raise SystemExit("error: give --model NAME or --params FILE (with its .json sidecar)")
+    """The network --model / --params / --config name, through the one loader."""
+    return duc_hdc.load(getattr(args, "model", None), params=getattr(args, "params", None),
+                        config=getattr(args, "config", None),
+                        classes=getattr(args, "classes", None))
 
 
 def _recipes():
-    from .config import available_configs
+    from ..config import available_configs
 
     return available_configs()
 
 
 # ---------------------------------------------------------------------------------- commands
 def cmd_gridding(args):
-    from .model.gridding import analyze, format_report
+    from ..models.gridding import analyze, format_report
 
     result = analyze(args.rates)
     if args.json:
@@ -112,7 +104,7 @@ def cmd_gridding(args):
 
 
 def cmd_models(args):
-    from .model.network import MODEL_SPECS
+    from ..models.network import MODEL_SPECS
 
     for name in sorted(MODEL_SPECS):
         spec = MODEL_SPECS[name]
@@ -122,7 +114,7 @@ def cmd_models(args):
 
 
 def cmd_convert(args):
-    from . import convert
+    from ..hub import convert
 
     if args.source == "tusimple":
         config = convert.convert_tusimple(args.prefix, args.epoch, args.classes, args.out)
@@ -134,7 +126,7 @@ def cmd_convert(args):
 
 
 def cmd_export(args):
-    from .export import export_model
+    from ..inference.export import export_model
 
     net = _model_from_args(args)
     result = export_model(net, args.out, args.shape, onnx=args.onnx, check=not args.no_check)
@@ -148,7 +140,7 @@ def cmd_export(args):
 
 
 def cmd_demo(args):
-    from .demo import run_demo
+    from ..demo.pipeline import run_demo
 
     result = run_demo(args.workdir, overrides=args.set)
     print("synthetic data:  %s" % result["data"])
@@ -164,9 +156,9 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
-    from .benchmark import set_cudnn_autotune
-    from .config import load_config
-    from .train import parse_devices, train
+    from ..inference.benchmark import set_cudnn_autotune
+    from ..config import load_config
+    from ..training.trainer import parse_devices
 
     overrides = list(args.set or [])
     if args.kvstore:
@@ -178,7 +170,7 @@ def cmd_train(args):
         raise ValueError("--cudnn-autotune tunes cuDNN convolutions: it needs --gpus")
     set_cudnn_autotune(args.cudnn_autotune)
     ctx = parse_devices(None if args.cpu else args.gpus, cpu_devices=args.cpu_devices)
-    summary = train(cfg, ctx=ctx, resume=args.resume, progress=not args.no_progress)
+    summary = duc_hdc.train(cfg, ctx=ctx, resume=args.resume, progress=not args.no_progress)
     best = summary["best"]
     print("trained %d iterations; final parameters %s" % (summary["iterations"],
                                                           summary["final"]))
@@ -188,7 +180,7 @@ def cmd_train(args):
 
 
 def cmd_launch(args):
-    from .distributed import launch
+    from ..training.distributed import launch
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -201,7 +193,7 @@ def cmd_launch(args):
 
 
 def cmd_evaluate(args):
-    from .evaluate import class_names, run_evaluation
+    from ..evaluation.evaluate import class_names, run_evaluation
 
     metric, summary = run_evaluation(
         config=args.config, model=args.model, params=args.params, classes=args.classes,
@@ -219,7 +211,7 @@ def cmd_evaluate(args):
 
 
 def cmd_predict(args):
-    from .predict import run_prediction
+    from ..inference.segmenter import run_prediction
 
     result = run_prediction(args.inputs, args.out, model=args.model, params=args.params,
                             classes=args.classes, dataset=args.dataset,
@@ -234,7 +226,7 @@ def cmd_predict(args):
 
 
 def cmd_download(args):
-    from . import zoo
+    from ..hub import zoo
 
     if args.list or not args.name:
         for name in zoo.list_models():
@@ -249,7 +241,7 @@ def cmd_download(args):
 
 
 def cmd_benchmark(args):
-    from .benchmark import format_report, run_benchmark
+    from ..inference.benchmark import format_report, run_benchmark
 
     overrides = {"base_width": args.base_width} if args.base_width else {}
     result = run_benchmark(args.model, args.shape, iters=args.iters, mode=args.mode,
@@ -265,8 +257,9 @@ def cmd_benchmark(args):
 
 
 def cmd_quantize(args):
-    from .benchmark import check_gpu_options
-    from .optimize import DUC_HEAD_LAYERS, run_quantization
+    from ..inference.benchmark import check_gpu_options
+    from ..evaluation.quantize import run_quantization
+    from ..inference.graphs import DUC_HEAD_LAYERS
 
     if args.gpus:
         check_gpu_options(gpus=args.gpus)  # refuses on CPU-only machines

@@ -29,7 +29,7 @@ import os
 import cv2
 import numpy as np
 
-from .labels import CITYSCAPES_NAME_TO_ID as _ID
+from ..data.labels import CITYSCAPES_NAME_TO_ID as _ID
 
 logger = logging.getLogger(__name__)
 

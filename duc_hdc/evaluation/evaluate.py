@@ -1,6 +1,6 @@
-"""Evaluation: run a :class:`~duc_hdc.predict.Segmenter` over a labelled dataset.
+"""Evaluation: run a :class:`~duc_hdc.inference.segmenter.Segmenter` over a labelled dataset.
 
-Metrics follow the official Cityscapes evaluation (see :mod:`duc_hdc.metrics`). With
+Metrics follow the official Cityscapes evaluation (see :mod:`duc_hdc.evaluation.metrics`). With
 ``save_dir`` the predictions are also written in the formats the official tools take:
 
 ``save_dir/labelIds/<name>_labelIds.png``
@@ -18,15 +18,20 @@ Metrics follow the official Cityscapes evaluation (see :mod:`duc_hdc.metrics`). 
 """
 import json
 import logging
+import math
 import os
 
 import numpy as np
 
-from .data.labels import cityscapes_train_id_to_id, colorize, get_table
+from .. import data
+from ..config import load_config
+from ..data import SegRecordDataset
+from ..data.labels import cityscapes_train_id_to_id, colorize, get_table
+from ..inference.segmenter import Segmenter
 from .metrics import SegmentationMetric
 
 __all__ = ["evaluate", "sample_name", "save_prediction", "class_names", "write_metrics",
-           "run_evaluation"]
+           "run_evaluation", "recipe_validator"]
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +98,7 @@ def evaluate(segmenter, dataset, num_classes, dataset_name="cityscapes", save_di
 
     Parameters
     ----------
-    segmenter : duc_hdc.predict.Segmenter
+    segmenter : duc_hdc.inference.segmenter.Segmenter
         The inference settings (mode, scales, flip) are the segmenter's.
     dataset : dataset
         Items ``(image (H, W, 3) uint8 RGB, label (H, W) uint8 trainIds)``, e.g.
@@ -169,8 +174,6 @@ def write_metrics(path, metric, dataset_name="cityscapes", **extra):
 
 
 def _open_dataset(rec=None, root=None, split="val", dataset_name="cityscapes"):
-    from . import data
-
     if rec:
         return data.SegRecordDataset(rec)
     if root:
@@ -180,20 +183,6 @@ def _open_dataset(rec=None, root=None, split="val", dataset_name="cityscapes"):
         return folders[dataset_name]()
     raise ValueError("no evaluation data: give --rec FILE.rec or --root DIR --split SPLIT "
                      "(or a config whose data.val_rec is set)")
-
-
-def _segmenter_from_config(config, params, segmenter_kwargs):
-    from .config import load_config, model_overrides
-    from .model.network import get_model
-    from .predict import Segmenter, load_params_checked
-
-    cfg = load_config(config)
-    params = params or cfg["model"].get("init_params")
-    if not params:
-        raise ValueError("--config %s: give the trained weights with --params FILE" % config)
-    ctx = segmenter_kwargs.get("ctx")
-    net = get_model(cfg["model"]["name"], ctx=ctx, **model_overrides(cfg))
-    return Segmenter(load_params_checked(net, params, ctx), **segmenter_kwargs), cfg
 
 
 def run_evaluation(config=None, model=None, params=None, classes=None, rec=None, root=None,
@@ -210,20 +199,12 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
     (SegmentationMetric, dict)
         The metric and a summary (``dataset``, ``images``, ``json`` path, ``save_dir``).
     """
-    from .predict import Segmenter
-
-    cfg = None
+    segmenter = Segmenter.from_name(model, params=params, config=config, classes=classes,
+                                    **segmenter_kwargs)
     if config:
-        segmenter, cfg = _segmenter_from_config(config, params, segmenter_kwargs)
+        cfg = load_config(config)
         rec = rec or (None if root else cfg["data"].get("val_rec"))
         dataset_name = dataset_name or cfg["data"]["dataset"]
-    elif model:
-        segmenter = Segmenter.from_name(model, params=params, classes=classes,
-                                        **segmenter_kwargs)
-    elif params:
-        segmenter = Segmenter.from_name(params, **segmenter_kwargs)
-    else:
-        raise ValueError("give --config C, --model NAME or --params FILE")
     dataset_name = dataset_name or "cityscapes"
     dataset = _open_dataset(rec, root, split, dataset_name)
     metric = evaluate(segmenter, dataset, segmenter.classes, dataset_name=dataset_name,
@@ -237,3 +218,21 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
         write_metrics(out_json, metric, dataset_name, images=images,
                       inference=segmenter.settings, model=segmenter.net.config, source=source)
     return metric, dict(dataset=dataset_name, images=images, json=out_json, save_dir=save_dir)
+
+
+def recipe_validator(cfg):
+    """The training loop's validation for recipe ``cfg``: mIoU on ``data.val_rec`` with the
+    whole-image protocol and the shared inference path; see :func:`duc_hdc.training.trainer.train`.
+    """
+    data = cfg["data"]
+
+    def validate(net, ctx, progress=True):
+        dataset = SegRecordDataset(data["val_rec"])
+        metric = evaluate(Segmenter(net, ctx=ctx), dataset, net.classes,
+                          dataset_name=data["dataset"], limit=data["val_limit"],
+                          progress=progress)
+        pixel_accuracy, mean_iou = metric.get()
+        return dict(pixel_accuracy=float(pixel_accuracy), mean_iou=float(mean_iou),
+                    iou=[None if math.isnan(v) else float(v) for v in metric.iou])
+
+    return validate

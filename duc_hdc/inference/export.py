@@ -15,9 +15,12 @@ import os
 import mxnet as mx
 import numpy as np
 
-from .model.network import write_sidecar
+from ..models.sidecar import write_sidecar
 
 log = logging.getLogger(__name__)
+
+#: ``kind`` of an fp32 export's sidecar (INT8 models: ``duc-hdc-int8``)
+EXPORT_KIND = "duc-hdc-export"
 
 
 def _random_input(shape, seed=0):
@@ -45,7 +48,7 @@ def export_symbol(net, prefix, shape):
     net.export(tmp, epoch=0)
     for suffix in ("-symbol.json", "-0000.params"):
         os.replace(tmp + suffix, prefix + suffix)
-    write_sidecar(prefix + "-0000.params", net.config, path=prefix + ".json")
+    write_sidecar(prefix + "-0000.params", net.config, path=prefix + ".json", kind=EXPORT_KIND)
     return prefix + "-symbol.json", prefix + "-0000.params"
 
 

@@ -1,12 +1,9 @@
 """DUC-HDC: a ResNet-HDC backbone with a DUC head, its spec table and ``get_model``."""
-import json
-import os
-
 import mxnet as mx
 from mxnet import gluon
 
 from .duc import BilinearHead, DUCHead
-from .resnet_hdc import RESNET_SPECS, VARIANTS, ResNetHDC
+from .resnet_hdc import VARIANTS, ResNetHDC
 
 #: Input normalization per backbone variant, on the 0..255 RGB scale: x' = (x - mean) / std.
 #: tusimple: the release's mean, no scaling. v1s: ImageNet mean/std of GluonCV (on 0..1) x 255.
@@ -74,7 +71,7 @@ class DUCHDC(gluon.HybridBlock):
         sub-pixels per feature-map cell along each axis (Section 3.1).
     dilations : str or sequence
         Stage 4/5 dilation schedule: 'hdc', 'deeplab', 'none' or explicit per-block rates
-        (Section 3.2); see :func:`duc_hdc.model.resnet_hdc.dilation_schedule`.
+        (Section 3.2); see :func:`duc_hdc.models.resnet_hdc.dilation_schedule`.
     aspp_rates : sequence of int
         Dilations of the head's parallel 3x3 branches.
     variant : str
@@ -91,7 +88,7 @@ class DUCHDC(gluon.HybridBlock):
         Input normalization on the 0..255 RGB scale; default per variant (:data:`NORMALIZATION`).
     head_padding : bool
         Compute the head's convolutions with their output channels padded to a block size
-        oneDNN's AVX-512 inference kernels need (:func:`duc_hdc.model.duc.padded_channels`:
+        oneDNN's AVX-512 inference kernels need (:func:`duc_hdc.models.duc.padded_channels`:
         the same output, parameters and checkpoints; 1.3-1.5x faster head on CPU inference).
         ``duc-hdc train`` turns it off: oneDNN 2.x has no such kernels for training, where
         the padding only adds work. A runtime choice, not a model setting: not in ``config``.
@@ -196,18 +193,16 @@ def build_model(config, ctx=None, initialize=True, head_padding=True):
     return net
 
 
-def get_model(name, pretrained=False, root=None, ctx=None, head_padding=True, **overrides):
-    """Build a DUC-HDC network by name.
+def get_model(name, ctx=None, head_padding=True, **overrides):
+    """Build a DUC-HDC network by name, with initialized parameters.
+
+    The network alone: :func:`duc_hdc.get_model` adds ``pretrained=True`` (the zoo's weights).
 
     Parameters
     ----------
     name : str
         A generic name ``duc_hdc_resnet{18,34,50,101,152}`` (needs ``classes=``) or a recipe:
         ``duc_hdc_resnet101_cityscapes``, ``duc_resnet152_voc``, ``duc_hdc_resnet101_kitti_road``.
-    pretrained : bool
-        Load the zoo's weights for ``name`` (downloaded and cached, see :mod:`duc_hdc.zoo`).
-    root : str, optional
-        Weight cache directory (default ``$DUC_HDC_HOME`` or ``~/.duc_hdc/models``).
     ctx : mx.Context or list, optional
         Where the parameters live (default CPU).
     head_padding : bool
@@ -219,47 +214,7 @@ def get_model(name, pretrained=False, root=None, ctx=None, head_padding=True, **
     Returns
     -------
     DUCHDC
-        With initialized (or pretrained) parameters.
+        With initialized parameters.
     """
     settings = resolve_settings(name, **overrides)
-    ctx = ctx or mx.cpu()
-    net = build_model(settings, ctx=ctx, initialize=not pretrained, head_padding=head_padding)
-    if pretrained:
-        from .. import zoo
-
-        _, path = zoo.weights_for_model(name, root=root)
-        net.load_parameters(path, ctx=ctx)
-    return net
-
-
-def sidecar_path(params_path):
-    """``FILE.params`` -> ``FILE.json``: the model settings saved beside converted weights."""
-    base, ext = os.path.splitext(params_path)
-    return (base if ext == ".params" else params_path) + ".json"
-
-
-def write_sidecar(params_path, config, path=None, **extra):
-    """Write the model settings next to ``params_path`` (or to ``path``), atomically."""
-    path = path or sidecar_path(params_path)
-    doc = dict(format="duc-hdc-model", version=1, model=config, **extra)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-    return path
-
-
-def load_model(params_path, ctx=None):
-    """Rebuild a network from ``FILE.params`` and its ``FILE.json`` sidecar, weights loaded."""
-    path = sidecar_path(params_path)
-    if not os.path.exists(path):
-        raise FileNotFoundError("%s has no sidecar %s with its model settings; pass the model "
-                                "name or config instead" % (params_path, path))
-    with open(path) as f:
-        doc = json.load(f)
-    if "model" not in doc:
-        raise ValueError("%s: no 'model' key; not a duc-hdc model sidecar" % path)
-    ctx = ctx or mx.cpu()
-    net = build_model(doc["model"], ctx=ctx, initialize=False)
-    net.load_parameters(params_path, ctx=ctx)
-    return net
+    return build_model(settings, ctx=ctx or mx.cpu(), head_padding=head_padding)

@@ -1,7 +1,7 @@
 """Fast inference graphs: BatchNorm folding, MKLDNN-fused fp32 and INT8 post-training quantization.
 
-Three ways to run a trained :class:`~duc_hdc.model.network.DUCHDC` faster than the plain
-hybridized network, all returning an :class:`InferenceNet` that :class:`duc_hdc.predict.Segmenter`
+Three ways to run a trained :class:`~duc_hdc.models.network.DUCHDC` faster than the plain
+hybridized network, all returning an :class:`InferenceNet` that :class:`duc_hdc.inference.segmenter.Segmenter`
 runs like the network itself (it carries ``classes``, ``cell_width``, ``normalization`` and
 ``config``) and that accepts any input size whose height and width are multiples of 8:
 
@@ -13,7 +13,7 @@ runs like the network itself (it carries ``classes``, ``cell_width``, ``normaliz
     GPU, ONNX) and lets the MKLDNN pass fuse convolution + bias + sum + ReLU directly.
 ``fold_constants``
     Every subgraph that reads parameters only (the DUC head's zero-padded weights, see
-    :func:`duc_hdc.model.duc.padded_channels`) replaced by a parameter holding its value.
+    :func:`duc_hdc.models.duc.padded_channels`) replaced by a parameter holding its value.
 ``optimized_block``
     The folded graph partitioned by ``optimize_for('MKLDNN')`` (MXNet's subgraph API): every
     convolution fused with its bias, ReLU and residual sum, the DUC head's branch sums fused
@@ -31,18 +31,17 @@ retraining the source network afterwards does not change them.
 import json
 import logging
 import os
-import time
 import warnings
 
 import mxnet as mx
 import numpy as np
 
-from .model.network import write_sidecar
+from ..models.sidecar import write_sidecar
 
 __all__ = ["InferenceNet", "graph_of", "fold_batchnorm", "fold_constants", "inference_graph",
            "symbol_block", "optimized_block", "fp16_block",
            "quantize_net", "calibration_batch", "calibration_images", "save_quantized",
-           "load_quantized", "quantized_prefix", "count_quantized_ops", "run_quantization",
+           "load_quantized", "count_quantized_ops", "QUANTIZED_KIND",
            "mkldnn_available", "DUC_HEAD_LAYERS", "DEFAULT_QUANTIZE_EXCLUDE"]
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ DUC_HEAD_LAYERS = ("head_c",)
 #: quantized. Pass ``exclude=DUC_HEAD_LAYERS`` to keep the head in fp32.
 DEFAULT_QUANTIZE_EXCLUDE = ()
 
-_QUANTIZED_FORMAT = "duc-hdc-int8"
+QUANTIZED_KIND = "duc-hdc-int8"
 
 
 def mkldnn_available():
@@ -363,7 +362,7 @@ def fold_constants(graph):
     """Replace every subgraph that reads parameters only by a parameter holding its value.
 
     The DUC head pads its weights with zero rows inside the graph
-    (:class:`~duc_hdc.model.duc.PaddedConv2D`); for inference those are constants. Folded,
+    (:class:`~duc_hdc.models.duc.PaddedConv2D`); for inference those are constants. Folded,
     the convolutions read plain weight variables, which MKLDNN's fused operators cache and
     ``quantize_net_v2`` quantizes, and nothing is recomputed per call. Written by hand: MXNet
     has no constant-folding pass.
@@ -552,7 +551,7 @@ def calibration_batch(rgb_images, normalization, stride=8):
     numpy.ndarray
         (N, 3, H, W) float32, the largest padded size of the images.
     """
-    from .data.transforms import normalize
+    from ..data.transforms import normalize
 
     chws = [normalize(np.asarray(im), normalization["mean"], normalization["std"])
             for im in rgb_images]
@@ -674,27 +673,9 @@ def save_quantized(qnet, prefix, **extra):
     os.replace(sym_path + tmp, sym_path)
     os.replace(params_path + tmp, params_path)
     side = write_sidecar(params_path, qnet.config, path=prefix + ".json",
-                         kind=_QUANTIZED_FORMAT,
+                         kind=QUANTIZED_KIND,
                          quantization=getattr(qnet, "quantization", {}), **extra)
     return [sym_path, params_path, side]
-
-
-def quantized_prefix(path):
-    """The prefix of the INT8 model ``path`` names (``PREFIX``, ``PREFIX-0000.params`` or
-    ``PREFIX-symbol.json``), or None when it names none."""
-    path = str(path)
-    for suffix in ("-0000.params", "-symbol.json"):
-        if path.endswith(suffix):
-            path = path[:-len(suffix)]
-            break
-    side = path + ".json"
-    if not (os.path.isfile(side) and os.path.isfile(path + "-symbol.json")):
-        return None
-    try:
-        with open(side) as f:
-            return path if json.load(f).get("kind") == _QUANTIZED_FORMAT else None
-    except (OSError, ValueError):
-        return None
 
 
 def load_quantized(prefix, ctx=None):
@@ -705,7 +686,7 @@ def load_quantized(prefix, ctx=None):
             raise FileNotFoundError("quantized model %s: %s is missing" % (prefix, path))
     with open(side) as f:
         doc = json.load(f)
-    if doc.get("kind") != _QUANTIZED_FORMAT or "model" not in doc:
+    if doc.get("kind") != QUANTIZED_KIND or "model" not in doc:
         raise ValueError("%s is not a duc-hdc INT8 model sidecar (kind %r)"
                          % (side, doc.get("kind")))
     block = _data_block(mx.sym.load(prefix + "-symbol.json"))
@@ -725,7 +706,7 @@ def calibration_images(rec, num_calib, normalization):
     numpy.ndarray
         (N, 3, H, W) float32 (see :func:`calibration_batch`).
     """
-    from .data import SegRecordDataset
+    from ..data import SegRecordDataset
 
     dataset = SegRecordDataset(rec)
     if len(dataset) == 0:
@@ -735,64 +716,3 @@ def calibration_images(rec, num_calib, normalization):
     picks = np.unique(np.linspace(0, len(dataset) - 1, min(num_calib, len(dataset)))
                       .round().astype(int))
     return calibration_batch([dataset[int(i)][0] for i in picks], normalization)
-
-
-def run_quantization(net, calib_rec, out, num_calib=4, eval_rec=None, calib_mode="naive",
-                     exclude=DEFAULT_QUANTIZE_EXCLUDE, dataset_name="cityscapes", limit=None,
-                     progress=True):
-    """Everything ``duc-hdc quantize`` does: calibrate, quantize, save, and (with
-    ``eval_rec``) measure the mIoU of fp32 and int8 with the shared inference path.
-
-    Parameters
-    ----------
-    net : DUCHDC
-        Trained network.
-    calib_rec : str
-        ``.rec`` file whose images calibrate the int8 ranges (labels unused).
-    out : str
-        Output prefix: ``out-symbol.json``, ``out-0000.params``, ``out.json``.
-    num_calib : int
-        Calibration images (spread evenly over the file).
-    eval_rec : str, optional
-        Labelled ``.rec`` file: evaluate fp32 (:class:`~duc_hdc.predict.Segmenter` default
-        path) and int8, whole-image protocol; the mIoUs go into the sidecar.
-    calib_mode, exclude
-        See :func:`quantize_net`.
-    dataset_name : str
-        Label table for the evaluation.
-    limit : int, optional
-        Evaluate the first ``limit`` images only.
-
-    Returns
-    -------
-    dict
-        ``files``, ``ops`` (operator counts), ``quantization`` settings and, with ``eval_rec``,
-        ``fp32_miou``, ``int8_miou``, ``miou_change`` (int8 - fp32, in points) and
-        ``images``.
-    """
-    images = calibration_images(calib_rec, num_calib, net.normalization)
-    start = time.time()
-    qnet = quantize_net(net, images, calib_mode=calib_mode, exclude=exclude)
-    result = dict(quantize_s=time.time() - start, quantization=qnet.quantization)
-    extra = {}
-    if eval_rec:
-        from .data import SegRecordDataset
-        from .evaluate import evaluate
-        from .predict import Segmenter
-
-        dataset = SegRecordDataset(eval_rec)
-        scores = {}
-        for kind, model in (("fp32", net), ("int8", qnet)):
-            metric = evaluate(Segmenter(model), dataset, net.classes, dataset_name=dataset_name,
-                              progress=progress, limit=limit)
-            scores[kind] = float(metric.get()[1])
-        extra = dict(fp32_miou=scores["fp32"], int8_miou=scores["int8"],
-                     miou_change=100.0 * (scores["int8"] - scores["fp32"]),
-                     images=len(dataset) if limit is None else min(limit, len(dataset)),
-                     eval_rec=os.path.abspath(eval_rec))
-        log.info("mIoU fp32 %.4f, int8 %.4f (%+.2f points)", scores["fp32"], scores["int8"],
-                 extra["miou_change"])
-    result["files"] = save_quantized(qnet, out, calib_rec=os.path.abspath(calib_rec), **extra)
-    result["ops"] = count_quantized_ops(qnet)
-    result.update(extra)
-    return result

@@ -20,8 +20,8 @@ NUM_TRAIN, NUM_VAL, SIZE, SEED = 240, 40, (256, 512), 0
 
 
 def _prepare_data(workdir, num_train, num_val, size):
-    from .data.datasets import convert_cityscapes
-    from .data.synthetic import make_synthetic_cityscapes
+    from ..data.datasets import convert_cityscapes
+    from .synthetic import make_synthetic_cityscapes
 
     root = os.path.join(workdir, "cityscapes")
     if not os.path.exists(os.path.join(root, ".complete")):
@@ -39,8 +39,8 @@ def _prepare_data(workdir, num_train, num_val, size):
 
 
 def _train(workdir, recs, ctx, overrides):
-    from .config import load_config
-    from .train import train
+    from ..config import load_config
+    from .. import train
 
     run_dir = os.path.join(workdir, "run")
     cfg = load_config("synthetic", ["data.train_rec=%s" % recs["train"],
@@ -64,12 +64,12 @@ def run_demo(workdir="demo_out", overrides=None, num_train=NUM_TRAIN, num_val=NU
     """
     import mxnet as mx
 
-    from .data import SegRecordDataset
-    from .data.labels import colorize, overlay
-    from .evaluate import evaluate
-    from .export import export_model
-    from .model.network import load_model
-    from .predict import Segmenter
+    from ..data import SegRecordDataset
+    from ..data.labels import colorize, overlay
+    from ..evaluation.evaluate import evaluate
+    from ..inference.export import export_model
+    from .. import load
+    from ..inference.segmenter import Segmenter
 
     start = time.time()
     os.makedirs(workdir, exist_ok=True)
@@ -78,7 +78,7 @@ def run_demo(workdir="demo_out", overrides=None, num_train=NUM_TRAIN, num_val=NU
     data_root, recs = _prepare_data(workdir, num_train, num_val, size)
     final = _train(workdir, recs, ctx, overrides)
 
-    net = load_model(final)
+    net = load(final)
     segmenter = Segmenter(net)
     val = SegRecordDataset(recs["val"])
     eval_dir = os.path.join(workdir, "eval")

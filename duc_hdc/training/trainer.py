@@ -27,8 +27,9 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from .config import ConfigError, model_overrides, save_config
-from .model.network import get_model, write_sidecar
+from ..config import ConfigError, model_overrides, save_config
+from ..models.network import get_model
+from ..models.sidecar import write_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -198,30 +199,13 @@ def build_network(cfg, ctx):
 
 
 def build_transform(cfg, net):
-    from .data.transforms import TrainTransform
+    from ..data.transforms import TrainTransform
 
     data = cfg["data"]
     return TrainTransform(crop_size=data["crop_size"], scales=data["scales"],
                           mean=net.normalization["mean"], std=net.normalization["std"],
                           cell_width=net.cell_width, anchor_jitter=data["anchor_jitter"],
                           mirror=data["mirror"], ignore_label=data["ignore_label"])
-
-
-# ---------------------------------------------------------------------------- validation
-def validate(net, cfg, ctx, progress=True):
-    """mIoU on ``data.val_rec`` (whole-image protocol) with the shared inference path."""
-    from .data import SegRecordDataset
-    from .evaluate import evaluate
-    from .predict import Segmenter
-
-    data = cfg["data"]
-    dataset = SegRecordDataset(data["val_rec"])
-    segmenter = Segmenter(net, ctx=ctx)
-    metric = evaluate(segmenter, dataset, net.classes, dataset_name=data["dataset"],
-                      limit=data["val_limit"], progress=progress)
-    pixel_accuracy, mean_iou = metric.get()
-    return dict(pixel_accuracy=float(pixel_accuracy), mean_iou=float(mean_iou),
-                iou=[None if math.isnan(v) else float(v) for v in metric.iou])
 
 
 def plot_curves(metrics_path, out_path):
@@ -260,7 +244,7 @@ def _make_kvstore(name):
     return name, 0, 1
 
 
-def train(cfg, ctx=None, resume=None, progress=True):
+def train(cfg, ctx=None, resume=None, progress=True, validator=None):
     """Train as ``cfg`` says; returns a summary dict (run_dir, iterations, best, checksum).
 
     Parameters
@@ -272,21 +256,26 @@ def train(cfg, ctx=None, resume=None, progress=True):
     resume : str, optional
         A run directory to continue from its latest checkpoint (its saved config is used;
         ``cfg`` may differ only in ``train.epochs`` / ``train.max_iters``).
+    validator : callable, optional
+        ``validator(net, ctx, progress) -> dict(pixel_accuracy, mean_iou, iou)``, run every
+        ``train.val_every_epochs`` when ``data.val_rec`` is set. Training does not know the
+        evaluation layer: :func:`duc_hdc.train` passes
+        :func:`duc_hdc.evaluation.evaluate.recipe_validator`. Without one, no validation runs.
     """
     ctx = ctx or [mx.cpu()]
     run_dir = resume or cfg["train"]["out_dir"]
     os.makedirs(run_dir, exist_ok=True)
     handler = _setup_file_log(run_dir)
     try:
-        return _train(cfg, ctx, run_dir, resume, progress)
+        return _train(cfg, ctx, run_dir, resume, progress, validator)
     finally:
         logging.getLogger("duc_hdc").removeHandler(handler)
         handler.close()
 
 
-def _train(cfg, ctx, run_dir, resume, progress):
-    from .data import SegRecordDataset
-    from .data.datasets import build_train_loader, epoch_indices
+def _train(cfg, ctx, run_dir, resume, progress, validator):
+    from ..data import SegRecordDataset
+    from ..data.datasets import build_train_loader, epoch_indices
 
     train_cfg, data_cfg = cfg["train"], cfg["data"]
     checkpointer = Checkpointer(run_dir, train_cfg["keep_last"])
@@ -405,10 +394,11 @@ def _train(cfg, ctx, run_dir, resume, progress):
         if state["batch"] >= iters_per_epoch:
             state["epoch"] += 1
             state["batch"] = 0
-            if data_cfg["val_rec"] and rank == 0 and (
+            if validator is not None and data_cfg["val_rec"] and rank == 0 and (
                     state["epoch"] % train_cfg["val_every_epochs"] == 0
                     or state["iteration"] >= total_iters):
-                _validate_and_keep_best(net, cfg, ctx, state, run_dir, metrics_path, progress)
+                _validate_and_keep_best(net, cfg, ctx, state, run_dir, metrics_path, progress,
+                                        validator)
             last_ckpt = _checkpoint(checkpointer, net, trainer, cfg, state, rank)
     if bar is not None:
         bar.close()
@@ -487,8 +477,9 @@ def _checkpoint(checkpointer, net, trainer, cfg, state, rank):
     return stem
 
 
-def _validate_and_keep_best(net, cfg, ctx, state, run_dir, metrics_path, progress):
-    result = validate(net, cfg, ctx[0], progress=progress)
+def _validate_and_keep_best(net, cfg, ctx, state, run_dir, metrics_path, progress,
+                                        validator):
+    result = validator(net, ctx[0], progress)
     row = dict(kind="val", iteration=state["iteration"], epoch=state["epoch"], **result)
     state["history"].append(row)
     _append_jsonl(metrics_path, row)

@@ -5,7 +5,7 @@ DUC predicts, for every cell of the stride-8 feature map, an r x r patch of labe
 
 Channel order: ours is ``depth_to_space``'s, channel ``(i * r + j) * classes + c`` holds class c
 at sub-pixel (i, j). The original release orders them ``c * r * r + i * r + j`` and rearranges
-with Reshape codes that mxnet's ONNX exporter rejects; :mod:`duc_hdc.convert` permutes the
+with Reshape codes that mxnet's ONNX exporter rejects; :mod:`duc_hdc.hub.convert` permutes the
 release's head weights into our order, so the two compute the same map.
 """
 import mxnet as mx

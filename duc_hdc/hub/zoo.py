@@ -10,7 +10,7 @@ Three sources:
 ``url``
     Downloaded from ``urls`` (tried in order) into the cache and checked against ``sha256``.
     ONNX files (``kind='onnx'``) are converted to our parameters on first use by
-    :func:`duc_hdc.convert.convert_onnx`; the converted file is cached too.
+    :func:`duc_hdc.hub.convert.convert_onnx`; the converted file is cached too.
 ``gluoncv``
     ImageNet backbones from GluonCV's model store, fetched by
     :func:`gluoncv.model_zoo.model_store.get_model_file` (its own SHA-1 check and lock).
@@ -514,7 +514,7 @@ def _hash_sidecar(path):
 
 
 def _model_sidecar(params_path):
-    # duc_hdc.model.network.sidecar_path: FILE.params -> FILE.json (the model settings)
+    # duc_hdc.models.network.sidecar_path: FILE.params -> FILE.json (the model settings)
     base, ext = os.path.splitext(params_path)
     return (base if ext == ".params" else params_path) + ".json"
 

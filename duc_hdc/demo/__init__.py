@@ -1,0 +1,1 @@
+"""The demo: synthetic Cityscapes-layout street scenes and the end-to-end pipeline."""

@@ -1,0 +1,1 @@
+"""Hub: zoo entries, verified downloads, and the release / ONNX-zoo weight converters."""

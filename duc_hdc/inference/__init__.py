@@ -1,0 +1,1 @@
+"""Inference: the Segmenter's protocols, graph passes (BatchNorm folding, INT8), export, benchmark."""

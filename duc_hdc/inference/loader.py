@@ -1,0 +1,246 @@
+"""The one loader: every model a user can have -> a network with its normalization and classes.
+
+:func:`load` is what every command (``--model`` / ``--params`` / ``--config``) and the Python API
+(:func:`duc_hdc.load`, :func:`duc_hdc.get_model` with ``pretrained=True``,
+:meth:`~duc_hdc.inference.segmenter.Segmenter.from_name`) use. It takes:
+
+- a zoo name (``duc-hdc download --list``) or a model name with zoo weights;
+- a model or recipe name together with ``params`` (weights without a sidecar);
+- a recipe (``config``: packaged name or YAML) together with ``params``;
+- ``FILE.params`` with its ``FILE.json`` sidecar: training's ``final``/``best``, a checkpoint,
+  converted release or ONNX-zoo weights;
+- an export or INT8 model, given as ``PREFIX``, ``PREFIX-0000.params`` or ``PREFIX-symbol.json``.
+
+What it returns has ``classes``, ``cell_width``, ``normalization`` and ``config``: a
+:class:`~duc_hdc.models.network.DUCHDC`, or for INT8 an
+:class:`~duc_hdc.inference.graphs.InferenceNet`. A wrong or partial artifact raises one
+``ValueError`` / ``FileNotFoundError`` naming the file and what is missing or mismatched.
+"""
+import os
+
+import mxnet as mx
+import numpy as np
+
+from ..config import load_config, model_overrides
+from ..hub import zoo
+from ..models.network import MODEL_SPECS, build_model, model_names
+from ..models.network import resolve_settings as get_model_settings
+from ..models.sidecar import SidecarError, read_sidecar, sidecar_path
+from .export import EXPORT_KIND
+from .graphs import QUANTIZED_KIND, load_quantized
+
+__all__ = ["load", "load_params_checked", "artifact_prefix", "check_finite"]
+
+
+# ------------------------------------------------------------------------------ weights
+def _read_arrays(path):
+    try:
+        loaded = mx.nd.load(path)
+    except mx.base.MXNetError:
+        raise ValueError("%s is not a complete MXNet parameter file (truncated or damaged?); "
+                         "%d bytes" % (path, os.path.getsize(path))) from None
+    if not isinstance(loaded, dict):
+        raise ValueError("%s holds an unnamed list of arrays, not named parameters" % path)
+    return loaded
+
+
+def _strip_graph_names(loaded, path):
+    """arg:/aux: names of an exported graph -> the network's structured names
+    (``backbone_...``/``head_...``): the export's own block prefix is cut off."""
+    out = {}
+    for key, value in loaded.items():
+        name = key.split(":", 1)[1] if key.startswith(("arg:", "aux:")) else key
+        cut = min((name.find(p) for p in ("backbone_", "head_") if p in name), default=-1)
+        if cut < 0:
+            raise ValueError("%s: array %s is no parameter of a duc-hdc network" % (path, key))
+        out[name[cut:]] = value
+    return out
+
+
+def _mismatch(net, loaded, path):
+    """The first difference between ``net``'s parameters and the arrays ``loaded``, or None."""
+    expected = net._collect_params_with_prefix()
+    for name, param in expected.items():
+        if name not in loaded:
+            return ("%s does not fit the model: parameter %s (shape %s) is missing from the file "
+                    "(it holds %d arrays)" % (path, name, param.shape, len(loaded)))
+        saved, want = tuple(loaded[name].shape), tuple(param.shape)
+        if len(saved) != len(want) or any(w and w != s for w, s in zip(want, saved)):
+            return ("%s does not fit the model: parameter %s has shape %s in the file, the model "
+                    "needs %s (different classes, cell_width or width?)" % (path, name, saved,
+                                                                           want))
+    extra = sorted(k for k in loaded if k not in expected)
+    if extra:
+        return ("%s does not fit the model: array %s in the file is no parameter of the model "
+                "(%d such arrays)" % (path, extra[0], len(extra)))
+    return None
+
+
+def check_finite(arrays, path):
+    """Refuse weights holding NaN or infinity, naming the file and the first such array."""
+    for name, array in arrays.items():
+        if not np.isfinite(array.asnumpy()).all():
+            raise ValueError("%s holds non-finite values (NaN or inf) in %s: the weights are "
+                             "damaged; use an earlier checkpoint" % (path, name))
+
+
+def load_params_checked(net, path, ctx=None, graph_names=False):
+    """Load ``path`` into ``net``; errors name the file and the first mismatching parameter.
+
+    ``graph_names``: the file is an export's ``PREFIX-0000.params`` (arg:/aux: names).
+    Non-finite weights are refused (:func:`check_finite`).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError("parameters %s not found" % path)
+    loaded = _read_arrays(path)
+    if any(k.startswith(("arg:", "aux:")) for k in loaded):
+        if not graph_names:
+            raise ValueError(
+                "%s is a symbolic checkpoint (arg:/aux: names) without a duc-hdc export sidecar "
+                "(%s): an original-release checkpoint is converted first (duc-hdc convert "
+                "tusimple --prefix P --epoch E --classes C --out DIR)"
+                % (path, sidecar_path(path)))
+        loaded = _strip_graph_names(loaded, path)
+    problem = _mismatch(net, loaded, path)
+    if problem:
+        raise ValueError(problem)
+    check_finite(loaded, path)
+    ctx = ctx or mx.cpu()
+    params = net._collect_params_with_prefix()
+    for name, param in params.items():
+        param._load_init(loaded[name], ctx, cast_dtype=True, dtype_source="saved")
+    return net
+
+
+# ------------------------------------------------------------------------------ artifacts
+def artifact_prefix(path):
+    """``(PREFIX, kind)`` when ``path`` names an export or INT8 model (``PREFIX``,
+    ``PREFIX-0000.params`` or ``PREFIX-symbol.json``), else None."""
+    path = str(path)
+    for suffix in ("-0000.params", "-symbol.json"):
+        if path.endswith(suffix):
+            path = path[:-len(suffix)]
+            break
+    if not os.path.isfile(path + "-symbol.json"):
+        return None
+    if not os.path.isfile(path + ".json"):
+        raise FileNotFoundError("%s-symbol.json has no sidecar %s.json with its model settings "
+                                "(duc-hdc export and quantize write it)" % (path, path))
+    kind = read_sidecar(path + ".json").get("kind")
+    if kind not in (EXPORT_KIND, QUANTIZED_KIND):
+        raise ValueError("%s.json: kind %r; an export says %r, an INT8 model %r"
+                         % (path, kind, EXPORT_KIND, QUANTIZED_KIND))
+    return path, kind
+
+
+def _from_prefix(prefix, kind, ctx, head_padding):
+    if kind == QUANTIZED_KIND:
+        for suffix in ("-0000.params",):
+            if not os.path.isfile(prefix + suffix):
+                raise FileNotFoundError("INT8 model %s: %s%s is missing" % (prefix, prefix,
+                                                                           suffix))
+        return load_quantized(prefix, ctx)
+    doc = read_sidecar(prefix + ".json")
+    net = _build(doc["model"], prefix + ".json", ctx, head_padding)
+    return load_params_checked(net, prefix + "-0000.params", ctx, graph_names=True)
+
+
+def _build(settings, source, ctx, head_padding):
+    try:
+        return build_model(settings, ctx=ctx, initialize=False, head_padding=head_padding)
+    except (TypeError, ValueError) as e:
+        raise SidecarError("%s: model settings do not build a network: %s" % (source, e)) from e
+
+
+def _from_params_file(path, ctx, head_padding):
+    if not os.path.isfile(path):
+        raise FileNotFoundError("parameters %s not found" % path)
+    side = sidecar_path(path)
+    doc = read_sidecar(side, what=path)
+    if doc.get("kind") in (EXPORT_KIND, QUANTIZED_KIND):
+        return _from_prefix(side[:-len(".json")], doc["kind"], ctx, head_padding)
+    net = _build(doc["model"], side, ctx, head_padding)
+    return load_params_checked(net, path, ctx)
+
+
+def _from_zoo(name, root, base_url, ctx, head_padding, overrides):
+    if name in zoo.MODELS:
+        entry = zoo.get_entry(name)
+        if entry.model is None:
+            raise ValueError("%r is an ImageNet backbone (for training), not a segmentation "
+                             "model; choose one of: %s" % (name, ", ".join(
+                                 n for n in zoo.list_models() if zoo.MODELS[n].model)))
+        path = zoo.get_weights(name, root=root, base_url=base_url)
+    else:
+        entry, path = zoo.weights_for_model(name, root=root, base_url=base_url)
+    if os.path.exists(sidecar_path(path)):
+        settings = dict(read_sidecar(sidecar_path(path), what=path)["model"])
+    else:
+        settings = get_model_settings(entry.model, classes=entry.classes,
+                                      cell_width=entry.cell_width)
+    for key, value in (overrides or {}).items():
+        if value is not None and settings.get(key) != value:
+            raise ValueError("%s: the pretrained weights have %s=%r; %s=%r does not fit them"
+                             % (name, key, settings.get(key), key, value))
+    net = _build(settings, sidecar_path(path), ctx, head_padding)
+    return load_params_checked(net, path, ctx)
+
+
+def load(model=None, params=None, config=None, ctx=None, classes=None, overrides=None,
+         root=None, base_url=None, head_padding=True):
+    """Load any model a user can have (see the module docstring).
+
+    Parameters
+    ----------
+    model : str, optional
+        Zoo name, model name, ``FILE.params`` or an export / INT8 ``PREFIX``.
+    params : str, optional
+        Weights: for ``model`` (a model name) or ``config`` (a recipe); alone, an artifact.
+    config : str, optional
+        Recipe name or YAML: the network's settings come from its ``model`` section.
+    ctx : mx.Context, optional
+    classes : int, optional
+        Classes of a generic model name (with ``params``).
+    overrides : dict, optional
+        Further model settings for a model name with ``params``.
+    root, base_url : str, optional
+        Weight cache and mirror for zoo names (:func:`duc_hdc.hub.zoo.get_weights`).
+    head_padding : bool
+        See :class:`~duc_hdc.models.network.DUCHDC`.
+    """
+    ctx = ctx or mx.cpu()
+    overrides = dict(overrides or {})
+    if classes is not None:
+        overrides["classes"] = classes
+    if config is not None:
+        if model is not None:
+            raise ValueError("give --config C or --model NAME, not both")
+        if not params:
+            raise ValueError("--config %s: give the trained weights with --params FILE (a recipe "
+                             "alone has no trained weights)" % config)
+        cfg = load_config(config)
+        settings = get_model_settings(cfg["model"]["name"],
+                                      **dict(model_overrides(cfg), **overrides))
+        net = _build(settings, config, ctx, head_padding)
+        return load_params_checked(net, params, ctx)
+    if model is None:
+        if params is None:
+            raise ValueError("no model given: pass --model NAME_OR_ARTIFACT, --params FILE "
+                             "(with its .json sidecar) or --config C --params FILE")
+        model, params = params, None
+    model = str(model)
+    if params is not None:
+        if model not in MODEL_SPECS:
+            raise ValueError("--params %s: --model must then be a model name (%s), got %r"
+                             % (params, ", ".join(model_names()), model))
+        net = _build(get_model_settings(model, **overrides), model, ctx, head_padding)
+        return load_params_checked(net, params, ctx)
+    prefix = artifact_prefix(model)
+    if prefix is not None:
+        return _from_prefix(prefix[0], prefix[1], ctx, head_padding)
+    if os.path.isfile(model) or model.endswith(".params"):
+        return _from_params_file(model, ctx, head_padding)
+    if model in zoo.MODELS or model in MODEL_SPECS:
+        return _from_zoo(model, root, base_url, ctx, head_padding, overrides)
+    raise ValueError("%r is not a file, an export prefix, a model name (%s) or a zoo name (%s)"
+                     % (model, ", ".join(model_names()), ", ".join(zoo.list_models())))

@@ -1,4 +1,0 @@
-"""Networks: ResNet-HDC backbones, the DUC head, and ``get_model``."""
-from .network import DUCHDC, MODEL_SPECS, build_model, get_model, load_model, model_names
-
-__all__ = ["DUCHDC", "MODEL_SPECS", "build_model", "get_model", "load_model", "model_names"]

@@ -1,0 +1,1 @@
+"""Training: loss, learning-rate schedules, verified checkpoints, the train loop, distributed jobs."""
