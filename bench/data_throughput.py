@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def crops_per_second(source, batch_size, num_workers, batches, transform):
-    from duc_hdc.data.datasets import build_train_loader
+    from duc_hdc.data.loader import build_train_loader
 
     loader = build_train_loader(source, batch_size, transform, num_workers=num_workers, seed=0,
                                 epoch=0, last_batch="discard")

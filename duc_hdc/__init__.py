@@ -30,7 +30,7 @@ def get_model(name, pretrained=False, root=None, ctx=None, **overrides):
         return build(name, ctx=ctx, **overrides)
     from .inference.loader import load
 
-    return load(name, root=root, ctx=ctx, overrides=overrides).net
+    return load(name, root=root, ctx=ctx, overrides=overrides)
 
 
 def load(model_or_artifact, params=None, config=None, ctx=None, **kwargs):

@@ -7,6 +7,7 @@ import pytest
 
 import data_fixtures as fx
 from duc_hdc.data import SegRecordDataset, datasets
+from duc_hdc.data import convert as data_convert
 from duc_hdc.data.recordio import BadSampleError, RecordFileError
 
 
@@ -142,7 +143,7 @@ def test_interrupted_conversion_leaves_no_partial_rec(tmp_path, monkeypatch):
     datasets.convert_cityscapes(root, "train", prefix, progress=False)
     before = open(prefix + ".rec", "rb").read()
     calls = []
-    real = datasets._convert_one
+    real = data_convert._convert_one
 
     def interrupted(args):
         calls.append(args)
@@ -150,7 +151,7 @@ def test_interrupted_conversion_leaves_no_partial_rec(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(args)
 
-    monkeypatch.setattr(datasets, "_convert_one", interrupted)
+    monkeypatch.setattr(data_convert, "_convert_one", interrupted)
     fx.write_png(paths[0][0], np.zeros((fx.H, fx.W, 3), np.uint8))  # would change the output
     with pytest.raises(KeyboardInterrupt):
         datasets.convert_cityscapes(root, "train", prefix, progress=False)
@@ -159,7 +160,7 @@ def test_interrupted_conversion_leaves_no_partial_rec(tmp_path, monkeypatch):
     monkeypatch.undo()
     os.remove(prefix + ".rec")
     with pytest.raises(KeyboardInterrupt):
-        monkeypatch.setattr(datasets, "_convert_one", interrupted)
+        monkeypatch.setattr(data_convert, "_convert_one", interrupted)
         calls.clear()
         datasets.convert_cityscapes(root, "train", str(tmp_path / "fresh"), progress=False)
     assert not [f for f in os.listdir(str(tmp_path)) if f.startswith("fresh")]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import data_fixtures as fx
-from duc_hdc.data import SegRecordDataset, build_eval_dataset, build_train_loader, datasets
+from duc_hdc.data import SegRecordDataset, build_eval_dataset, build_train_loader, datasets, loader
 from duc_hdc.data.transforms import TrainTransform
 
 
@@ -42,14 +42,14 @@ def test_batches_shapes_and_reproducibility(rec):
 
 
 def test_shards_are_disjoint_and_equal():
-    parts = [datasets.epoch_indices(10, 0, 0, shard=(r, 3)) for r in range(3)]
+    parts = [loader.epoch_indices(10, 0, 0, shard=(r, 3)) for r in range(3)]
     assert [len(p) for p in parts] == [3, 3, 3]
     assert len(set(np.concatenate(parts))) == 9
-    np.testing.assert_array_equal(datasets.epoch_indices(10, 0, 0, shard=(1, 3)), parts[1])
-    assert not np.array_equal(datasets.epoch_indices(10, 0, 1), datasets.epoch_indices(10, 0, 0))
-    np.testing.assert_array_equal(datasets.epoch_indices(5, 0, 0, shuffle=False), range(5))
+    np.testing.assert_array_equal(loader.epoch_indices(10, 0, 0, shard=(1, 3)), parts[1])
+    assert not np.array_equal(loader.epoch_indices(10, 0, 1), loader.epoch_indices(10, 0, 0))
+    np.testing.assert_array_equal(loader.epoch_indices(5, 0, 0, shuffle=False), range(5))
     with pytest.raises(ValueError, match="rank"):
-        datasets.epoch_indices(10, 0, 0, shard=(3, 3))
+        loader.epoch_indices(10, 0, 0, shard=(3, 3))
 
 
 def test_folder_dataset_gives_the_same_batches(rec):

@@ -152,12 +152,14 @@ def test_normalize_pad_eval():
     out = T.normalize(img, T.RELEASE_MEAN)
     assert out.shape == (3, 5, 6) and out.dtype == np.float32
     np.testing.assert_allclose(out[:, 2, 3], img[2, 3] - MEAN, rtol=1e-6)
-    # GluonCV style (0..1 mean / std) equals the 0..255 statistics
-    a = T.normalize(img, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    # the 0..255 ImageNet statistics equal GluonCV's (img / 255 - mean) / std on 0..1 values
     b = T.normalize(img, T.IMAGENET_MEAN, T.IMAGENET_STD)
     c = (img / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(a, c.transpose(2, 0, 1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b, c.transpose(2, 0, 1), rtol=1e-5, atol=1e-5)
+    # one scale, no guessing: mean 0 and std 1 leave the 0..255 values as they are (the old
+    # heuristic took all-<=1 statistics for the 0..1 scale and divided by 255)
+    ident = T.normalize(img, (0, 0, 0), (1, 1, 1))
+    np.testing.assert_array_equal(ident, img.transpose(2, 0, 1).astype(np.float32))
     padded, size = T.pad_to_multiple(out, 8)
     assert padded.shape == (3, 8, 8) and size == (5, 6)
     np.testing.assert_array_equal(padded[:, :5, :6], out)

@@ -67,8 +67,11 @@ def test_cli_export_from_params_sidecar(tmp_path, capsys):
     np.testing.assert_allclose(block(x).asnumpy(), net(x).asnumpy(), rtol=1e-4, atol=1e-5)
 
 
-def test_cli_export_rejects_bad_shape(capsys):
-    rc = cli.main(["export", "--model", "duc_hdc_resnet18", "--classes", "2", "--shape",
-                   "1,3,30,48", "--out", "/nonexistent/x"])
-    assert rc == 2
-    assert "multiples of 8" in capsys.readouterr().err
+@pytest.mark.parametrize("shape", ["1,3,30,48", "0,3,64,64", "1,4,64,64", "1,3,64"])
+def test_cli_export_rejects_bad_shape(capsys, shape):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", "--model", "duc_hdc_resnet18", "--classes", "2", "--random-weights",
+                  "--shape", shape, "--out", "/nonexistent/x"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--shape" in err and "multiples of 8" in err and "Traceback" not in err

@@ -10,8 +10,9 @@ from duc_hdc.config import ConfigError, apply_overrides, load_config, validate
 from duc_hdc.data.datasets import convert_cityscapes
 from duc_hdc.demo.synthetic import make_synthetic_cityscapes
 import duc_hdc
+from duc_hdc import train
 from duc_hdc.training.trainer import (Checkpointer, SegmentationLoss, TrainingError, learning_rate,
-                           params_checksum, train)
+                                      params_checksum)
 
 
 @pytest.fixture(scope="module")

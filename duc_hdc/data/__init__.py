@@ -7,14 +7,14 @@ import importlib
 
 __all__ = ["SegRecordDataset", "CityscapesFolder", "VOCFolder", "KittiRoadFolder",
            "build_train_loader", "build_eval_dataset", "TrainTransform", "EvalTransform",
-           "labels", "recordio", "datasets", "transforms"]
+           "labels", "recordio", "datasets", "transforms", "sources", "convert", "loader"]
 
 _LAZY = {
     "SegRecordDataset": "datasets",
     "CityscapesFolder": "datasets",
     "VOCFolder": "datasets",
     "KittiRoadFolder": "datasets",
-    "build_train_loader": "datasets",
+    "build_train_loader": "loader",
     "build_eval_dataset": "datasets",
     "TrainTransform": "transforms",
     "EvalTransform": "transforms",
@@ -24,7 +24,7 @@ _LAZY = {
 def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module("." + _LAZY[name], __name__), name)
-    if name in ("labels", "recordio", "datasets", "transforms"):
+    if name in ("labels", "recordio", "datasets", "transforms", "sources", "convert", "loader"):
         return importlib.import_module("." + name, __name__)
     raise AttributeError("module %r has no attribute %r" % (__name__, name))
 

@@ -38,9 +38,6 @@ __all__ = [
     "open_indexed",
     "patch_anchors",
     "ConversionReport",
-    "add_output_args",
-    "output_kwargs",
-    "run_conversion",
 ]
 
 # MXNet's RecordIO framing (dmlc-core recordio.h): uint32 magic, uint32 (cflag << 29 | length),
@@ -406,47 +403,3 @@ class ConversionReport(collections.namedtuple(
             lines.append("skipped %d bad files:" % len(self.skipped))
             lines += ["  %s: %s" % (path, reason) for path, reason in self.skipped]
         return "\n".join(lines)
-
-
-def add_output_args(parser):
-    """Add the converters' shared options (--out, --encoding, --quality, --skip-bad, ...)."""
-    parser.add_argument("--out", required=True, metavar="PREFIX",
-                        help="output prefix: writes PREFIX.rec, PREFIX.idx and PREFIX.lst")
-    parser.add_argument("--encoding", choices=("raw", "jpg"), default="raw",
-                        help="image bytes: 'raw' keeps the source file's bytes as they are "
-                             "(lossless, default); 'jpg' re-encodes (smaller, faster to decode)."
-                             " Labels are always lossless PNG.")
-    parser.add_argument("--quality", type=int, default=95,
-                        help="JPEG quality for --encoding jpg (default 95)")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="skip bad files and list them at the end, instead of stopping at "
-                             "the first one")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="processes decoding and checking files (default 1)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def output_kwargs(args):
-    """Keyword arguments of ``convert_*`` from the options of :func:`add_output_args`."""
-    return dict(encoding=args.encoding, quality=args.quality, skip_bad=args.skip_bad,
-                num_workers=args.workers, progress=not args.quiet)
-
-
-def run_conversion(convert, *args, **kwargs):
-    """Run a ``duc_hdc.data.datasets.convert_*`` function for a command line.
-
-    Returns
-    -------
-    (int, str, str)
-        Exit code, text for stdout (the summary), text for stderr (the error).
-    """
-    try:
-        report = convert(*args, **kwargs)
-    except BadSampleError as err:
-        return 1, "", ("error: %s\nnothing was written (use --skip-bad to convert the other "
-                       "files)" % err)
-    except ValueError as err:
-        return 1, "", "error: %s" % err
-    except KeyboardInterrupt:
-        return 130, "", "interrupted: nothing was written"
-    return 0, report.summary(), ""

@@ -15,6 +15,8 @@ label is sampled at exactly the positions the image is.
 import cv2
 import numpy as np
 
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD, RELEASE_MEAN
+
 __all__ = [
     "RELEASE_MEAN",
     "IMAGENET_MEAN",
@@ -26,21 +28,13 @@ __all__ = [
     "EvalTransform",
 ]
 
-#: The release's RGB mean (no std scaling).
-RELEASE_MEAN = (122.675, 116.669, 104.008)
-#: ImageNet statistics of GluonCV backbones, on the 0..255 scale (0..1 values x 255).
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 #: The release's training scales.
 RELEASE_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)
 
 
 def _stats(mean, std):
-    """mean/std as float32 (3,) arrays on the 0..255 scale (std None -> ones).
-
-    Values given on the 0..1 scale (GluonCV style: every mean and std <= 1) are scaled by 255,
-    which normalizes identically to ``(img / 255 - mean) / std``.
-    """
+    """mean/std as float32 (3,) arrays, taken as given: on the 0..255 scale
+    (:mod:`duc_hdc.normalization`); std None = no scaling."""
     mean = np.asarray(mean, np.float32).reshape(-1)
     if mean.size != 3:
         raise ValueError("mean must have 3 values (R, G, B), got %r" % (mean.tolist(),))
@@ -49,8 +43,6 @@ def _stats(mean, std):
     std = np.asarray(std, np.float32).reshape(-1)
     if std.size != 3 or np.any(std <= 0):
         raise ValueError("std must have 3 positive values (R, G, B), got %r" % (std.tolist(),))
-    if np.all(mean <= 1.0) and np.all(std <= 1.0):
-        mean, std = mean * 255.0, std * 255.0
     return mean, std
 
 
@@ -62,7 +54,7 @@ def normalize(img, mean=RELEASE_MEAN, std=None):
     img : numpy.ndarray
         (H, W, 3) RGB image, uint8 (or float on the 0..255 scale).
     mean : sequence of 3 float
-        RGB mean on the 0..255 scale (0..1 scale accepted together with a 0..1 std).
+        RGB mean on the 0..255 scale (the only scale: nothing is rescaled).
     std : sequence of 3 float or None
         RGB std; None = no scaling (the release).
 

@@ -44,16 +44,20 @@ def _read_arrays(path):
     return loaded
 
 
-def _strip_graph_names(loaded, path):
-    """arg:/aux: names of an exported graph -> the network's structured names
-    (``backbone_...``/``head_...``): the export's own block prefix is cut off."""
+def _graph_to_structured(net, loaded, path):
+    """An export's arg:/aux: names (``<block prefix>backbone_...``) -> ``net``'s structured
+    names (``backbone.conv1.0.weight``), matched on the name after the block prefix, which
+    differs between the exporting process and this one."""
+    by_suffix = {param.name[len(net.prefix):]: name
+                 for name, param in net._collect_params_with_prefix().items()}
     out = {}
     for key, value in loaded.items():
         name = key.split(":", 1)[1] if key.startswith(("arg:", "aux:")) else key
         cut = min((name.find(p) for p in ("backbone_", "head_") if p in name), default=-1)
-        if cut < 0:
-            raise ValueError("%s: array %s is no parameter of a duc-hdc network" % (path, key))
-        out[name[cut:]] = value
+        if cut < 0 or name[cut:] not in by_suffix:
+            raise ValueError("%s does not fit the model its sidecar describes: array %s is no "
+                             "parameter of it" % (path, key))
+        out[by_suffix[name[cut:]]] = value
     return out
 
 
@@ -100,7 +104,7 @@ def load_params_checked(net, path, ctx=None, graph_names=False):
                 "(%s): an original-release checkpoint is converted first (duc-hdc convert "
                 "tusimple --prefix P --epoch E --classes C --out DIR)"
                 % (path, sidecar_path(path)))
-        loaded = _strip_graph_names(loaded, path)
+        loaded = _graph_to_structured(net, loaded, path)
     problem = _mismatch(net, loaded, path)
     if problem:
         raise ValueError(problem)

@@ -2,15 +2,9 @@
 import mxnet as mx
 from mxnet import gluon
 
+from ..normalization import NORMALIZATION
 from .duc import BilinearHead, DUCHead
 from .resnet_hdc import VARIANTS, ResNetHDC
-
-#: Input normalization per backbone variant, on the 0..255 RGB scale: x' = (x - mean) / std.
-#: tusimple: the release's mean, no scaling. v1s: ImageNet mean/std of GluonCV (on 0..1) x 255.
-NORMALIZATION = {
-    "tusimple": dict(mean=(122.675, 116.669, 104.008), std=None),
-    "v1s": dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)),
-}
 
 #: Settings every model takes; a recipe fixes some of them, ``get_model`` overrides any.
 DEFAULTS = dict(

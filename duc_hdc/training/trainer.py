@@ -275,7 +275,7 @@ def train(cfg, ctx=None, resume=None, progress=True, validator=None):
 
 def _train(cfg, ctx, run_dir, resume, progress, validator):
     from ..data import SegRecordDataset
-    from ..data.datasets import build_train_loader, epoch_indices
+    from ..data.loader import build_train_loader, epoch_indices
 
     train_cfg, data_cfg = cfg["train"], cfg["data"]
     checkpointer = Checkpointer(run_dir, train_cfg["keep_last"])

@@ -1,0 +1,156 @@
+"""Commands about data: ``duc-hdc data`` (datasets -> RecordIO, synthetic scenes) and ``demo``."""
+import argparse
+import time
+
+from . import options
+
+_DOCS = {
+    "cityscapes": "Cityscapes split -> RecordIO (labelIds -> 19 trainIds). ROOT holds "
+                  "leftImg8bit/<split>/<city>/*_leftImg8bit.png and gtFine/<split>/<city>/"
+                  "*_gtFine_labelIds.png (gtCoarse/ with --coarse). Every record holds the "
+                  "image, the trainId label (255 = ignored) and metadata: the image's name and "
+                  "the release's 7 crop anchors. The test split is written without labels.",
+    "voc": "PASCAL VOC 2012 (optionally with SBD) -> RecordIO. --root is VOCdevkit/VOC2012 "
+           "(JPEGImages/, SegmentationClass/ palette PNGs with 255 = boundary, ImageSets/"
+           "Segmentation/*.txt); --sbd-root is SBD's benchmark_RELEASE/dataset (img/, cls/*.mat, "
+           "train.txt, val.txt). train_aug = VOC train + SBD train + SBD val without any VOC val "
+           "image (10,582 images); VOC's annotation is used where it exists, SBD's elsewhere.",
+    "kitti_road": "KITTI road -> RecordIO. --root is data_road/. 'train' reads training/"
+                  "image_2/<cat>_<num>.png with training/gt_image_2/<cat>_road_<num>.png: "
+                  "magenta road -> 1, red non-road -> 0, any other colour -> 255. 'test' reads "
+                  "testing/image_2 (images only).",
+}
+
+
+def _conversion_kwargs(args):
+    return dict(encoding=args.encoding, quality=args.quality, skip_bad=args.skip_bad,
+                num_workers=args.workers, progress=options.progress(args))
+
+
+def cmd_data(args):
+    from ..data import datasets
+    from ..data.recordio import BadSampleError
+
+    kwargs = _conversion_kwargs(args)
+    try:
+        if args.dataset == "cityscapes":
+            report = datasets.convert_cityscapes(args.root, args.split, args.out,
+                                                 coarse=args.coarse, **kwargs)
+        elif args.dataset == "voc":
+            report = datasets.convert_voc(args.root, args.split, args.out,
+                                          sbd_root=args.sbd_root, **kwargs)
+        else:
+            report = datasets.convert_kitti_road(args.root, args.split, args.out, **kwargs)
+    except BadSampleError as err:
+        raise BadSampleError("%s; nothing was written (use --skip-bad to convert the other "
+                             "files)" % err) from None
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: nothing was written")
+    print(report.summary())
+    return 0
+
+
+def cmd_synthetic(args):
+    from ..demo.synthetic import make_synthetic_cityscapes
+
+    start = time.time()
+    counts = make_synthetic_cityscapes(args.out, args.train, args.val, size=args.size,
+                                       seed=args.seed, num_test=args.test,
+                                       progress=options.progress(args), workers=args.workers)
+    print("wrote %d train, %d val, %d test images of %dx%d to %s in %.1f s"
+          % (counts["train"], counts["val"], counts["test"], args.size[0], args.size[1],
+             args.out, time.time() - start))
+    return 0
+
+
+def cmd_demo(args):
+    from ..demo.pipeline import run_demo
+
+    result = run_demo(args.workdir, overrides=args.set)
+    print("synthetic data:  %s" % result["data"])
+    print("RecordIO:        %s" % ", ".join(result["rec"].values()))
+    print("training run:    %s (curves: %s)" % (result["run"], result["curves"]))
+    print("evaluation:      %s" % result["eval"])
+    print("predictions:     %s" % result["predictions"])
+    print("export:          %s" % ", ".join(result["export"]))
+    print("pixel accuracy:  %.4f" % result["pixel_accuracy"])
+    print("time:            %.0f s" % result["seconds"])
+    print("mIoU: %.4f" % result["mean_iou"])
+    return 0
+
+
+def _output_options(p):
+    p.add_argument("--out", required=True, metavar="PREFIX",
+                   help="output prefix: writes PREFIX.rec, PREFIX.idx and PREFIX.lst")
+    p.add_argument("--encoding", choices=("raw", "jpg"), default="raw",
+                   help="image bytes: 'raw' keeps the source file's bytes (lossless, default); "
+                        "'jpg' re-encodes (smaller, faster to decode). Labels are always "
+                        "lossless PNG.")
+    p.add_argument("--quality", type=int, default=95, choices=range(1, 101), metavar="1..100",
+                   help="JPEG quality for --encoding jpg (default 95)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip bad files and list them at the end, instead of stopping at the "
+                        "first one")
+    p.add_argument("--workers", type=options.positive_int, default=1,
+                   help="processes decoding and checking files (default 1)")
+    options.add_progress(p)
+
+
+def build_data_parser(dsub):
+    """The ``data`` subcommands (also what tools/*_to_rec.py run)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = dsub.add_parser("cityscapes", help="Cityscapes split -> RecordIO",
+                        description=_DOCS["cityscapes"], formatter_class=fmt)
+    p.add_argument("--root", required=True, help="Cityscapes root (holds leftImg8bit/, gtFine/)")
+    p.add_argument("--split", required=True, choices=("train", "val", "test", "train_extra"))
+    p.add_argument("--coarse", action="store_true", help="gtCoarse labels (train_extra needs it)")
+    _output_options(p)
+    p.set_defaults(func=cmd_data, dataset="cityscapes")
+
+    p = dsub.add_parser("voc", help="PASCAL VOC 2012 (+ SBD) -> RecordIO",
+                        description=_DOCS["voc"], formatter_class=fmt)
+    p.add_argument("--root", "--voc-root", dest="root", required=True, help="VOCdevkit/VOC2012")
+    p.add_argument("--sbd-root", help="SBD benchmark_RELEASE/dataset (needed for train_aug)")
+    p.add_argument("--split", required=True, choices=("train_aug", "train", "val", "trainval"))
+    _output_options(p)
+    p.set_defaults(func=cmd_data, dataset="voc")
+
+    p = dsub.add_parser("kitti_road", aliases=["kitti-road"], help="KITTI road -> RecordIO",
+                        description=_DOCS["kitti_road"], formatter_class=fmt)
+    p.add_argument("--root", required=True, help="data_road/")
+    p.add_argument("--split", required=True, choices=("train", "test"))
+    _output_options(p)
+    p.set_defaults(func=cmd_data, dataset="kitti_road")
+
+    p = dsub.add_parser("synthetic", help="synthetic street scenes in the Cityscapes layout",
+                        description="Writes OUT/leftImg8bit/<split>/<city>/*_leftImg8bit.png "
+                                    "and OUT/gtFine/<split>/<city>/*_gtFine_labelIds.png "
+                                    "(official labelIds); scenes are a deterministic function "
+                                    "of (--seed, split, index).")
+    p.add_argument("--out", required=True, metavar="DIR", help="dataset root to create")
+    p.add_argument("--train", type=int, default=200, help="training images (default 200)")
+    p.add_argument("--val", type=int, default=50, help="validation images (default 50)")
+    p.add_argument("--test", type=int, default=0, help="test images, without labels (default 0)")
+    p.add_argument("--size", type=options.size, default=(256, 512), metavar="H,W",
+                   help="image size (default 256,512; 1024,2048 is Cityscapes' own)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=options.positive_int, default=None,
+                   help="rendering processes (default: one per core); the files do not "
+                        "depend on it")
+    options.add_progress(p)
+    p.set_defaults(func=cmd_synthetic)
+
+
+def register(sub):
+    s = sub.add_parser("demo", help="synthetic data -> RecordIO -> train -> evaluate -> predict "
+                                    "-> export, on CPU in minutes")
+    s.add_argument("--workdir", default="demo_out", help="where everything is written")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a key of the synthetic recipe, e.g. --set train.epochs=8")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("data", help="datasets -> RecordIO (cityscapes, voc, kitti_road), "
+                                    "synthetic scenes")
+    dsub = s.add_subparsers(dest="data_command", metavar="DATASET")
+    dsub.required = True
+    build_data_parser(dsub)

@@ -1,0 +1,93 @@
+"""Commands that run a trained network on data: evaluate, predict."""
+import sys
+
+from . import options
+
+
+def _segmenter_options(args):
+    ctx = options.devices(args)[0]
+    return dict(ctx=ctx, scales=args.scales, flip=args.flip, mode=args.mode,
+                crop_size=args.crop_size, stride=args.stride, batch_size=args.batch_size,
+                fp16=args.fp16)
+
+
+def cmd_evaluate(args):
+    from ..evaluation.evaluate import class_names, run_evaluation
+
+    metric, summary = run_evaluation(
+        config=args.config, model=args.model, params=args.params, classes=args.classes,
+        rec=args.rec, root=args.root, split=args.split, dataset_name=args.dataset,
+        save_dir=args.out, out_json=args.out_json, limit=args.limit,
+        progress=options.progress(args), **_segmenter_options(args))
+    print(metric.per_class_table(class_names(summary["dataset"], metric.num_classes)))
+    pixacc, miou = metric.get()
+    print("%d images: mIoU %.4f, pixel accuracy %.4f" % (summary["images"], miou, pixacc))
+    if summary["save_dir"]:
+        print("predictions in %s" % summary["save_dir"])
+    if summary["json"]:
+        print("wrote %s" % summary["json"])
+    return 0
+
+
+def cmd_predict(args):
+    from ..inference.segmenter import run_prediction
+
+    result = run_prediction(args.inputs, args.out, model=args.model, params=args.params,
+                            config=args.config, classes=args.classes, dataset=args.dataset,
+                            progress=options.progress(args), **_segmenter_options(args))
+    print("%d image(s), %d frame(s) from %d video(s) written to %s"
+          % (result["images"], result["frames"], result["videos"], args.out))
+    if result["skipped"]:
+        print("%d input(s) unreadable, skipped:" % len(result["skipped"]), file=sys.stderr)
+        for path, reason in result["skipped"]:
+            print("  %s: %s" % (path, reason), file=sys.stderr)
+    return 0 if result["images"] + result["frames"] else 1
+
+
+def _inference_options(s):
+    g = s.add_argument_group("inference protocol")
+    g.add_argument("--mode", choices=("whole", "sliding"), default="whole",
+                   help="whole padded image (the release's protocol) or sliding windows")
+    g.add_argument("--crop-size", type=options.size, help="sliding window H,W (multiples of 8)")
+    g.add_argument("--stride", type=options.size, help="sliding window step S or H,W "
+                                                       "(default 2/3 of the crop)")
+    g.add_argument("--scales", type=options.positive_floats, default=[1.0],
+                   help="image scales, e.g. 0.75,1.0,1.25 (softmax averaged)")
+    g.add_argument("--flip", action="store_true", help="also average the mirrored image")
+    g.add_argument("--batch-size", type=options.positive_int, default=1,
+                   help="windows per forward pass")
+    options.add_devices(s)
+    options.add_progress(s)
+
+
+def register(sub):
+    s = sub.add_parser("evaluate", help="mIoU on a labelled split; official Cityscapes output",
+                       description="Per-class IoU, mIoU and pixel accuracy (the official "
+                                   "Cityscapes rules), with optional labelId PNGs for the "
+                                   "official script / server.")
+    options.add_model(s)
+    d = s.add_mutually_exclusive_group()
+    d.add_argument("--rec", help="evaluation .rec (with its .idx)")
+    d.add_argument("--root", help="dataset folder in its official layout")
+    s.add_argument("--split", default="val", help="split under --root (default val)")
+    s.add_argument("--dataset", choices=("cityscapes", "voc", "kitti_road"),
+                   help="label table (default: the config's, else cityscapes)")
+    _inference_options(s)
+    s.add_argument("--out", "--save-dir", dest="out", metavar="DIR",
+                   help="folder for the predictions (labelIds / trainIds, colour) and "
+                        "metrics.json")
+    s.add_argument("--out-json", help="metrics JSON path (default DIR/metrics.json)")
+    s.add_argument("--limit", type=options.positive_int, help="evaluate the first N images only")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("predict", help="segment images, folders, globs and videos",
+                       description="Writes NAME_trainIds.png, NAME_color.png and "
+                                   "NAME_overlay.png per image; per-frame PNGs and "
+                                   "NAME_overlay.avi per video.")
+    s.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder, glob or video")
+    options.add_model(s)
+    s.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    s.add_argument("--dataset", choices=("cityscapes", "voc", "kitti_road"),
+                   help="palette (default: the table with the model's class count)")
+    _inference_options(s)
+    s.set_defaults(func=cmd_predict)

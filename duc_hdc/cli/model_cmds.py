@@ -1,0 +1,252 @@
+"""Commands about models and weights: models, gridding, download, convert, export, quantize,
+benchmark."""
+import json
+import logging
+import os
+
+import duc_hdc
+
+from . import options
+
+log = logging.getLogger("duc_hdc")
+
+
+def cmd_models(args):
+    from ..models.network import MODEL_SPECS
+
+    for name in sorted(MODEL_SPECS):
+        spec = MODEL_SPECS[name]
+        print("%-32s depth %-4s classes %s" % (name, spec["depth"],
+                                               spec.get("classes", "classes=N")))
+    return 0
+
+
+def cmd_gridding(args):
+    from ..models.gridding import analyze, format_report
+
+    result = analyze(args.rates)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "coverage"}, indent=2))
+    else:
+        print(format_report(result))
+    return 0
+
+
+def cmd_download(args):
+    from ..hub import zoo
+
+    if args.list or not args.name:
+        for name in zoo.list_models():
+            e = zoo.MODELS[name]
+            print("%-40s %-12s %-8s %s" % (name, e.dataset, e.source, e.model or "backbone"))
+        return 0
+    print(zoo.describe(args.name))
+    path = zoo.get_weights(args.name, root=args.root, base_url=args.base_url,
+                           allow_unverified=args.trust, progress=options.progress(args),
+                           **({"timeout": args.timeout} if args.timeout else {}))
+    print(path)
+    return 0
+
+
+def _convert_out(out, default_name):
+    """--out DIR (written as DIR/default_name) or FILE.params."""
+    if out.endswith(".params"):
+        return out
+    return os.path.join(out, default_name)
+
+
+def cmd_convert(args):
+    from ..hub import convert
+
+    if args.source == "tusimple":
+        out = _convert_out(args.out, "%s-%04d.params" % (os.path.basename(args.prefix),
+                                                         args.epoch))
+        config = convert.convert_tusimple(args.prefix, args.epoch, args.classes, out)
+    else:
+        out = _convert_out(args.out, os.path.splitext(os.path.basename(args.onnx))[0]
+                           + ".params")
+        config = convert.convert_onnx(args.onnx, args.classes, out)
+    print("wrote %s (ResNet-%d, %d classes, cell width %d)"
+          % (out, config["depth"], config["classes"], config["cell_width"]))
+    return 0
+
+
+def _network(args, ctx=None):
+    """The network the model options name; a model name alone means its pretrained weights,
+    with --random-weights (where offered) freshly initialized ones."""
+    if getattr(args, "random_weights", False):
+        if not args.model or args.params or getattr(args, "config", None):
+            raise ValueError("--random-weights takes a model name (--model NAME) and no "
+                             "--params / --config")
+        log.warning("exporting RANDOM weights of %s (--random-weights): the outputs mean "
+                    "nothing", args.model)
+        return duc_hdc.get_model(args.model, classes=args.classes, ctx=ctx)
+    return duc_hdc.load(args.model, params=args.params, config=getattr(args, "config", None),
+                        classes=getattr(args, "classes", None), ctx=ctx)
+
+
+def cmd_export(args):
+    from ..inference.export import export_model
+
+    options.devices(args)  # refuses GPU options on CPU-only machines; export runs on the CPU
+    net = _network(args)
+    result = export_model(net, args.out, args.shape, onnx=args.onnx, check=not args.no_check)
+    for path in result["files"]:
+        print("wrote %s" % path)
+    for key in ("symbol_diff", "onnx_diff"):
+        for shape, diff in result.get(key, {}).items():
+            print("%s at %s: %s" % (key.replace("_diff", ""), "x".join(map(str, shape)),
+                                    json.dumps(diff)))
+    return 0
+
+
+def cmd_quantize(args):
+    from ..evaluation.quantize import run_quantization
+    from ..inference.graphs import DUC_HEAD_LAYERS
+
+    if args.gpus is not None:
+        options.devices(args)  # refuses on CPU-only machines, naming --gpus
+        raise ValueError("--gpus: INT8 quantization (MKLDNN) runs on the CPU; drop --gpus")
+    net = _network(args)
+    exclude = list(DUC_HEAD_LAYERS) if args.keep_head_fp32 else []
+    exclude += list(args.exclude or [])
+    result = run_quantization(net, args.calib_rec, args.out, num_calib=args.num_calib,
+                              eval_rec=args.eval_rec, calib_mode=args.calib_mode,
+                              exclude=exclude, dataset_name=args.dataset, limit=args.limit,
+                              progress=options.progress(args))
+    for path in result["files"]:
+        print("wrote %s" % path)
+    ops = result["ops"]
+    print("int8 convolutions: %d, fp32 convolutions: %d (%s calibration on %d image(s), "
+          "%.0f s)" % (ops["int8_conv"], ops["fp32_conv"], args.calib_mode,
+                       result["quantization"]["num_calib"], result["quantize_s"]))
+    if "int8_miou" in result:
+        print("%d images: fp32 mIoU %.4f, int8 mIoU %.4f, accuracy cost %+.2f points"
+              % (result["images"], result["fp32_miou"], result["int8_miou"],
+                 result["miou_change"]))
+    return 0
+
+
+def cmd_benchmark(args):
+    from ..inference.benchmark import format_report, run_benchmark
+    from ..fileio import atomic_json
+
+    overrides = {"base_width": args.base_width} if args.base_width else {}
+    result = run_benchmark(args.model, args.shape, iters=args.iters, mode=args.mode,
+                           classes=args.classes, params=args.params,
+                           gpus=None if args.cpu else args.gpus, fp16=args.fp16,
+                           cudnn_autotune=args.cudnn_autotune, warmup=args.warmup, **overrides)
+    print(format_report(result))
+    if args.json:
+        atomic_json(args.json, result)
+        print("wrote %s" % args.json)
+    return 0
+
+
+def register(sub):
+    s = sub.add_parser("models", help="list the model names get_model accepts")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("gridding", help="gridding analysis of a chain of dilated 3x3 convs",
+                       description="Receptive field, reached offsets and holes of a chain of "
+                                   "dilated 3x3 convs; checks the paper's HDC condition.")
+    s.add_argument("rates", type=options.rates, help="dilation rates, input side first, "
+                                                     "e.g. 1,2,5")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_gridding)
+
+    s = sub.add_parser("download", help="fetch and verify pretrained weights (--list: names)")
+    s.add_argument("name", nargs="?", help="zoo name; omit to list them")
+    s.add_argument("--list", action="store_true", help="list the zoo")
+    s.add_argument("--root", help="cache folder (default $DUC_HDC_HOME or ~/.duc_hdc/models)")
+    s.add_argument("--base-url", help="mirror replacing everything before the file name "
+                                      "(https://, http://, file://)")
+    s.add_argument("--trust", action="store_true", help="accept an entry without a checksum")
+    s.add_argument("--timeout", type=float, help="seconds without data before a transfer "
+                                                 "gives up (default 60)")
+    options.add_progress(s)
+    s.set_defaults(func=cmd_download)
+
+    s = sub.add_parser("convert", help="import original-release or ONNX-zoo weights")
+    csub = s.add_subparsers(dest="source", metavar="SOURCE")
+    csub.required = True
+    t = csub.add_parser("tusimple", help="the original release's P-symbol.json + P-%%04d.params")
+    t.add_argument("--prefix", required=True, help="checkpoint prefix P")
+    t.add_argument("--epoch", type=int, required=True, help="checkpoint epoch E")
+    t.add_argument("--classes", type=options.positive_int, required=True,
+                   help="number of classes C")
+    t.add_argument("--out", required=True, help="output folder (or FILE.params); the settings "
+                                                "go beside it as FILE.json")
+    t.set_defaults(func=cmd_convert)
+    o = csub.add_parser("onnx", help="the ONNX model zoo's ResNet101-DUC")
+    o.add_argument("--onnx", required=True, help="the .onnx file")
+    o.add_argument("--classes", type=options.positive_int, required=True,
+                   help="number of classes C")
+    o.add_argument("--out", required=True, help="output folder (or FILE.params); the settings "
+                                                "go beside it as FILE.json")
+    o.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("export", help="symbol JSON + params (and ONNX), checked after writing",
+                       description="Writes PREFIX-symbol.json, PREFIX-0000.params, PREFIX.json "
+                                   "(and PREFIX.onnx); every duc-hdc command loads them back "
+                                   "with --model PREFIX.")
+    options.add_model(s)
+    s.add_argument("--random-weights", action="store_true",
+                   help="export a model name with random weights (warns)")
+    s.add_argument("--shape", type=options.shape, required=True,
+                   help="N,3,H,W (H, W multiples of 8)")
+    s.add_argument("--out", required=True, help="output PREFIX (a folder DIR/ writes "
+                                                "DIR/<model>-symbol.json, ...)")
+    s.add_argument("--onnx", action="store_true", help="also write PREFIX.onnx")
+    s.add_argument("--no-check", action="store_true", help="skip the reload comparison")
+    options.add_devices(s)
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("quantize", help="INT8 post-training quantization (MKLDNN) with the "
+                                        "accuracy cost measured",
+                       description="Calibrates int8 ranges on a few images of --calib-rec, "
+                                   "writes PREFIX-symbol.json, PREFIX-0000.params and "
+                                   "PREFIX.json, and with --eval-rec prints the mIoU of fp32 "
+                                   "and int8. Every command loads it with --model PREFIX.")
+    options.add_model(s)
+    s.add_argument("--calib-rec", required=True, help=".rec whose images calibrate the ranges")
+    s.add_argument("--num-calib", type=options.positive_int, default=4,
+                   help="calibration images, spread over the file (default 4)")
+    s.add_argument("--calib-mode", choices=("naive", "entropy"), default="naive",
+                   help="thresholds from min/max (naive, default) or KL divergence (entropy)")
+    s.add_argument("--keep-head-fp32", action="store_true",
+                   help="leave the DUC head's dilated convolutions in fp32")
+    s.add_argument("--exclude", action="append", metavar="NAME_PART",
+                   help="leave layers whose name contains NAME_PART in fp32 (repeatable)")
+    s.add_argument("--out", required=True, help="output PREFIX")
+    s.add_argument("--eval-rec", help="labelled .rec: print fp32 and int8 mIoU")
+    s.add_argument("--dataset", choices=("cityscapes", "voc", "kitti_road"),
+                   default="cityscapes", help="label table of --eval-rec (default cityscapes)")
+    s.add_argument("--limit", type=options.positive_int, help="evaluate the first N images only")
+    options.add_devices(s)
+    options.add_progress(s)
+    s.set_defaults(func=cmd_quantize)
+
+    s = sub.add_parser("benchmark", help="latency, images/s, GFLOP/s and peak memory of one "
+                                         "inference path",
+                       description="Times one network at one input size (random weights unless "
+                                   "--params). Modes: fp32 (hybridized), fused (BatchNorm "
+                                   "folded + MKLDNN fusion, the CPU default of predict and "
+                                   "evaluate), int8 (post-training quantization; speed only, "
+                                   "see `duc-hdc quantize` for accuracy).")
+    s.add_argument("--model", required=True, help="model name (see `duc-hdc models`)")
+    s.add_argument("--params", help="weights to load (default: random)")
+    s.add_argument("--classes", type=options.positive_int,
+                   help="classes for a generic model name")
+    s.add_argument("--base-width", type=options.positive_int,
+                   help="narrower network (tests, quick looks)")
+    s.add_argument("--shape", type=options.shape, required=True,
+                   help="N,3,H,W (H, W multiples of 8)")
+    s.add_argument("--iters", type=options.positive_int, default=10,
+                   help="timed runs (default 10)")
+    s.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    s.add_argument("--mode", choices=("fp32", "fused", "int8"), default="fused",
+                   help="inference path (default fused)")
+    options.add_devices(s)
+    s.add_argument("--json", help="also write the measurements to this JSON file")
+    s.set_defaults(func=cmd_benchmark)

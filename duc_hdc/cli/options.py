@@ -1,0 +1,114 @@
+"""Option helpers shared by every command: one spelling of each option across the CLI.
+
+- model: ``--model NAME_OR_ARTIFACT``, ``--params FILE``, ``--config C``, ``--classes N``
+  (all through :func:`duc_hdc.load`);
+- devices: ``--gpus LIST`` / ``--cpu``, ``--fp16``, ``--cudnn-autotune``;
+- ``--no-progress``;
+- ``--out``: a folder, except where the command's help documents a prefix.
+"""
+import argparse
+
+from ..config import available_configs
+from ..devices import contexts
+
+
+def ints(text, what, count=None):
+    try:
+        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("%s: expected comma-separated integers, got %r"
+                                         % (what, text))
+    if count is not None and len(values) != count:
+        raise argparse.ArgumentTypeError("%s: expected %d integers, got %r" % (what, count, text))
+    return values
+
+
+def shape(text):
+    """``N,3,H,W`` with N >= 1 and H, W positive multiples of 8."""
+    try:
+        values = tuple(ints(text, "--shape", 4))
+    except argparse.ArgumentTypeError:
+        values = ()
+    if len(values) != 4 or values[0] < 1 or values[1] != 3 or min(values[2:]) < 8 or \
+            values[2] % 8 or values[3] % 8:
+        raise argparse.ArgumentTypeError("--shape: expected N,3,H,W with N >= 1 and H, W "
+                                         "positive multiples of 8, got %s" % text)
+    return values
+
+
+def rates(text):
+    return ints(text, "RATES")
+
+
+def positive_floats(text):
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected comma-separated numbers, got %r" % text)
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError("expected positive numbers, got %r" % text)
+    return values
+
+
+def size(text):
+    values = ints(text, "SIZE")
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected H,W or a single positive integer, got %r"
+                                         % text)
+    return tuple(values)
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected an integer >= 1, got %r" % text)
+    return value
+
+
+def add_model(s, config=True, classes=True):
+    """--model / --params / --config / --classes: what :func:`duc_hdc.load` takes."""
+    g = s.add_argument_group("model (one loader for every artifact)")
+    g.add_argument("--model", metavar="NAME_OR_ARTIFACT",
+                   help="zoo or model name (`duc-hdc models`), FILE.params with its FILE.json, "
+                        "or an export / INT8 PREFIX")
+    g.add_argument("--params", metavar="FILE",
+                   help="weights: for --model NAME or --config C; alone, FILE.params + sidecar")
+    if config:
+        g.add_argument("--config", metavar="RECIPE",
+                       help="recipe name (%s) or YAML: the model settings (with --params)"
+                            % ", ".join(available_configs()))
+    if classes:
+        g.add_argument("--classes", type=positive_int, help="classes of a generic model name")
+
+
+def add_devices(s, multi=False):
+    """--gpus LIST / --cpu, and the GPU-only --fp16 / --cudnn-autotune."""
+    g = s.add_argument_group("devices (GPU paths untested here: no GPU)")
+    dev = g.add_mutually_exclusive_group()
+    dev.add_argument("--gpus", metavar="LIST",
+                     help="GPU ids, e.g. 0 or 0,1,2,3%s" % ("" if multi else
+                                                           " (the first one is used)"))
+    dev.add_argument("--cpu", action="store_true", help="run on the CPU (the default)")
+    g.add_argument("--fp16", action="store_true", help="GPU: float16 with MXNet AMP")
+    g.add_argument("--cudnn-autotune", type=int, choices=(0, 1, 2),
+                   help="GPU: MXNET_CUDNN_AUTOTUNE_DEFAULT (0 off, 1 limited workspace, "
+                        "2 fastest)")
+
+
+def add_progress(s):
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def devices(args, cpu_devices=1):
+    """The contexts the device options name (refused with one line where impossible)."""
+    return contexts(None if args.cpu else args.gpus, cpu_devices=cpu_devices, fp16=args.fp16,
+                    cudnn_autotune=args.cudnn_autotune)
+
+
+def progress(args):
+    return not getattr(args, "no_progress", False)

@@ -1,0 +1,70 @@
+"""Commands that train: train, launch."""
+import argparse
+import sys
+
+import duc_hdc
+
+from . import options
+
+
+def cmd_train(args):
+    from ..config import load_config
+
+    overrides = list(args.set or [])
+    if args.kvstore:
+        overrides.append("train.kvstore=%s" % args.kvstore)
+    if args.fp16:
+        overrides.append("train.amp=true")  # AMP mixed precision; checked against the devices
+    cfg = load_config(args.config, overrides)
+    ctx = options.devices(args, cpu_devices=args.cpu_devices)
+    summary = duc_hdc.train(cfg, ctx=ctx, resume=args.resume, progress=options.progress(args))
+    best = summary["best"]
+    print("trained %d iterations; final parameters %s" % (summary["iterations"],
+                                                          summary["final"]))
+    if best:
+        print("best val mIoU %.4f (epoch %d)" % (best["mean_iou"], best["epoch"]))
+    return 0
+
+
+def cmd_launch(args):
+    from ..training.distributed import launch
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if command and command[0] == "duc-hdc":
+        # the same interpreter and package as the launcher, wherever it is installed
+        command = [sys.executable, "-m", "duc_hdc.cli"] + command[1:]
+    if not command:
+        raise ValueError("launch: give the worker command after --, e.g. -- duc-hdc train "
+                         "--config synthetic --kvstore dist_sync")
+    return launch(command, args.num_workers, args.num_servers, hostfile=args.hostfile,
+                  timeout=args.timeout)
+
+
+def register(sub):
+    s = sub.add_parser("train", help="train a recipe on one or more devices",
+                       description="Train from a YAML recipe (packaged name or path).")
+    s.add_argument("--config", required=True, metavar="RECIPE",
+                   help="recipe name or YAML path")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set train.lr=0.01 (repeatable)")
+    options.add_devices(s, multi=True)
+    s.add_argument("--cpu-devices", type=options.positive_int, default=1,
+                   help="CPU contexts to split each batch over (exercises multi-device code)")
+    s.add_argument("--kvstore", help="local, device, dist_sync, dist_device_sync, dist_async "
+                                     "(same as --set train.kvstore=...)")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    options.add_progress(s)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("launch", help="start a parameter-server job: scheduler, servers, workers",
+                       description="Run COMMAND as the workers of a parameter-server job, e.g. "
+                                   "duc-hdc launch -n 2 -s 1 -- duc-hdc train --config "
+                                   "cityscapes --kvstore dist_sync")
+    s.add_argument("-n", "--num-workers", type=options.positive_int, required=True)
+    s.add_argument("-s", "--num-servers", type=options.positive_int, default=1)
+    s.add_argument("--hostfile", help="hosts for servers and workers (ssh); default: all local")
+    s.add_argument("--timeout", type=float, help="stop the job after this many seconds")
+    s.add_argument("command", nargs=argparse.REMAINDER, help="-- then the worker command")
+    s.set_defaults(func=cmd_launch)

@@ -1,0 +1,303 @@
+"""The raw dataset layouts: file reading and the sample lists of Cityscapes, VOC (+SBD), KITTI road.
+
+Every dataset here yields ``(image (H, W, 3) uint8 RGB, label (H, W) uint8 trainIds)`` and has
+``.meta(i)`` (a dict with at least ``name`` and ``anchors``) and ``.sample(i)`` (image, label,
+meta), so the training pipeline runs the same over a ``.rec`` file or a folder.
+
+Raw layouts (each source is a list of :class:`Sample`; the converters and the folder datasets
+share them, so both read the same files the same way):
+
+* Cityscapes: ``leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`` with
+  ``gtFine/<split>/<city>/<stem>_gtFine_labelIds.png`` (or ``gtCoarse/..._gtCoarse_labelIds``).
+* PASCAL VOC 2012: ``JPEGImages/<name>.jpg``, palette PNGs ``SegmentationClass/<name>.png``
+  (255 = boundary), ``ImageSets/Segmentation/<split>.txt``; the SBD augmented set
+  (``dataset/img/<name>.jpg``, ``dataset/cls/<name>.mat`` holding ``GTcls.Segmentation``,
+  ``dataset/train.txt`` and ``val.txt``) for ``train_aug``.
+* KITTI road: ``data_road/training/image_2/<cat>_<num>.png`` with
+  ``training/gt_image_2/<cat>_road_<num>.png``; ``testing/image_2`` has no labels.
+"""
+import collections
+import glob
+import logging
+import os
+
+import numpy as np
+
+from . import labels as _labels
+from .recordio import BadSampleError, check_encoded, decode_image, decode_label, patch_anchors
+
+logger = logging.getLogger(__name__)
+
+#: One source image: ``label_kind`` says how to read ``label_path`` (None: no label).
+Sample = collections.namedtuple("Sample", ["name", "image_path", "label_path", "label_kind",
+                                           "root"])
+
+CITYSCAPES_SPLITS = ("train", "val", "test", "train_extra")
+VOC_SPLITS = ("train_aug", "train", "val", "trainval")
+KITTI_ROAD_SPLITS = ("train", "test")
+
+
+# ------------------------------------------------------------------------- file reading
+
+def _read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except (IOError, OSError) as err:
+        raise BadSampleError(path, "cannot read (%s)" % (err.strerror or err))
+
+
+def read_image_file(path):
+    """Read and check an image file: returns (bytes, RGB array)."""
+    data = _read_bytes(path)
+    check_encoded(data, path)
+    return data, decode_image(data, path)
+
+
+def _check_values(raw, dataset, path):
+    bad = _labels.invalid_values(raw, dataset)
+    if bad:
+        shown = ", ".join(str(v) for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise BadSampleError(path, "label values outside the %s table: %s" % (dataset, shown))
+
+
+def _load_cityscapes_label(path):
+    data = _read_bytes(path)
+    check_encoded(data, path)
+    raw = decode_label(data, path)
+    _check_values(raw, "cityscapes", path)
+    return _labels.cityscapes_id_to_train_id(raw)
+
+
+def _load_voc_png(path):
+    # OpenCV expands palette PNGs to colours; PIL returns the palette indices (the classes)
+    from PIL import Image
+
+    data = _read_bytes(path)
+    check_encoded(data, path)
+    try:
+        import io
+
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            mode = im.mode
+            raw = np.array(im)
+    except Exception as err:  # PIL raises many types for damaged files
+        raise BadSampleError(path, "corrupt or truncated label (%s)" % err)
+    if mode not in ("P", "L"):
+        if mode in ("RGB", "RGBA"):  # colour-coded: map the VOC palette back to indices
+            raw = _voc_colors_to_index(raw[..., :3], path)
+        else:
+            raise BadSampleError(path, "VOC label must be a palette or grey PNG, got mode %s"
+                                 % mode)
+    _check_values(raw, "voc", path)
+    return _labels.raw_to_train_id(raw, "voc")
+
+
+def _voc_colors_to_index(rgb, path):
+    cmap = _labels.voc_colormap(256).astype(np.int64)
+    key = (cmap[:, 0] << 16) | (cmap[:, 1] << 8) | cmap[:, 2]
+    lut = dict((int(k), i) for i, k in enumerate(key) if _labels.DATASETS["voc"].valid_raw[i])
+    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    uniq, inv = np.unique(codes, return_inverse=True)
+    missing = [int(u) for u in uniq if int(u) not in lut]
+    if missing:
+        shown = ", ".join("(%d, %d, %d)" % (u >> 16, (u >> 8) & 255, u & 255) for u in missing[:5])
+        raise BadSampleError(path, "label colours outside the VOC palette: %s" % shown)
+    return np.array([lut[int(u)] for u in uniq], np.uint8)[inv].reshape(rgb.shape[:2])
+
+
+def _load_sbd_mat(path):
+    import scipy.io
+
+    if not os.path.isfile(path):
+        raise BadSampleError(path, "no such file")
+    try:
+        mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+        raw = np.asarray(mat["GTcls"].Segmentation)
+    except KeyError as err:
+        raise BadSampleError(path, "no GTcls.Segmentation in the .mat file (%s)" % err)
+    except Exception as err:  # scipy raises ValueError, TypeError, MatReadError, ...
+        raise BadSampleError(path, "corrupt or truncated .mat file (%s)" % err)
+    if raw.ndim != 2:
+        raise BadSampleError(path, "GTcls.Segmentation must be 2-D, got shape %s" % (raw.shape,))
+    bad = [int(v) for v in np.unique(raw) if not 0 <= v < len(_labels.VOC_NAMES)]
+    if bad:
+        raise BadSampleError(path, "label values outside the VOC table: %s"
+                             % ", ".join(str(v) for v in bad[:10]))
+    return raw.astype(np.uint8)
+
+
+def _load_kitti_road(path):
+    data = _read_bytes(path)
+    check_encoded(data, path)
+    rgb = decode_image(data, path)
+    return _labels.kitti_road_color_to_train_id(rgb)
+
+
+LABEL_LOADERS = {
+    "cityscapes": _load_cityscapes_label,
+    "voc_png": _load_voc_png,
+    "sbd_mat": _load_sbd_mat,
+    "kitti_road": _load_kitti_road,
+}
+
+
+def load_sample(sample, keep_bytes=False):
+    """Read one :class:`Sample`: (image bytes or None, image RGB, label trainIds or None).
+
+    Raises
+    ------
+    BadSampleError
+        Naming the file when the image or label is missing, corrupt, truncated, of another
+        size than the image, or holds values outside the dataset's table.
+    """
+    data, img = read_image_file(sample.image_path)
+    label = None
+    if sample.label_kind is not None:
+        if not os.path.isfile(sample.label_path):
+            raise BadSampleError(sample.image_path, "no label: %s does not exist"
+                                 % sample.label_path)
+        label = LABEL_LOADERS[sample.label_kind](sample.label_path)
+        if label.shape != img.shape[:2]:
+            raise BadSampleError(sample.label_path, "label is %dx%d but its image %s is %dx%d"
+                                 % (label.shape[0], label.shape[1], sample.image_path,
+                                    img.shape[0], img.shape[1]))
+    return (data if keep_bytes else None), img, label
+
+
+def _sample_meta(sample, img):
+    h, w = img.shape[:2]
+    rel = lambda p: None if p is None else os.path.relpath(p, sample.root)
+    return {"name": sample.name, "image": rel(sample.image_path), "label": rel(sample.label_path),
+            "height": h, "width": w, "anchors": patch_anchors(h, w)}
+
+
+# ------------------------------------------------------------------------------ sources
+
+def cityscapes_samples(root, split, coarse=False):
+    """List a Cityscapes split in the official layout.
+
+    Parameters
+    ----------
+    root : str
+        Folder holding ``leftImg8bit/`` and ``gtFine/`` (and ``gtCoarse/``).
+    split : str
+        'train', 'val', 'test' (images only) or 'train_extra' (coarse labels only).
+    coarse : bool
+        Use ``gtCoarse`` labels instead of ``gtFine``.
+
+    Returns
+    -------
+    list of Sample
+        Sorted by name. The label file need not exist (checked when read).
+    """
+    if split not in CITYSCAPES_SPLITS:
+        raise ValueError("unknown Cityscapes split %r; choose from %s"
+                         % (split, ", ".join(CITYSCAPES_SPLITS)))
+    if split == "train_extra" and not coarse:
+        raise ValueError("split 'train_extra' has only coarse labels: add --coarse "
+                         "(coarse=True)")
+    img_dir = os.path.join(root, "leftImg8bit", split)
+    pattern = os.path.join(img_dir, "*", "*_leftImg8bit.png")
+    images = sorted(glob.glob(pattern))
+    if not images:
+        raise BadSampleError(img_dir, "empty split: no image matches %s" % pattern)
+    gt = "gtCoarse" if coarse else "gtFine"
+    out = []
+    for path in images:
+        city = os.path.basename(os.path.dirname(path))
+        stem = os.path.basename(path)[: -len("_leftImg8bit.png")]
+        if split == "test":
+            out.append(Sample(stem, path, None, None, root))
+        else:
+            label = os.path.join(root, gt, split, city, "%s_%s_labelIds.png" % (stem, gt))
+            out.append(Sample(stem, path, label, "cityscapes", root))
+    return out
+
+
+def _read_list(path):
+    if not os.path.isfile(path):
+        raise BadSampleError(path, "split list not found")
+    with open(path) as f:
+        return [line.split()[0] for line in f if line.strip()]
+
+
+def voc_samples(voc_root, split, sbd_root=None):
+    """List a PASCAL VOC 2012 split, or ``train_aug`` with the SBD annotations.
+
+    Parameters
+    ----------
+    voc_root : str
+        ``VOCdevkit/VOC2012`` (JPEGImages, SegmentationClass, ImageSets/Segmentation).
+    split : str
+        'train', 'val', 'trainval' (VOC lists), or 'train_aug': VOC train + SBD train + SBD
+        val, minus every VOC val image (10,582 images with the full data sets).
+    sbd_root : str
+        SBD ``benchmark_RELEASE/dataset`` (img, cls, train.txt, val.txt); needed for train_aug.
+
+    Returns
+    -------
+    list of Sample
+        VOC's own annotation (with its boundary band) is used when it exists, SBD's otherwise.
+    """
+    if split not in VOC_SPLITS:
+        raise ValueError("unknown VOC split %r; choose from %s" % (split, ", ".join(VOC_SPLITS)))
+    lists = os.path.join(voc_root, "ImageSets", "Segmentation")
+    jpeg = lambda n: os.path.join(voc_root, "JPEGImages", n + ".jpg")
+    png = lambda n: os.path.join(voc_root, "SegmentationClass", n + ".png")
+    if split != "train_aug":
+        names = _read_list(os.path.join(lists, split + ".txt"))
+        if not names:
+            raise BadSampleError(os.path.join(lists, split + ".txt"), "empty split list")
+        return [Sample(n, jpeg(n), png(n), "voc_png", voc_root) for n in names]
+    if sbd_root is None:
+        raise ValueError("split 'train_aug' needs the SBD dataset folder (--sbd-root)")
+    voc_train = _read_list(os.path.join(lists, "train.txt"))
+    voc_val = set(_read_list(os.path.join(lists, "val.txt")))
+    sbd = _read_list(os.path.join(sbd_root, "train.txt")) + \
+        _read_list(os.path.join(sbd_root, "val.txt"))
+    names = sorted(set(voc_train) | set(sbd))
+    names = [n for n in names if n not in voc_val]
+    if not names:
+        raise BadSampleError(sbd_root, "empty split: train_aug has no image")
+    voc_labelled = set(voc_train)
+    out = []
+    for n in names:
+        img = jpeg(n)
+        if not os.path.isfile(img) and os.path.isfile(os.path.join(sbd_root, "img", n + ".jpg")):
+            img = os.path.join(sbd_root, "img", n + ".jpg")
+        if n in voc_labelled or os.path.isfile(png(n)):
+            out.append(Sample(n, img, png(n), "voc_png", voc_root))
+        else:
+            out.append(Sample(n, img, os.path.join(sbd_root, "cls", n + ".mat"), "sbd_mat",
+                              voc_root))
+    return out
+
+
+def kitti_road_samples(root, split):
+    """List KITTI road images: ``split`` 'train' (with road labels) or 'test' (images only).
+
+    Parameters
+    ----------
+    root : str
+        The ``data_road`` folder (``training/``, ``testing/``).
+    """
+    if split not in KITTI_ROAD_SPLITS:
+        raise ValueError("unknown KITTI road split %r; choose from %s"
+                         % (split, ", ".join(KITTI_ROAD_SPLITS)))
+    sub = "training" if split == "train" else "testing"
+    img_dir = os.path.join(root, sub, "image_2")
+    images = sorted(glob.glob(os.path.join(img_dir, "*.png")))
+    if not images:
+        raise BadSampleError(img_dir, "empty split: no *.png image")
+    out = []
+    for path in images:
+        name = os.path.splitext(os.path.basename(path))[0]  # e.g. um_000000
+        if split == "test":
+            out.append(Sample(name, path, None, None, root))
+            continue
+        cat, _, num = name.partition("_")
+        label = os.path.join(root, "training", "gt_image_2", "%s_road_%s.png" % (cat, num))
+        out.append(Sample(name, path, label, "kitti_road", root))
+    return out
