@@ -200,6 +200,7 @@ def register(sub):
     s.add_argument("--onnx", action="store_true", help="also write PREFIX.onnx")
     s.add_argument("--no-check", action="store_true", help="skip the reload comparison")
     options.add_devices(s)
+    options.add_progress(s)
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("quantize", help="INT8 post-training quantization (MKLDNN) with the "

@@ -1,0 +1,45 @@
+"""One set of options: every command that runs a network spells them the same way."""
+import mxnet as mx
+import pytest
+
+from duc_hdc import cli
+
+NETWORK_COMMANDS = ["predict", "evaluate", "export", "quantize", "benchmark"]
+SHARED = ["--model", "--params", "--config", "--gpus", "--cpu", "--no-progress"]
+
+
+def _options(command):
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return {opt for action in sub.choices[command]._actions for opt in action.option_strings}
+
+
+@pytest.mark.parametrize("command", NETWORK_COMMANDS)
+def test_network_commands_share_the_options(command):
+    missing = [o for o in SHARED if o not in _options(command)]
+    assert not missing, "%s lacks %s" % (command, missing)
+    assert "--gpu" not in _options(command)  # one spelling: --gpus LIST
+
+
+@pytest.mark.parametrize("command", ["train", "download", "quantize", "predict", "evaluate"])
+def test_long_commands_take_no_progress(command):
+    assert "--no-progress" in _options(command)
+
+
+def test_data_commands_share_the_output_options():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    data = sub.choices["data"]
+    dsub = next(a for a in data._actions if a.dest == "data_command")
+    for name in ("cityscapes", "voc", "kitti_road"):
+        opts = {o for a in dsub.choices[name]._actions for o in a.option_strings}
+        assert {"--root", "--split", "--out", "--no-progress", "--skip-bad"} <= opts, name
+        assert "--quiet" not in opts
+
+
+def test_gpu_options_refused_with_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(mx.context, "num_gpus", lambda: 0)  # a CPU-only machine
+    rc = cli.main(["predict", "x.png", "--model", "duc_hdc_resnet18", "--out", "o",
+                   "--gpus", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--gpus need(s) a GPU" in err
