@@ -44,16 +44,26 @@ def _read_arrays(path):
     return loaded
 
 
-def _strip_graph_names(loaded, path):
-    """arg:/aux: names of an exported graph -> the network's structured names
-    (``backbone_...``/``head_...``): the export's own block prefix is cut off."""
+def _graph_name(name):
+    """A parameter's name without the network's own block prefix (``duchdc3_``), or None."""
+    cut = min((name.find(p) for p in ("backbone_", "head_") if p in name), default=-1)
+    return None if cut < 0 else name[cut:]
+
+
+def _strip_graph_names(loaded, path, net):
+    """arg:/aux: names of an exported graph (``duchdc0_backbone_conv0_weight``) -> the
+    network's structured names (``backbone.conv1.0.weight``), matched on the Gluon names
+    without the export's own block prefix."""
+    structured = {_graph_name(param.name): name
+                  for name, param in net._collect_params_with_prefix().items()}
     out = {}
     for key, value in loaded.items():
         name = key.split(":", 1)[1] if key.startswith(("arg:", "aux:")) else key
-        cut = min((name.find(p) for p in ("backbone_", "head_") if p in name), default=-1)
-        if cut < 0:
-            raise ValueError("%s: array %s is no parameter of a duc-hdc network" % (path, key))
-        out[name[cut:]] = value
+        flat = _graph_name(name)
+        if flat not in structured:
+            raise ValueError("%s: array %s is no parameter of the model %s describes"
+                             % (path, key, sidecar_path(path)))
+        out[structured[flat]] = value
     return out
 
 
@@ -100,7 +110,7 @@ def load_params_checked(net, path, ctx=None, graph_names=False):
                 "(%s): an original-release checkpoint is converted first (duc-hdc convert "
                 "tusimple --prefix P --epoch E --classes C --out DIR)"
                 % (path, sidecar_path(path)))
-        loaded = _strip_graph_names(loaded, path)
+        loaded = _strip_graph_names(loaded, path, net)
     problem = _mismatch(net, loaded, path)
     if problem:
         raise ValueError(problem)

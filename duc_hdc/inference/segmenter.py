@@ -163,6 +163,7 @@ class Segmenter(object):
         Whole (padded) image, the release's protocol, or sliding windows.
     crop_size : int or (int, int), optional
         Sliding-window size (height, width), multiples of 8. Required for ``'sliding'``.
+        The last window of a row or column ends at the image border (:func:`sliding_windows`).
     stride : int or (int, int), optional
         Sliding-window step, multiples of ``cell_width``; default about 2/3 of the crop.
     batch_size : int
