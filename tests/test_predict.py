@@ -396,6 +396,10 @@ def test_predict_never_overwrites_colliding_names(tmp_path):
     assert output_stems(["a/good.png", "b/good.png", "good_1.png"]) == ["a/good", "b/good",
                                                                         "good_1"]
     assert output_stems([src("a/good.png")]) == ["good"]
+    # a folder given alone keeps the paths below it, even when all files sit deeper
+    _png(tmp_path / "deep" / "sub" / "z.png", _image(8, 8))
+    assert [s for _, s in expand_inputs([str(tmp_path / "deep")])[0]] == ["sub/z"]
+    assert [s for _, s in expand_inputs([str(tmp_path / "deep" / "sub" / "z.png")])[0]] == ["z"]
     # a video's frames cannot be overwritten by an image named like them
     (tmp_path / "v").mkdir()
     _write_video(str(tmp_path / "v" / "clip.avi"), [_image(16, 24, seed=s) for s in range(2)])

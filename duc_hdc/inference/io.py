@@ -76,12 +76,13 @@ def _walk(folder):
     return files, others
 
 
-def output_stems(paths):
+def output_stems(paths, anchors=None):
     """One distinct output name (relative to the output folder, no extension) per input file.
 
-    Names mirror the files' paths relative to the deepest folder holding them all; files that
-    would still share a name (``a.png`` and ``a.jpg``) keep their extension (``a_png``,
-    ``a_jpg``), and anything left over is numbered.
+    Names mirror the files' paths relative to the deepest folder holding all ``anchors`` (for
+    each file: the folder given on the command line that it was found in, else its own
+    folder); files that would still share a name (``a.png`` and ``a.jpg``) keep their
+    extension (``a_png``, ``a_jpg``), and anything left over is numbered.
 
     >>> output_stems(["a/good.png", "b/good.png", "good_1.png"])
     ['a/good', 'b/good', 'good_1']
@@ -89,7 +90,9 @@ def output_stems(paths):
     if not paths:
         return []
     absolute = [os.path.abspath(p) for p in paths]
-    root = os.path.commonpath([os.path.dirname(a) for a in absolute])
+    if anchors is None:
+        anchors = [os.path.dirname(a) for a in absolute]
+    root = os.path.commonpath([os.path.abspath(a) for a in anchors])
     stems = [os.path.splitext(os.path.relpath(a, root))[0] for a in absolute]
     counts = collections.Counter(stems)
     stems = [s + "_" + (_ext(a)[1:] or "noext") if counts[s] > 1 else s
@@ -115,7 +118,7 @@ def expand_inputs(inputs):
         given; and the inputs skipped: nothing found, or a format that is not supported. Files
         of other formats inside a folder are ignored (logged).
     """
-    files, skipped = [], []
+    files, skipped = [], []  # files: (path, anchor folder for its output name)
     for item in inputs:
         item = str(item)
         if os.path.isdir(item):
@@ -126,18 +129,18 @@ def expand_inputs(inputs):
             if not found:
                 skipped.append((item, "folder holds no images or videos (supported: %s)"
                                 % _supported()))
-            files += found
+            files += [(path, item) for path in found]
         elif os.path.isfile(item):
-            files.append(item)
+            files.append((item, os.path.dirname(os.path.abspath(item))))
         elif os.path.exists(item):
             skipped.append((item, "not a regular file"))
         else:
             matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
             if not matches:
                 skipped.append((item, "no such file, folder or matching glob"))
-            files += matches
-    seen, keep = set(), []
-    for path in files:
+            files += [(path, os.path.dirname(os.path.abspath(path))) for path in matches]
+    seen, keep, anchors = set(), [], []
+    for path, anchor in files:
         key = os.path.realpath(path)
         if key in seen:
             log.info("%s given more than once: predicted once", path)
@@ -147,7 +150,8 @@ def expand_inputs(inputs):
             skipped.append((path, unsupported_reason(path)))
             continue
         keep.append(path)
-    return list(zip(keep, output_stems(keep))), skipped
+        anchors.append(anchor)
+    return list(zip(keep, output_stems(keep, anchors))), skipped
 
 
 def read_image(path):
