@@ -1,11 +1,12 @@
-"""Network shapes, schedules, hybridization and argument errors."""
+"""Network shapes, schedules, hybridization, the heads by hand and argument errors."""
+import cv2
 import mxnet as mx
 import numpy as np
 import pytest
 
 from duc_hdc import get_model
 from duc_hdc.hub.convert import architecture_from_symbol_json
-from duc_hdc.models.duc import padded_channels
+from duc_hdc.models.duc import BilinearHead, padded_channels
 from duc_hdc.models.network import model_names
 from duc_hdc.models.resnet_hdc import RESNET_SPECS, dilation_schedule
 
@@ -129,6 +130,80 @@ def test_duc_rearrangement_is_depth_to_space_order():
         for i in range(r):
             for j in range(r):
                 assert out[c, i, j] == bias[(i * r + j) * classes + c]
+
+
+def _dilated_conv(x, weight, bias, rate):
+    """3x3 convolution, dilation = padding = rate, by hand: (C, H, W) -> (O, H, W)."""
+    c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (rate, rate), (rate, rate)))
+    out = np.repeat(bias[:, None, None], h * w).reshape(-1, h, w).astype(np.float64)
+    for i in range(3):
+        for j in range(3):
+            patch = xp[:, i * rate:i * rate + h, j * rate:j * rate + w]
+            out += np.einsum("oc,chw->ohw", weight[:, :, i, j], patch)
+    return out
+
+
+def _corner_aligned(n_in, n_out):
+    """Linear interpolation matrix (n_out, n_in), corners aligned: output i samples input
+    position i * (n_in - 1) / (n_out - 1)."""
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        pos = i * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        lo = min(int(np.floor(pos)), n_in - 1)
+        hi = min(lo + 1, n_in - 1)
+        m[i, lo] += 1 - (pos - lo)
+        m[i, hi] += pos - lo
+    return m
+
+
+def test_bilinear_upsampling_is_corner_aligned_by_hand():
+    # 2x3 -> 4x6: rows sample 0, 1/3, 2/3, 1; columns 0, 0.4, ..., 2
+    head = BilinearHead(1, 2, aspp_rates=[1], in_channels=1)
+    head.initialize()
+    head.branches[0].weight.set_data(mx.nd.zeros((1, 1, 3, 3)))
+    head.branches[0].bias.set_data(mx.nd.zeros(1))
+    up = mx.nd.contrib.BilinearResize2D(mx.nd.arange(6).reshape((1, 1, 2, 3)),
+                                        scale_height=2.0, scale_width=2.0).asnumpy()[0, 0]
+    np.testing.assert_allclose(up[0], [0, 0.4, 0.8, 1.2, 1.6, 2.0], atol=1e-6)
+    np.testing.assert_allclose(up[:, 0], [0, 1, 2, 3], atol=1e-6)
+    np.testing.assert_allclose(up, _corner_aligned(2, 4) @ np.arange(6.).reshape(2, 3)
+                               @ _corner_aligned(3, 6).T, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell_width", [2, 4, 8])
+def test_bilinear_head_equals_a_numpy_computation(cell_width):
+    """The baseline head: the branches' dilated 3x3 convolutions summed, then bilinear
+    upsampling by r = 8 / cell_width with corners aligned (BilinearResize2D's default; not the
+    pixel-centre convention of cv2.resize the Segmenter uses for the softmax)."""
+    classes, cin, h, w, rates = 3, 5, 3, 4, (1, 2)
+    r = 8 // cell_width
+    head = BilinearHead(classes, r, aspp_rates=rates, in_channels=cin)
+    head.initialize()
+    rng = np.random.RandomState(7)
+    for b in head.branches:
+        b.weight.set_data(mx.nd.array(rng.normal(0, 1, b.weight.shape)))
+        b.bias.set_data(mx.nd.array(rng.normal(0, 1, b.bias.shape)))
+    x = rng.normal(0, 1, (cin, h, w)).astype(np.float32)
+    logits = sum(_dilated_conv(x.astype(np.float64), b.weight.data().asnumpy(),
+                               b.bias.data().asnumpy(), rate)
+                 for b, rate in zip(head.branches, rates))
+    if r == 1:
+        want = logits
+    else:
+        rows, cols = _corner_aligned(h, h * r), _corner_aligned(w, w * r)
+        want = np.einsum("yi,cij,xj->cyx", rows, logits, cols)
+    for hybrid in (False, True):
+        if hybrid:
+            head.hybridize()
+        got = head(mx.nd.array(x[None])).asnumpy()[0]
+        assert got.shape == (classes, h * r, w * r)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # and not the pixel-centre resize: the two differ away from the corners
+    if r > 1:
+        centred = np.stack([cv2.resize(c.astype(np.float32), (w * r, h * r),
+                                       interpolation=cv2.INTER_LINEAR) for c in logits])
+        assert np.abs(centred - want).max() > 1e-2
 
 
 @pytest.mark.parametrize("channels, padded", [

@@ -1,4 +1,5 @@
-"""Segmenter: the release's whole-image protocol, sliding windows, multi-scale + flip, files."""
+"""Segmenter: the release's whole-image protocol, sliding windows, multi-scale + flip; predict
+over files (names, videos, formats)."""
 import hashlib
 import os
 
@@ -10,7 +11,9 @@ import pytest
 from duc_hdc import cli, get_model
 from duc_hdc.hub import zoo
 from duc_hdc.models.sidecar import write_sidecar
-from duc_hdc.inference.segmenter import Segmenter, expand_inputs, read_image
+from duc_hdc.inference.io import expand_inputs, output_stems, read_image
+from duc_hdc.inference.predict import predict_paths, prediction_report, run_prediction
+from duc_hdc.inference.segmenter import Segmenter, sliding_windows, window_starts
 
 K = 5  # classes of the tiny networks
 
@@ -89,29 +92,77 @@ def test_any_input_size(size):
 def test_sliding_window_averages_overlapping_windows():
     net = _net()
     img = _image(37, 69, seed=1)
-    # crop 24x40, stride 16: rows start at 0, 16 (-> padded height 40), columns at 0, 16, 32
-    # (-> padded width 72); logits are averaged where windows overlap
-    x = np.zeros((3, 40, 72), np.float32)
+    # crop 24x40, stride 16 on 37x69 (cell width 2): padded only to whole cells, 38x70; rows
+    # start at 0 and 38 - 24 = 14 (the last window ends at the border), columns at 0, 16 and
+    # 70 - 40 = 30; logits are averaged where windows overlap
+    x = np.zeros((3, 38, 70), np.float32)
     x[:, :37, :69] = _normalized(net, img)
-    total = np.zeros((K, 20, 36), np.float32)
-    count = np.zeros((20, 36), np.float32)
-    for y in (0, 16):
-        for x0 in (0, 16, 32):
+    total = np.zeros((K, 19, 35), np.float32)
+    count = np.zeros((19, 35), np.float32)
+    for y in (0, 14):
+        for x0 in (0, 16, 30):
             total[:, y // 2:y // 2 + 12, x0 // 2:x0 // 2 + 20] += _raw(net, x[:, y:y + 24,
                                                                                x0:x0 + 40])
             count[y // 2:y // 2 + 12, x0 // 2:x0 // 2 + 20] += 1
     assert count.min() == 1 and count.max() == 6  # overlaps really happen
-    want = _up(_softmax(total / count)[:, :19, :35], 37, 69)
+    want = _up(_softmax(total / count), 37, 69)
     got = Segmenter(net, mode="sliding", crop_size=(24, 40), stride=16).logits(img)
     np.testing.assert_allclose(got, want, atol=1e-5)
     batched = Segmenter(net, mode="sliding", crop_size=(24, 40), stride=16, batch_size=4)
     np.testing.assert_allclose(batched.logits(img), want, atol=1e-5)
-    # one window covering the padded image is the whole-image protocol
-    one = Segmenter(net, mode="sliding", crop_size=(40, 72)).logits(img)
-    np.testing.assert_allclose(one, Segmenter(net).logits(img), atol=1e-5)
-    # an image smaller than the window is padded to it
-    small = Segmenter(net, mode="sliding", crop_size=(24, 40)).predict(_image(10, 30))
-    assert small.shape == (10, 30)
+
+
+@pytest.mark.parametrize("size, crop", [
+    ((40, 72), (40, 72)),   # one window exactly the image
+    ((37, 69), (40, 72)),   # the image padded to multiples of 8, as in whole mode
+    ((10, 30), (24, 40)),   # an image smaller than the window: padded to 16x32, not to 24x40
+])
+def test_sliding_with_a_window_covering_the_image_is_the_whole_image_protocol(size, crop):
+    net = _net()
+    img = _image(*size, seed=11)
+    whole = Segmenter(net, optimize=False).logits(img)
+    sliding = Segmenter(net, optimize=False, mode="sliding", crop_size=crop).logits(img)
+    np.testing.assert_allclose(sliding, whole, atol=1e-6)
+
+
+def test_sliding_windows_of_the_readme_example_stay_inside_the_image():
+    # duc-hdc evaluate --mode sliding --crop-size 800,800 --stride 600 on 1024x2048 Cityscapes
+    assert window_starts(1024, 800, 600) == [0, 224]
+    assert window_starts(2048, 800, 600) == [0, 600, 1200, 1248]
+    tiles = sliding_windows(1024, 2048, (800, 800), (600, 600), cell_width=2)
+    assert tiles.padded == (1024, 2048) and tiles.window == (800, 800)
+    assert (tiles.ys, tiles.xs) == ([0, 224], [0, 600, 1200, 1248])
+    # no window sees padding: each ends inside the image, the last ones at its border
+    assert max(tiles.ys) + 800 == 1024 and max(tiles.xs) + 800 == 2048
+    assert window_starts(800, 800, 600) == [0] and window_starts(500, 800, 600) == [0]
+    assert window_starts(1400, 800, 600) == [0, 600]  # stride fits exactly: no extra window
+
+
+def test_sliding_windows_lie_inside_and_cover_every_pixel():
+    rng = np.random.RandomState(0)
+    for _ in range(300):
+        cw = int(rng.choice([1, 2, 4, 8]))
+        crop = tuple(int(v) for v in rng.randint(1, 13, 2) * 8)
+        stride = tuple(int(rng.randint(1, c // cw + 1)) * cw for c in crop)
+        h, w = (int(v) for v in rng.randint(1, 200, 2))
+        tiles = sliding_windows(h, w, crop, stride, cell_width=cw)
+        for length, padded, window, starts, c, s in zip((h, w), tiles.padded, tiles.window,
+                                                        (tiles.ys, tiles.xs), crop, stride):
+            case = (h, w, crop, stride, cw)
+            if length <= c:  # padded as in whole mode: the next multiple of 8
+                assert padded == window == -(-length // 8) * 8 <= c, case
+                assert starts == [0], case
+            else:  # padded to whole logit cells only
+                assert window == c and length <= padded < length + cw, case
+            assert padded % cw == 0 and all(v % cw == 0 for v in starts), case
+            assert starts == sorted(set(starts)) and starts[0] == 0, case
+            assert all(0 <= v and v + window <= padded for v in starts), case  # inside
+            assert starts[-1] + window == padded, case  # the last window ends at the border
+            assert all(b - a <= s for a, b in zip(starts, starts[1:])), case  # stride kept
+            covered = np.zeros(padded, bool)
+            for v in starts:
+                covered[v:v + window] = True
+            assert covered.all(), case  # every pixel (and padding cell) in some window
 
 
 def test_multiscale_and_flip_average_the_single_passes():
@@ -250,7 +301,8 @@ def test_from_zoo_name(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------ duc-hdc predict
 def _write_video(path, frames):
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 5.0,
+    """An MJPG AVI written by OpenCV's own writer (no FFmpeg: the same bytes everywhere)."""
+    writer = cv2.VideoWriter(path, cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), 5.0,
                              (frames[0].shape[1], frames[0].shape[0]))
     assert writer.isOpened()
     for f in frames:
@@ -258,34 +310,38 @@ def _write_video(path, frames):
     writer.release()
 
 
-def test_cli_predict_images_folders_globs_videos(tmp_path, capsys):
+def _png(path, rgb):
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    assert cv2.imwrite(str(path), rgb[:, :, ::-1])
+
+
+def _files_under(folder):
+    return sorted(os.path.join(d, n) for d, _, names in os.walk(str(folder)) for n in names)
+
+
+def test_predict_images_folders_globs_videos(tmp_path):
     net, params = _saved(tmp_path)
     src = tmp_path / "in"
-    (src / "sub").mkdir(parents=True)
     a, b = _image(37, 69, seed=8), _image(40, 72, seed=9)
-    assert cv2.imwrite(str(src / "a.png"), a[:, :, ::-1])
-    assert cv2.imwrite(str(src / "sub" / "b.jpg"), b[:, :, ::-1])
-    with open(str(src / "a.png"), "rb") as f:
-        data = f.read()
-    with open(str(tmp_path / "cut.png"), "wb") as f:
-        f.write(data[:len(data) // 2])  # truncated
-    (tmp_path / "glob").mkdir()
-    assert cv2.imwrite(str(tmp_path / "glob" / "g1.png"), a[:, :, ::-1])
+    _png(src / "a.png", a)
+    _png(src / "sub" / "b.jpg", b)
+    data = (src / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[:len(data) // 2])  # truncated
+    _png(tmp_path / "glob" / "g1.png", a)
     video = str(tmp_path / "clip.avi")
     _write_video(video, [_image(24, 40, seed=s) for s in range(3)])
     out = tmp_path / "out"
-    rc = cli.main(["predict", "--params", params, str(src), str(tmp_path / "cut.png"),
-                   str(tmp_path / "nothing.png"), str(tmp_path / "glob" / "*.png"), video,
-                   "--out", str(out), "--flip"])
-    assert rc == 0
-    captured = capsys.readouterr()
-    assert "3 image(s), 3 frame(s) from 1 video(s)" in captured.out
-    assert "2 input(s) unreadable" in captured.err
-    assert "cut.png: truncated PNG" in captured.err and "nothing.png" in captured.err
+    result = run_prediction([str(src), str(tmp_path / "cut.png"), str(tmp_path / "nothing.png"),
+                             str(tmp_path / "glob" / "*.png"), video], str(out), model=params,
+                            flip=True, progress=False)
+    assert (result["images"], result["frames"], result["videos"]) == (3, 3, 1)
+    skipped = dict(result["skipped"])
+    assert skipped[str(tmp_path / "cut.png")].startswith("truncated PNG")
+    assert skipped[str(tmp_path / "nothing.png")] == "no such file, folder or matching glob"
+    # outputs mirror the paths below the deepest common folder (tmp_path)
     seg = Segmenter(net, flip=True)
-    for stem, img in (("a", a), (os.path.join("sub", "b"), read_image(str(src / "sub" /
-                                                                          "b.jpg"))),
-                      ("g1", a)):
+    for stem, img in (("in/a", a), ("in/sub/b", read_image(str(src / "sub" / "b.jpg"))),
+                      ("glob/g1", a)):
         ids = cv2.imread(str(out / (stem + "_trainIds.png")), cv2.IMREAD_UNCHANGED)
         np.testing.assert_array_equal(ids, seg.predict(img))
         colour = cv2.imread(str(out / (stem + "_color.png")))
@@ -299,27 +355,127 @@ def test_cli_predict_images_folders_globs_videos(tmp_path, capsys):
     while cap.read()[0]:
         n += 1
     assert n == 3
-    # nothing readable: non-zero exit
-    rc = cli.main(["predict", "--params", params, str(tmp_path / "cut.png"), "--out",
-                   str(out)])
-    assert rc == 1
-    assert "1 input(s) unreadable" in capsys.readouterr().err
+    assert sorted(result["files"]) == _files_under(out)  # every file reported exists, no other
+    lines, problems, status = prediction_report(result, str(out))
+    assert lines == ["3 image(s), 3 frame(s) from 1 video(s) written to %s (16 files)" % out]
+    assert problems[0] == "2 input(s) unreadable, skipped:" and status == 3
+    # nothing readable: nothing written, exit status 1
+    result = run_prediction([str(tmp_path / "cut.png")], str(tmp_path / "o2"), model=params,
+                            progress=False)
+    lines, problems, status = prediction_report(result, str(tmp_path / "o2"))
+    assert status == 1 and problems[0] == "1 input(s) unreadable, skipped:"
 
 
-def test_expand_inputs_keeps_names_apart(tmp_path):
-    for d in ("x", "y"):
-        (tmp_path / d).mkdir()
-        assert cv2.imwrite(str(tmp_path / d / "same.png"), _image(8, 8))
-    found, missing = expand_inputs([str(tmp_path / "x" / "same.png"),
-                                    str(tmp_path / "y" / "same.png"), str(tmp_path / "none*")])
-    assert [stem for _, stem in found] == ["same", "same_1"]
-    assert missing == [(str(tmp_path / "none*"), "no such file, folder or matching glob")]
+def test_predict_never_overwrites_colliding_names(tmp_path):
+    net = _net()
+    seg = Segmenter(net)
+    images = {}
+    for k, rel in enumerate(["a/good.png", "b/good.png", "good_1.png", "x/same.png",
+                             "y/same.png", "c/pic.png", "c/pic.jpg", "c/pic_png.png"]):
+        images[rel] = _image(16, 24, seed=20 + k)
+        _png(tmp_path / "in" / rel, images[rel])
+    src = lambda rel: str(tmp_path / "in" / rel)  # noqa: E731
+    inputs = [src("a/good.png"), src("b/good.png"), src("good_1.png"),
+              str(tmp_path / "in" / "x"), str(tmp_path / "in" / "y"), src("c/pic.png"),
+              src("c/pic.jpg"), src("c/pic_png.png"), src("a/good.png")]  # the last: twice
+    found, missing = expand_inputs(inputs)
+    assert missing == []
+    stems = dict((os.path.relpath(p, str(tmp_path / "in")), s) for p, s in found)
+    assert stems == {"a/good.png": "a/good", "b/good.png": "b/good", "good_1.png": "good_1",
+                     "x/same.png": "x/same", "y/same.png": "y/same", "c/pic.png": "c/pic_png",
+                     "c/pic.jpg": "c/pic_jpg", "c/pic_png.png": "c/pic_png_1"}
+    out = tmp_path / "out"
+    result = predict_paths(seg, inputs, str(out), progress=False)
+    assert result["images"] == 8 and result["skipped"] == []
+    written = _files_under(out)
+    assert sorted(result["files"]) == written and len(written) == 3 * 8
+    for rel, stem in stems.items():  # each output holds the prediction of its own input
+        ids = cv2.imread(str(out / (stem + "_trainIds.png")), cv2.IMREAD_UNCHANGED)
+        img = images[rel] if rel.endswith(".png") else read_image(src(rel))
+        np.testing.assert_array_equal(ids, seg.predict(img))
+    assert output_stems(["a/good.png", "b/good.png", "good_1.png"]) == ["a/good", "b/good",
+                                                                        "good_1"]
+    assert output_stems([src("a/good.png")]) == ["good"]
+    # a folder given alone keeps the paths below it, even when all files sit deeper
+    _png(tmp_path / "deep" / "sub" / "z.png", _image(8, 8))
+    assert [s for _, s in expand_inputs([str(tmp_path / "deep")])[0]] == ["sub/z"]
+    assert [s for _, s in expand_inputs([str(tmp_path / "deep" / "sub" / "z.png")])[0]] == ["z"]
+    # a video's frames cannot be overwritten by an image named like them
+    (tmp_path / "v").mkdir()
+    _write_video(str(tmp_path / "v" / "clip.avi"), [_image(16, 24, seed=s) for s in range(2)])
+    _png(tmp_path / "v" / "clip" / "frame_000000.png", _image(16, 24, seed=40))
+    result = predict_paths(seg, [str(tmp_path / "v")], str(tmp_path / "out2"), progress=False)
+    assert result["images"] == 1 and result["frames"] == 0 and result["videos"] == 0
+    assert "already written by an earlier input" in dict(result["skipped"])[
+        str(tmp_path / "v" / "clip.avi")]
+    assert sorted(result["files"]) == _files_under(tmp_path / "out2")
 
 
 def test_cli_predict_needs_a_model(tmp_path, capsys):
     rc = cli.main(["predict", str(tmp_path), "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "no model given: pass --model NAME_OR_ARTIFACT" in capsys.readouterr().err
+
+
+def test_truncated_video_reports_frames_read_of_expected(tmp_path):
+    seg = Segmenter(_net())
+    full = str(tmp_path / "full.avi")
+    _write_video(full, [_image(24, 40, seed=s) for s in range(3)])
+    cut = str(tmp_path / "cut.avi")
+    data = open(full, "rb").read()
+    with open(cut, "wb") as f:
+        f.write(data[:len(data) // 2])  # OpenCV still opens it and announces 3 frames
+    result = predict_paths(seg, [full, cut], str(tmp_path / "out"), progress=False)
+    reports = {os.path.basename(r["path"]): r for r in result["video_reports"]}
+    assert (reports["full.avi"]["frames"], reports["full.avi"]["expected"]) == (3, 3)
+    assert reports["full.avi"]["complete"] and reports["full.avi"]["reason"] is None
+    assert (reports["cut.avi"]["frames"], reports["cut.avi"]["expected"]) == (1, 3)
+    assert not reports["cut.avi"]["complete"]
+    assert result["incomplete"] == [(cut, "1 of 3 frames read (truncated or damaged file?)")]
+    assert (result["frames"], result["videos"]) == (4, 2)
+    lines, problems, status = prediction_report(result, str(tmp_path / "out"))
+    assert "4 of 6 frame(s) from 2 video(s)" in lines[0]
+    assert problems == ["1 video(s) incomplete:",
+                        "  %s: 1 of 3 frames read (truncated or damaged file?)" % cut]
+    assert status == 3  # not a silent success
+    assert sorted(result["files"]) == _files_under(tmp_path / "out")
+    # the overlay video of the cut one holds the frame read
+    cap = cv2.VideoCapture(str(tmp_path / "out" / "cut_overlay.avi"))
+    assert cap.read()[0] and not cap.read()[0]
+    # a complete run reports success
+    result = predict_paths(seg, [full], str(tmp_path / "out3"), progress=False)
+    assert prediction_report(result, str(tmp_path / "out3"))[1:] == ([], 0)
+
+
+def test_unsupported_formats_are_named_as_such(tmp_path):
+    seg = Segmenter(_net())
+    names = ["clip.flv", "anim.gif", "notes.txt", "noext"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"GIF89a" if name.endswith("gif") else b"data")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.txt").write_text("no images here")
+    result = predict_paths(seg, [str(tmp_path / n) for n in names] + [str(tmp_path / "docs")],
+                           str(tmp_path / "out"), progress=False)
+    reasons = dict(result["skipped"])
+    for name, ext in zip(names, [".flv", ".gif", ".txt", "(no extension)"]):
+        reason = reasons[str(tmp_path / name)]
+        assert reason.startswith("unsupported format %s; supported: images .png .jpg" % ext)
+        assert "videos .mp4 .avi" in reason and "corrupt" not in reason
+    assert reasons[str(tmp_path / "docs")].startswith("folder holds no images or videos")
+    assert result["images"] == 0 and result["files"] == []
+    # a glob names them too; read_image refuses them by name
+    found, skipped = expand_inputs([str(tmp_path / "*.flv")])
+    assert found == [] and skipped[0][1].startswith("unsupported format .flv")
+    with pytest.raises(ValueError, match=r"clip.flv: unsupported format \.flv"):
+        read_image(str(tmp_path / "clip.flv"))
+
+
+def test_predict_needs_a_model(tmp_path):
+    with pytest.raises(ValueError, match="no model given: pass --model NAME_OR_ARTIFACT"):
+        run_prediction([str(tmp_path)], str(tmp_path / "o"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="file is a file; predict writes into a folder"):
+        predict_paths(Segmenter(_net(), hybridize=False), [], str(tmp_path / "file"))
 
 
 # ------------------------------------------------------------------------ duc-hdc download

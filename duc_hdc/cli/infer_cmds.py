@@ -30,18 +30,17 @@ def cmd_evaluate(args):
 
 
 def cmd_predict(args):
-    from ..inference.segmenter import run_prediction
+    from ..inference.predict import prediction_report, run_prediction
 
     result = run_prediction(args.inputs, args.out, model=args.model, params=args.params,
                             config=args.config, classes=args.classes, dataset=args.dataset,
                             progress=options.progress(args), **_segmenter_options(args))
-    print("%d image(s), %d frame(s) from %d video(s) written to %s"
-          % (result["images"], result["frames"], result["videos"], args.out))
-    if result["skipped"]:
-        print("%d input(s) unreadable, skipped:" % len(result["skipped"]), file=sys.stderr)
-        for path, reason in result["skipped"]:
-            print("  %s: %s" % (path, reason), file=sys.stderr)
-    return 0 if result["images"] + result["frames"] else 1
+    lines, problems, status = prediction_report(result, args.out)
+    for line in lines:
+        print(line)
+    for line in problems:
+        print(line, file=sys.stderr)
+    return status
 
 
 def _inference_options(s):
@@ -86,7 +85,11 @@ def register(sub):
                                    "NAME_overlay.avi per video.")
     s.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder, glob or video")
     options.add_model(s)
-    s.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    s.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (created); outputs mirror the inputs' paths below their "
+                        "common folder (a/x.png -> DIR/a/x_trainIds.png, _color.png, "
+                        "_overlay.png; v.mp4 -> DIR/v/frame_NNNNNN_*.png and DIR/v_overlay.avi); "
+                        "exit 0 all predicted, 1 none, 3 some skipped or incomplete")
     s.add_argument("--dataset", choices=("cityscapes", "voc", "kitti_road"),
                    help="palette (default: the table with the model's class count)")
     _inference_options(s)

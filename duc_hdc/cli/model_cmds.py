@@ -90,7 +90,14 @@ def cmd_export(args):
 
     options.devices(args)  # refuses GPU options on CPU-only machines; export runs on the CPU
     net = _network(args)
-    result = export_model(net, args.out, args.shape, onnx=args.onnx, check=not args.no_check)
+    from ..models.network import MODEL_SPECS
+
+    source = args.params or args.model
+    name = args.model if args.model in MODEL_SPECS else os.path.basename(
+        os.path.splitext(str(source or args.config))[0])
+    result = export_model(net, args.out, args.shape, onnx=args.onnx, check=not args.no_check,
+                          weights=None if args.random_weights else source, name=name)
+    print("prefix %s (--out is a %s)" % (result["prefix"], result["out_is"]))
     for path in result["files"]:
         print("wrote %s" % path)
     for key in ("symbol_diff", "onnx_diff"):
@@ -195,8 +202,9 @@ def register(sub):
                    help="export a model name with random weights (warns)")
     s.add_argument("--shape", type=options.shape, required=True,
                    help="N,3,H,W (H, W multiples of 8)")
-    s.add_argument("--out", required=True, help="output PREFIX (a folder DIR/ writes "
-                                                "DIR/<model>-symbol.json, ...)")
+    s.add_argument("--out", required=True,
+                   help="prefix (DIR/NAME -> DIR/NAME-symbol.json, -0000.params, .json[, .onnx]) "
+                        "or folder (ending in / or existing -> DIR/<model name>)")
     s.add_argument("--onnx", action="store_true", help="also write PREFIX.onnx")
     s.add_argument("--no-check", action="store_true", help="skip the reload comparison")
     options.add_devices(s)

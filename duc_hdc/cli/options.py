@@ -24,16 +24,14 @@ def ints(text, what, count=None):
 
 
 def shape(text):
-    """``N,3,H,W`` with N >= 1 and H, W positive multiples of 8."""
+    """``N,3,H,W`` with N >= 1 and H, W positive multiples of 8 (one rule:
+    :func:`duc_hdc.inference.export.parse_shape`)."""
+    from ..inference.export import parse_shape
+
     try:
-        values = tuple(ints(text, "--shape", 4))
-    except argparse.ArgumentTypeError:
-        values = ()
-    if len(values) != 4 or values[0] < 1 or values[1] != 3 or min(values[2:]) < 8 or \
-            values[2] % 8 or values[3] % 8:
-        raise argparse.ArgumentTypeError("--shape: expected N,3,H,W with N >= 1 and H, W "
-                                         "positive multiples of 8, got %s" % text)
-    return values
+        return parse_shape(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
 
 
 def rates(text):

@@ -95,7 +95,7 @@ def run_demo(workdir="demo_out", overrides=None, num_train=NUM_TRAIN, num_val=NU
                                 overlay(img, pred, "cityscapes")], axis=0)
         cv2.imwrite(os.path.join(pred_dir, name + "_panel.png"), panel[:, :, ::-1])
     export = export_model(net, os.path.join(workdir, "export", "duc_hdc_synthetic"),
-                          (1, 3) + size)
+                          (1, 3) + size, weights=final)
     result = dict(mean_iou=float(mean_iou), pixel_accuracy=float(pixel_accuracy),
                   data=data_root, rec=recs, run=os.path.dirname(final), params=final,
                   curves=os.path.join(os.path.dirname(final), "curves.png"),

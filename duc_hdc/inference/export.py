@@ -8,6 +8,11 @@ Files written for ``prefix``:
   ``mx.mod.Module``; one graph for every H, W that are multiples of 8;
 - ``prefix.json``: the model settings (classes, cell width, normalization, ...);
 - ``prefix.onnx`` (optional): the same graph with dynamic batch, height and width.
+
+``out`` (``duc-hdc export --out``) is a prefix (``models/duc_hdc`` -> ``models/duc_hdc-symbol.json``
+...) or a folder (a path ending with ``/`` or an existing folder -> ``FOLDER/<model name>``);
+:func:`export_prefix` decides and the result says which. Exporting a network whose weights are
+not trained (``weights=None``) logs a warning.
 """
 import logging
 import os
@@ -22,6 +27,55 @@ log = logging.getLogger(__name__)
 #: ``kind`` of an fp32 export's sidecar (INT8 models: ``duc-hdc-int8``)
 EXPORT_KIND = "duc-hdc-export"
 
+_SHAPE_RULE = "N,3,H,W with N >= 1 and H, W positive multiples of 8"
+
+
+class ShapeError(ValueError):
+    """A bad ``--shape``; the message names the option, the rule and the value."""
+
+
+def parse_shape(shape):
+    """``"N,3,H,W"`` or a sequence of 4 ints -> a tuple, checked.
+
+    Raises
+    ------
+    ShapeError
+        ``--shape: expected N,3,H,W with N >= 1 and H, W positive multiples of 8, got 0,3,64,64``
+    """
+    text = shape if isinstance(shape, str) else ",".join(str(v) for v in shape)
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except (TypeError, ValueError):
+        values = ()
+    if (len(values) != 4 or values[0] < 1 or values[1] != 3
+            or any(v < 1 or v % 8 for v in values[2:])):
+        raise ShapeError("--shape: expected %s, got %s" % (_SHAPE_RULE, text))
+    return values
+
+
+def default_name(net):
+    """The file name an export into a folder gets: ``duc_hdc_resnet<depth>``."""
+    config = getattr(net, "config", None) or {}
+    name = "duc_hdc_resnet%s" % config.get("depth", "")
+    return name + ("_bilinear" if config.get("head") == "bilinear" else "")
+
+
+def export_prefix(out, name):
+    """Where ``--out`` puts the export: ``(prefix, 'prefix' or 'folder')``.
+
+    A path ending with ``/`` or naming an existing folder is a folder: ``out/name``. Otherwise
+    ``out`` is the prefix itself (a trailing ``-symbol.json`` / ``-0000.params`` is cut off).
+    """
+    out = str(out)
+    if not out.strip():
+        raise ValueError("--out: give a prefix (DIR/NAME) or a folder (DIR/), got %r" % out)
+    if out.endswith(("/", os.sep)) or os.path.isdir(out):
+        return os.path.join(out, name), "folder"
+    for suffix in ("-symbol.json", "-0000.params", ".onnx"):
+        if out.endswith(suffix):
+            return out[:-len(suffix)], "prefix"
+    return out, "prefix"
+
 
 def _random_input(shape, seed=0):
     return mx.nd.array(np.random.RandomState(seed).normal(0, 1, shape).astype(np.float32))
@@ -33,7 +87,7 @@ def _rel_diff(a, b):
     return float(np.abs(a - b).max()) / (scale if scale > 0 else 1.0)
 
 
-def export_symbol(net, prefix, shape):
+def export_symbol(net, prefix, shape, weights=None):
     """Hybridize ``net``, trace it at ``shape`` and write ``prefix-symbol.json``/``-0000.params``.
 
     Files are written under a temporary prefix and renamed, so an interrupted export leaves no
@@ -48,7 +102,8 @@ def export_symbol(net, prefix, shape):
     net.export(tmp, epoch=0)
     for suffix in ("-symbol.json", "-0000.params"):
         os.replace(tmp + suffix, prefix + suffix)
-    write_sidecar(prefix + "-0000.params", net.config, path=prefix + ".json", kind=EXPORT_KIND)
+    write_sidecar(prefix + "-0000.params", net.config, path=prefix + ".json", kind=EXPORT_KIND,
+                  weights=None if weights is None else str(weights))
     return prefix + "-symbol.json", prefix + "-0000.params"
 
 
@@ -114,32 +169,50 @@ def second_shape(shape):
     return (n, c, max(8, h // 2 // 8 * 8), max(8, (w // 2 + 8) // 8 * 8))
 
 
-def export_model(net, prefix, shape, onnx=False, check=True):
-    """Export ``net`` to ``prefix`` (symbol + params, optionally ONNX) and verify the files.
+def export_model(net, out, shape, onnx=False, check=True, weights=None, name=None):
+    """Export ``net`` (symbol + params, optionally ONNX) and verify the files.
 
     Parameters
     ----------
     net : DUCHDC
-    prefix : str
-        Output path prefix.
-    shape : tuple of 4 int
-        (N, 3, H, W) used to trace the graph; H and W multiples of 8.
+    out : str
+        Output prefix (``DIR/NAME`` -> ``DIR/NAME-symbol.json`` ...) or folder (``DIR/`` or an
+        existing folder -> ``DIR/<name>-symbol.json`` ...), see :func:`export_prefix`.
+    shape : str or tuple of 4 int
+        (N, 3, H, W) used to trace the graph; N >= 1, H and W positive multiples of 8
+        (:func:`parse_shape`).
     onnx : bool
         Also write ``prefix.onnx``.
     check : bool
         Reload the files and compare with ``net`` at ``shape`` and a second size.
+    weights : str, optional
+        Where the network's trained weights came from (a file or zoo name), recorded in the
+        sidecar. None: the weights are not trained (random initialization); a warning is
+        logged.
+    name : str, optional
+        File name inside a folder ``out``; default :func:`default_name`.
 
     Returns
     -------
     dict
-        ``files`` written and, with ``check``, the relative differences.
+        ``prefix`` used, ``out_is`` (``'prefix'`` or ``'folder'``), ``trained``, ``files``
+        written and, with ``check``, the relative differences.
+
+    Raises
+    ------
+    ShapeError
+        A bad ``shape``, before anything is built or written.
     """
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 4 or shape[1] != 3 or shape[2] % 8 or shape[3] % 8:
-        raise ValueError("shape must be N,3,H,W with H and W multiples of 8, got %s"
-                         % ",".join(map(str, shape)))
-    sym_path, params_path = export_symbol(net, prefix, shape)
-    result = dict(files=[sym_path, params_path, prefix + ".json"])
+    shape = parse_shape(shape)
+    prefix, out_is = export_prefix(out, name or default_name(net))
+    log.info("exporting to prefix %s (--out %s is a %s)", prefix, out, out_is)
+    if weights is None:
+        log.warning("exporting untrained weights (random initialization): %s will not segment "
+                    "anything; pass the trained weights (--params FILE or a zoo --model)",
+                    prefix)
+    sym_path, params_path = export_symbol(net, prefix, shape, weights=weights)
+    result = dict(prefix=prefix, out_is=out_is, trained=weights is not None,
+                  files=[sym_path, params_path, prefix + ".json"])
     shapes = [shape, second_shape(shape)]
     if check:
         result["symbol_diff"] = check_symbol(net, prefix, shapes)

@@ -1,4 +1,4 @@
-"""Inference: RGB image -> class probabilities -> trainId map (and colour map, overlay).
+"""Inference: RGB image -> class probabilities -> trainId map.
 
 :class:`Segmenter` is the one inference path of the package: training validation, ``duc-hdc
 evaluate``, ``duc-hdc predict`` and the demo all run images through it, so a number measured in
@@ -11,36 +11,35 @@ padding is cropped off at the logit resolution (``ceil(h / cell_width)`` rows,
 ``ceil(w / cell_width)`` columns), the softmax is resized bilinearly to the input size and the
 argmax taken. Two extensions (Section 4 of the paper evaluates with both):
 
-* sliding window: the padded image is tiled with fixed-size windows; the logits of overlapping
-  windows are averaged (a count map records how many windows cover each logit cell);
+* sliding window (as mmsegmentation's slide inference): windows start every ``stride`` pixels
+  and the last one is moved back so that it ends at the image border, so every window lies
+  inside the image and sees only image content (:func:`sliding_windows`); the logits of
+  overlapping windows are averaged (a count map records how many windows cover each logit
+  cell). An image smaller than the window along an axis is padded, as in whole mode, to a
+  multiple of 8 only and run as one window along that axis;
 * multi-scale + flip: the image is resized by each scale (and mirrored); the softmax of every
   pass, resized to the input size, is averaged.
 
-This module also holds the file-level prediction behind ``duc-hdc predict`` (images, folders,
-globs and videos -> trainId PNGs, colour maps, overlays).
+Files (images, folders, globs, videos -> trainId PNGs, colour maps, overlays) are handled by
+:mod:`duc_hdc.inference.io`.
 """
-import glob
+import collections
 import logging
-import os
 
 import cv2
 import mxnet as mx
 import numpy as np
 
-from ..data.labels import colorize, get_table, overlay
 from ..data.transforms import normalize, pad_to_multiple
 from .loader import load
 
-__all__ = ["Segmenter", "predict_paths", "run_prediction",
-           "default_dataset", "read_image", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
+__all__ = ["Segmenter", "window_starts", "sliding_windows", "Windows", "NET_STRIDE", "MODES"]
 
 log = logging.getLogger(__name__)
 
 #: The network's output stride: inputs must be padded to multiples of this.
 NET_STRIDE = 8
 MODES = ("whole", "sliding")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 # cv2.resize handles at most this many channels at once (CV_CN_MAX)
 _CV_MAX_CHANNELS = 512
 
@@ -80,10 +79,61 @@ def _resize_chw(array, height, width):
     return out
 
 
-def _window_starts(length, crop, stride):
-    """Window offsets along one axis: 0, stride, ... until a window reaches ``length``."""
-    n = max(-(-(length - crop) // stride), 0) + 1
-    return [i * stride for i in range(n)]
+def window_starts(length, crop, stride):
+    """Window offsets along one axis (mmsegmentation's slide inference).
+
+    ``ceil((length - crop) / stride) + 1`` windows starting at ``min(i * stride, length - crop)``:
+    every ``stride`` pixels, the last one moved back to end exactly at ``length``. A length up
+    to ``crop`` gives the one offset 0 (the caller pads to the window, see
+    :func:`sliding_windows`).
+
+    >>> window_starts(2048, 800, 600)
+    [0, 600, 1200, 1248]
+    """
+    if length <= crop:
+        return [0]
+    n = -(-(length - crop) // stride) + 1
+    return [min(i * stride, length - crop) for i in range(n)]
+
+
+#: The tiling of one image: ``padded`` (height, width) the image is padded to, ``window``
+#: (height, width) of every window, ``ys`` / ``xs`` the window offsets.
+Windows = collections.namedtuple("Windows", "padded window ys xs")
+
+
+def sliding_windows(height, width, crop_size, stride, cell_width=1):
+    """Where the sliding windows of an image of ``height`` x ``width`` pixels go.
+
+    Along each axis: a length above the crop is padded to a multiple of ``cell_width`` only
+    (fewer than ``cell_width`` pixels; logits are per cell) and tiled with crop-sized windows
+    by :func:`window_starts`, the last ending at the (padded) border; a length up to the crop
+    is padded to a multiple of 8 (as in whole mode) and run as one window of that size. No
+    window reaches past the padded image, and every pixel lies in at least one window.
+
+    Parameters
+    ----------
+    height, width : int
+    crop_size, stride : (int, int)
+        Multiples of 8 and of ``cell_width`` respectively (as :class:`Segmenter` checks).
+    cell_width : int
+
+    Returns
+    -------
+    Windows
+    """
+    padded, window, starts = [], [], []
+    for length, crop, step in zip((height, width), crop_size, stride):
+        if length <= crop:
+            size = -(-length // NET_STRIDE) * NET_STRIDE
+            padded.append(size)
+            window.append(size)
+            starts.append([0])
+        else:
+            size = -(-length // cell_width) * cell_width
+            padded.append(size)
+            window.append(crop)
+            starts.append(window_starts(size, crop, step))
+    return Windows(tuple(padded), tuple(window), starts[0], starts[1])
 
 
 def _param_context(net):
@@ -113,6 +163,7 @@ class Segmenter(object):
         Whole (padded) image, the release's protocol, or sliding windows.
     crop_size : int or (int, int), optional
         Sliding-window size (height, width), multiples of 8. Required for ``'sliding'``.
+        The last window of a row or column ends at the image border (:func:`sliding_windows`).
     stride : int or (int, int), optional
         Sliding-window step, multiples of ``cell_width``; default about 2/3 of the crop.
     batch_size : int
@@ -333,12 +384,11 @@ class Segmenter(object):
         if self.mode == "whole":
             padded = [pad_to_multiple(im, NET_STRIDE, 0.0)[0] for im in images]
             return [out[:, :oh, :ow] for out in self._forward(padded)]
-        (ch, cwid), (sy, sx) = self.crop_size, self.stride
-        ys, xs = _window_starts(h, ch, sy), _window_starts(w, cwid, sx)
-        ph, pw = ys[-1] + ch, xs[-1] + cwid
+        tiles = sliding_windows(h, w, self.crop_size, self.stride, cw)
+        (ph, pw), (ch, cwid), ys, xs = tiles
         windows, where = [], []
         for k, im in enumerate(images):
-            # windows past the border see the mean (0 after normalization), as in whole mode
+            # padding (only up to the next cell / multiple of 8) is the mean: 0 after normalization
             padded = np.pad(im, ((0, 0), (0, ph - h), (0, pw - w)), mode="constant")
             for y in ys:
                 for x in xs:
@@ -353,228 +403,3 @@ class Segmenter(object):
         for (k, y, x), out in zip(where, self._forward(windows)):
             sums[k][:, y:y + lh, x:x + lw] += out
         return [(s / count)[:, :oh, :ow] for s in sums]
-
-
-# ------------------------------------------------------------------------------ files
-def _is_video(path):
-    return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
-
-
-def _is_image(path):
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
-
-
-def expand_inputs(inputs):
-    """Expand files, folders (recursively: images and videos) and glob patterns.
-
-    Returns
-    -------
-    (list of (path, output stem), list of (input, reason))
-        The inputs found, each with an output name relative to the output folder, and the
-        inputs that matched nothing.
-    """
-    found, missing = [], []
-    for item in inputs:
-        if os.path.isdir(item):
-            files = []
-            for dirpath, _, names in os.walk(item):
-                files += [os.path.join(dirpath, n) for n in names
-                          if _is_image(n) or _is_video(n)]
-            if not files:
-                missing.append((item, "folder holds no images or videos"))
-            for path in sorted(files):
-                rel = os.path.relpath(path, item)
-                found.append((path, os.path.splitext(rel)[0]))
-        elif os.path.exists(item):
-            found.append((item, os.path.splitext(os.path.basename(item))[0]))
-        else:
-            matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
-            if not matches:
-                missing.append((item, "no such file, folder or matching glob"))
-            for path in matches:
-                found.append((path, os.path.splitext(os.path.basename(path))[0]))
-    # one output name per input, even when two folders hold files of the same name
-    used, unique = {}, []
-    for path, stem in found:
-        n = used.get(stem, 0)
-        used[stem] = n + 1
-        unique.append((path, stem if n == 0 else "%s_%d" % (stem, n)))
-    return unique, missing
-
-
-def read_image(path):
-    """Read an image file as (H, W, 3) uint8 RGB.
-
-    Raises
-    ------
-    duc_hdc.data.recordio.BadSampleError
-        Unreadable, truncated or corrupt file (the message names it).
-    """
-    from ..data.recordio import BadSampleError, check_encoded, decode_image
-
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise BadSampleError(path, "cannot read (%s)" % e.strerror)
-    check_encoded(data, path)
-    return decode_image(data, path)
-
-
-def _write(path, image):
-    """cv2.imwrite with the folder created and failure reported (image given as RGB or 2-D)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if image.ndim == 3:
-        image = image[:, :, ::-1]
-    if not cv2.imwrite(path, np.ascontiguousarray(image)):
-        raise OSError("could not write %s" % path)
-    return path
-
-
-def save_outputs(out_dir, stem, rgb, train_ids, dataset="cityscapes", overlay_image=True):
-    """Write ``stem_trainIds.png``, ``stem_color.png`` and ``stem_overlay.png`` under out_dir."""
-    paths = [_write(os.path.join(out_dir, stem + "_trainIds.png"), train_ids),
-             _write(os.path.join(out_dir, stem + "_color.png"), colorize(train_ids, dataset))]
-    if overlay_image:
-        paths.append(_write(os.path.join(out_dir, stem + "_overlay.png"),
-                            overlay(rgb, train_ids, dataset)))
-    return paths
-
-
-def _predict_video(segmenter, path, out_dir, stem, dataset, progress):
-    """Frame by frame: per-frame trainId and colour PNGs, and an overlay video (MJPG .avi)."""
-    from tqdm import tqdm
-
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        return 0
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer, frames = None, 0
-    video_path = os.path.join(out_dir, stem + "_overlay.avi")
-    try:
-        with tqdm(total=total, desc=os.path.basename(path), unit="frame",
-                  disable=not progress) as bar:
-            while True:
-                ok, bgr = cap.read()
-                if not ok:
-                    break
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                ids = segmenter.predict(rgb)
-                save_outputs(os.path.join(out_dir, stem), "frame_%06d" % frames, rgb, ids,
-                             dataset, overlay_image=False)
-                if writer is None:
-                    os.makedirs(os.path.dirname(os.path.abspath(video_path)), exist_ok=True)
-                    writer = cv2.VideoWriter(video_path, cv2.VideoWriter_fourcc(*"MJPG"), fps,
-                                             (rgb.shape[1], rgb.shape[0]))
-                    if not writer.isOpened():
-                        raise OSError("could not open %s for writing (OpenCV VideoWriter, MJPG)"
-                                      % video_path)
-                writer.write(cv2.cvtColor(overlay(rgb, ids, dataset), cv2.COLOR_RGB2BGR))
-                frames += 1
-                bar.update(1)
-    finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
-    if frames:
-        log.info("%s: %d frames -> %s", path, frames, video_path)
-    return frames
-
-
-def predict_paths(segmenter, inputs, out_dir, dataset="cityscapes", progress=True):
-    """Predict images, folders, globs and videos; write trainIds, colour maps and overlays.
-
-    For an image ``a/b.jpg``: ``OUT/b_trainIds.png`` (uint8 trainIds), ``OUT/b_color.png``
-    (the dataset's palette) and ``OUT/b_overlay.png``. Images found in a folder keep their
-    path relative to it. For a video ``v.mp4``: ``OUT/v/frame_NNNNNN_trainIds.png`` and
-    ``_color.png`` per frame and ``OUT/v_overlay.avi``. Unreadable inputs are logged and
-    skipped.
-
-    Parameters
-    ----------
-    segmenter : Segmenter
-    inputs : sequence of str
-        Files, folders or glob patterns.
-    out_dir : str
-    dataset : str
-        Palette: 'cityscapes', 'voc' or 'kitti_road'.
-    progress : bool
-        Show a tqdm bar.
-
-    Returns
-    -------
-    dict
-        ``images`` and ``frames`` predicted, ``videos`` read, ``skipped`` as a list of
-        (input, reason).
-    """
-    from tqdm import tqdm
-
-    from ..data.recordio import BadSampleError
-
-    get_table(dataset)  # an unknown palette fails before any work
-    found, skipped = expand_inputs(inputs)
-    for item, reason in skipped:
-        log.warning("skipping %s: %s", item, reason)
-    os.makedirs(out_dir, exist_ok=True)
-    images = [(p, s) for p, s in found if not _is_video(p)]
-    videos = [(p, s) for p, s in found if _is_video(p)]
-    result = dict(images=0, frames=0, videos=0, skipped=skipped)
-    for path, stem in tqdm(images, desc="predict", unit="img", disable=not progress):
-        try:
-            rgb = read_image(path)
-        except BadSampleError as e:
-            log.warning("skipping unreadable image %s", e)
-            skipped.append((path, e.reason))
-            continue
-        save_outputs(out_dir, stem, rgb, segmenter.predict(rgb), dataset)
-        result["images"] += 1
-    for path, stem in videos:
-        frames = _predict_video(segmenter, path, out_dir, stem, dataset, progress)
-        if frames == 0:
-            log.warning("skipping unreadable video %s: OpenCV cannot decode any frame", path)
-            skipped.append((path, "video without decodable frames"))
-            continue
-        result["videos"] += 1
-        result["frames"] += frames
-    return result
-
-
-def default_dataset(classes):
-    """The label table (palette) with ``classes`` classes, else 'cityscapes'."""
-    from ..data.labels import DATASETS
-
-    for name, table in DATASETS.items():
-        if table.num_classes == classes:
-            return name
-    return "cityscapes"
-
-
-def run_prediction(inputs, out_dir, model=None, params=None, classes=None, dataset=None,
-                   progress=True, **segmenter_kwargs):
-    """Everything ``duc-hdc predict`` does: build the Segmenter, then :func:`predict_paths`.
-
-    Parameters
-    ----------
-    inputs : sequence of str
-        Images, folders, globs, videos.
-    out_dir : str
-    model : str, optional
-        Zoo or model name (see :meth:`Segmenter.from_name`), pretrained or with ``params``.
-    params : str, optional
-        Weights for ``model``, or alone a ``FILE.params`` with its sidecar.
-    classes : int, optional
-        Classes of a generic model name.
-    dataset : str, optional
-        Palette; default :func:`default_dataset` of the model's class count.
-    **segmenter_kwargs
-        ``ctx``, ``scales``, ``flip``, ``mode``, ``crop_size``, ``stride``, ``batch_size``.
-
-    Returns
-    -------
-    dict
-        See :func:`predict_paths`.
-    """
-    segmenter = Segmenter.from_name(model, params=params, classes=classes, **segmenter_kwargs)
-    dataset = dataset or default_dataset(segmenter.classes)
-    return predict_paths(segmenter, inputs, out_dir, dataset=dataset, progress=progress)

@@ -1,0 +1,299 @@
+"""Files in, files out: images, folders, globs and videos -> trainId PNGs, colour maps, overlays.
+
+What ``duc-hdc predict`` does around a :class:`~duc_hdc.inference.segmenter.Segmenter`:
+
+- inputs are expanded (:func:`expand_inputs`): files, folders (recursively), glob patterns;
+  a file given twice (or through a folder and by name) is predicted once; a file of another
+  format is skipped as ``unsupported format .flv; supported: ...``;
+- outputs mirror the inputs' paths relative to the deepest folder holding them all
+  (:func:`output_stems`): ``a/good.png b/good.png good_1.png`` -> ``OUT/a/good_*``,
+  ``OUT/b/good_*``, ``OUT/good_1_*``; one run never writes a file twice;
+- a video reports the frames it read against the frames its container announces
+  (``CAP_PROP_FRAME_COUNT``); a truncated one is listed as incomplete, not as a success;
+- every file is written atomically (:mod:`duc_hdc.fileio`).
+
+:mod:`duc_hdc.inference.predict` runs a Segmenter over all of it (``duc-hdc predict``).
+"""
+import collections
+import glob
+import logging
+import os
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ..data.labels import colorize, overlay
+from ..data.recordio import BadSampleError, check_encoded, decode_image
+from ..fileio import atomic_write
+
+__all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "expand_inputs", "output_stems",
+           "unsupported_reason", "read_image", "save_outputs", "predict_video", "is_video",
+           "OutputCollision"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+
+class OutputCollision(OSError):
+    """An output file that an earlier input of the same run already wrote."""
+
+
+def _ext(path):
+    return os.path.splitext(path)[1].lower()
+
+
+def is_video(path):
+    return _ext(path) in VIDEO_EXTENSIONS
+
+
+def _is_image(path):
+    return _ext(path) in IMAGE_EXTENSIONS
+
+
+def _supported():
+    return "images %s; videos %s" % (" ".join(IMAGE_EXTENSIONS), " ".join(VIDEO_EXTENSIONS))
+
+
+def unsupported_reason(path):
+    """``unsupported format .flv; supported: images ...; videos ...``."""
+    return "unsupported format %s; supported: %s" % (_ext(path) or "(no extension)",
+                                                     _supported())
+
+
+# ------------------------------------------------------------------------------ inputs
+def _walk(folder):
+    """Supported files under ``folder`` (sorted, recursive) and how many others it holds."""
+    files, others = [], 0
+    for dirpath, dirnames, names in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(names):
+            if _is_image(name) or is_video(name):
+                files.append(os.path.join(dirpath, name))
+            else:
+                others += 1
+    return files, others
+
+
+def output_stems(paths, anchors=None):
+    """One distinct output name (relative to the output folder, no extension) per input file.
+
+    Names mirror the files' paths relative to the deepest folder holding all ``anchors`` (for
+    each file: the folder given on the command line that it was found in, else its own
+    folder); files that would still share a name (``a.png`` and ``a.jpg``) keep their
+    extension (``a_png``, ``a_jpg``), and anything left over is numbered.
+
+    >>> output_stems(["a/good.png", "b/good.png", "good_1.png"])
+    ['a/good', 'b/good', 'good_1']
+    """
+    if not paths:
+        return []
+    absolute = [os.path.abspath(p) for p in paths]
+    if anchors is None:
+        anchors = [os.path.dirname(a) for a in absolute]
+    root = os.path.commonpath([os.path.abspath(a) for a in anchors])
+    stems = [os.path.splitext(os.path.relpath(a, root))[0] for a in absolute]
+    counts = collections.Counter(stems)
+    stems = [s + "_" + (_ext(a)[1:] or "noext") if counts[s] > 1 else s
+             for s, a in zip(stems, absolute)]
+    taken, used, out = set(stems), set(), []
+    for stem in stems:
+        name, n = stem, 0
+        while name in used or (name != stem and name in taken):
+            n += 1
+            name = "%s_%d" % (stem, n)
+        used.add(name)
+        out.append(name)
+    return out
+
+
+def expand_inputs(inputs):
+    """Expand files, folders (recursively: images and videos) and glob patterns.
+
+    Returns
+    -------
+    (list of (path, output stem), list of (input, reason))
+        The files to predict, each with its output name (:func:`output_stems`), in the order
+        given; and the inputs skipped: nothing found, or a format that is not supported. Files
+        of other formats inside a folder are ignored (logged).
+    """
+    files, skipped = [], []  # files: (path, anchor folder for its output name)
+    for item in inputs:
+        item = str(item)
+        if os.path.isdir(item):
+            found, others = _walk(item)
+            if others:
+                log.info("%s: ignoring %d file(s) that are neither images nor videos", item,
+                         others)
+            if not found:
+                skipped.append((item, "folder holds no images or videos (supported: %s)"
+                                % _supported()))
+            files += [(path, item) for path in found]
+        elif os.path.isfile(item):
+            files.append((item, os.path.dirname(os.path.abspath(item))))
+        elif os.path.exists(item):
+            skipped.append((item, "not a regular file"))
+        else:
+            matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not matches:
+                skipped.append((item, "no such file, folder or matching glob"))
+            files += [(path, os.path.dirname(os.path.abspath(path))) for path in matches]
+    seen, keep, anchors = set(), [], []
+    for path, anchor in files:
+        key = os.path.realpath(path)
+        if key in seen:
+            log.info("%s given more than once: predicted once", path)
+            continue
+        seen.add(key)
+        if not (_is_image(path) or is_video(path)):
+            skipped.append((path, unsupported_reason(path)))
+            continue
+        keep.append(path)
+        anchors.append(anchor)
+    return list(zip(keep, output_stems(keep, anchors))), skipped
+
+
+def read_image(path):
+    """Read an image file as (H, W, 3) uint8 RGB.
+
+    Raises
+    ------
+    duc_hdc.data.recordio.BadSampleError
+        Unsupported format, unreadable, truncated or corrupt file (the message names it).
+    """
+    if not _is_image(path):
+        raise BadSampleError(path, unsupported_reason(path))
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise BadSampleError(path, "cannot read (%s)" % e.strerror)
+    check_encoded(data, path)
+    return decode_image(data, path)
+
+
+# ------------------------------------------------------------------------------ outputs
+def _claim(written, paths):
+    """Add ``paths`` to the set of files this run writes; :class:`OutputCollision` if one of
+    them is already in it (nothing is added then)."""
+    paths = [os.path.abspath(p) for p in paths]
+    if written is not None:
+        for path in paths:
+            if path in written:
+                raise OutputCollision("%s was already written by an earlier input of this run"
+                                      % path)
+        written.update(paths)
+    return paths
+
+
+def _write(path, image):
+    """Encode ``image`` (RGB or 2-D) as PNG and write it atomically."""
+    if image.ndim == 3:
+        image = image[:, :, ::-1]
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(image))
+    if not ok:
+        raise OSError("could not encode %s as PNG" % path)
+    with atomic_write(path, "wb") as f:
+        f.write(data.tobytes())
+    return path
+
+
+def save_outputs(out_dir, stem, rgb, train_ids, dataset="cityscapes", overlay_image=True,
+                 written=None):
+    """Write ``stem_trainIds.png``, ``stem_color.png`` and ``stem_overlay.png`` under out_dir.
+
+    ``written``: the set of files this run wrote (see :class:`OutputCollision`). Returns the
+    paths written."""
+    suffixes = ["_trainIds.png", "_color.png"] + (["_overlay.png"] if overlay_image else [])
+    paths = _claim(written, [os.path.join(out_dir, stem + s) for s in suffixes])
+    images = [train_ids, colorize(train_ids, dataset)]
+    if overlay_image:
+        images.append(overlay(rgb, train_ids, dataset))
+    return [_write(path, image) for path, image in zip(paths, images)]
+
+
+class _VideoOut(object):
+    """An MJPG AVI written under a temporary name and renamed when complete (OpenCV's own
+    MJPEG writer: no FFmpeg needed, the container does not depend on the file name)."""
+
+    def __init__(self, path, fps, size):
+        self.path = path
+        folder, name = os.path.split(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        self.tmp = os.path.join(folder, ".%s.tmp%d.avi" % (name, os.getpid()))
+        self.writer = cv2.VideoWriter(self.tmp, cv2.CAP_OPENCV_MJPEG,
+                                      cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+        if not self.writer.isOpened():
+            raise OSError("could not open %s for writing (OpenCV MJPEG writer)" % path)
+
+    def write(self, rgb):
+        self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self, keep):
+        self.writer.release()
+        if keep:
+            os.replace(self.tmp, self.path)
+        elif os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+
+def predict_video(segmenter, path, out_dir, stem, dataset="cityscapes", progress=True,
+                  written=None):
+    """Frame by frame: ``OUT/stem/frame_NNNNNN_{trainIds,color}.png`` and ``OUT/stem_overlay.avi``.
+
+    Returns
+    -------
+    dict
+        ``path``, ``frames`` read, ``expected`` (the container's frame count; None when it
+        announces none), ``complete`` (frames read >= expected, at least one), ``reason`` (why
+        not complete, else None) and ``files`` written.
+    """
+    report = dict(path=path, frames=0, expected=None, complete=False, reason=None, files=[])
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        cap.release()
+        report["reason"] = ("OpenCV cannot open the video (damaged file, or a codec this "
+                            "OpenCV build lacks)")
+        return report
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    expected = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    report["expected"] = expected if expected > 0 else None
+    video_path = os.path.join(out_dir, stem + "_overlay.avi")
+    video = None
+    frames = 0
+    try:
+        with tqdm(total=report["expected"], desc=os.path.basename(path), unit="frame",
+                  disable=not progress) as bar:
+            while True:
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                ids = segmenter.predict(rgb)
+                report["files"] += save_outputs(os.path.join(out_dir, stem),
+                                                "frame_%06d" % frames, rgb, ids, dataset,
+                                                overlay_image=False, written=written)
+                if video is None:
+                    _claim(written, [video_path])
+                    video = _VideoOut(video_path, fps, (rgb.shape[1], rgb.shape[0]))
+                video.write(overlay(rgb, ids, dataset))
+                frames += 1
+                bar.update(1)
+    finally:
+        cap.release()
+        if video is not None:
+            video.close(keep=frames > 0)
+    report["frames"] = frames
+    if frames:
+        report["files"].append(os.path.abspath(video_path))
+    if frames == 0:
+        report["reason"] = "no frame decodes (truncated or damaged file?)"
+    elif report["expected"] and frames < report["expected"]:
+        report["reason"] = ("%d of %d frames read (truncated or damaged file?)"
+                            % (frames, report["expected"]))
+    else:
+        report["complete"] = True
+    log.info("%s: %d%s frames -> %s", path, frames,
+             " of %d" % report["expected"] if report["expected"] else "", video_path)
+    return report
