@@ -278,6 +278,33 @@ def test_stalled_transfer_gives_up_naming_url_and_timeout(server, tmp_path):
     assert not target.exists() and _leftovers(tmp_path) == []
 
 
+def test_lock_excludes_and_leaves_no_file(tmp_path):
+    """Four threads (each its own open file, as separate processes have) take one lock in
+    turn; the lock file is removed by every holder, and the next one still excludes the rest."""
+    target = str(tmp_path / "w.params")
+    state = dict(inside=0, most=0, turns=0)
+    guard = threading.Lock()
+
+    def work():
+        for _ in range(10):
+            with zoo.file_lock(target, timeout=60):
+                with guard:
+                    state["inside"] += 1
+                    state["most"] = max(state["most"], state["inside"])
+                time.sleep(0.001)
+                with guard:
+                    state["inside"] -= 1
+                    state["turns"] += 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert state == dict(inside=0, most=1, turns=40)
+    assert _leftovers(tmp_path) == []
+
+
 def test_timeout_must_be_positive(tmp_path):
     for bad in (0, -1, "soon"):
         with pytest.raises(ValueError, match="timeout"):

@@ -1,6 +1,7 @@
 """The hub's errors: each message names the URL, file or zoo name and what went wrong."""
 
-__all__ = ["DownloadError", "ChecksumError", "IncompleteDownloadError", "LockTimeoutError",
+__all__ = ["ConversionError", "DownloadError", "ChecksumError", "IncompleteDownloadError",
+           "LockTimeoutError",
            "UnknownModelError", "WeightsNotAvailableError"]
 
 
@@ -45,3 +46,7 @@ class UnknownModelError(LookupError):
 
 class WeightsNotAvailableError(RuntimeError):
     """The weights cannot be obtained automatically (no URL, no hash, corrupted local copy)."""
+
+
+class ConversionError(ValueError):
+    """A checkpoint does not fit the network (names the offending array, parameter or node)."""
