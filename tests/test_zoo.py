@@ -26,8 +26,9 @@ WRONG_SHA256 = "0" * 64
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Routes /good/F, /slow/F (waits for ``server.release``), /truncated/F, /flaky/F (503 twice
     first), /stall/F (headers and half the body, then silence), /range/F (honours Range; the
-    first plain request is cut off after half the body), /norange/F (ignores Range; cut off the
-    first time); else 404. Every Range header received is recorded in ``server.ranges``."""
+    first plain request is cut off after half the body), /hold/F (honours Range; a plain request
+    gets half the body, then silence), /norange/F (ignores Range; cut off the first time); else
+    404. Every Range header received is recorded in ``server.ranges``."""
 
     def log_message(self, *args):  # keep pytest output clean
         pass
@@ -43,7 +44,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = server.files.get(parts[-1]) if len(parts) == 2 else None
         route = parts[0]
         if body is None or route not in ("good", "slow", "truncated", "flaky", "stall", "range",
-                                         "norange"):
+                                         "norange", "hold"):
             self.send_error(404, "Not Found")
             return
         if route == "flaky" and hits <= 2:
@@ -51,7 +52,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         half = len(body) // 2
         wanted = self.headers.get("Range")
-        if route == "range" and wanted:
+        if route in ("range", "hold") and wanted:
             start = int(re.match(r"bytes=(\d+)-$", wanted).group(1))
             if start >= len(body):
                 self.send_error(416, "Range Not Satisfiable")
@@ -66,7 +67,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
-        if route == "range":
+        if route in ("range", "hold"):
             self.send_header("Accept-Ranges", "bytes")
         declared = len(body) + 1000 if route == "truncated" else len(body)
         self.send_header("Content-Length", str(declared))
@@ -76,7 +77,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             server.release.wait(timeout=30)
             self.wfile.write(body[half:])
-        elif route == "stall":
+        elif route in ("stall", "hold"):
             self.wfile.write(body[:half])
             self.wfile.flush()
             server.release.wait(timeout=30)  # silence until the test ends
@@ -372,6 +373,71 @@ def test_finished_part_is_not_requested_past_its_end(server, tmp_path):
     assert server.ranges["/range/weights.params"] == ["bytes={}-".format(len(PAYLOAD))]
     assert server.hits["/range/weights.params"] == 2  # answered 416; the part verified as is
     assert _leftovers(tmp_path) == []
+
+
+def _child_download(url, path, queue):
+    queue.put("started")
+    zoo.download(url, path, sha256=PAYLOAD_SHA256, progress=False, retries=0, timeout=120)
+
+
+@pytest.mark.slow
+def test_killed_download_is_resumed_and_cleaned_up(server, tmp_path):
+    """A process killed mid-transfer leaves FILE.part (and its FILE.lock): the next call takes
+    the lock, resumes the part with a Range request and leaves neither behind."""
+    url = server.url + "/hold/weights.params"
+    target = tmp_path / "w.params"
+    part = tmp_path / "w.params.part"
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_download, args=(url, str(target), queue))
+    child.start()
+    assert queue.get(timeout=60) == "started"
+    for _ in range(1200):  # until half the file has arrived (bounded only to avoid a hang)
+        if part.exists() and part.stat().st_size == len(PAYLOAD) // 2:
+            break
+        time.sleep(0.05)
+    assert part.stat().st_size == len(PAYLOAD) // 2
+    child.kill()
+    child.join(timeout=30)
+    assert child.exitcode is not None and child.exitcode < 0  # killed, not finished
+    assert sorted(os.listdir(tmp_path)) == ["w.params.lock", "w.params.part"]
+    path = zoo.download(url, str(target), sha256=PAYLOAD_SHA256, progress=False, retries=0)
+    assert open(path, "rb").read() == PAYLOAD
+    assert server.ranges["/hold/weights.params"] == ["bytes={}-".format(len(PAYLOAD) // 2)]
+    assert server.hits["/hold/weights.params"] == 2
+    assert sorted(os.listdir(tmp_path)) == ["w.params"]
+
+
+def test_unverifiable_download_is_not_resumed(server, tmp_path):
+    """Without a sha256 a resumed file could not be checked: an old part is discarded."""
+    url = server.url + "/range/weights.params"
+    server.hits["/range/weights.params"] = 1  # serve whole files
+    (tmp_path / "w.params.part").write_bytes(b"\xff" * 1000)
+    path = zoo.download(url, str(tmp_path / "w.params"), progress=False, retries=0)
+    assert open(path, "rb").read() == PAYLOAD
+    assert server.ranges["/range/weights.params"] == []
+    assert _leftovers(tmp_path) == []
+
+
+def test_zoo_normalization_is_the_networks(monkeypatch):
+    """Each entry describes the normalization its network applies (one definition, in
+    duc_hdc.models.network.NORMALIZATION; no copy of the numbers in the hub)."""
+    import glob
+
+    from duc_hdc.models.network import DUCHDC, NORMALIZATION
+
+    onnx_entry = zoo.get_entry("duc_hdc_resnet101_cityscapes_onnx")
+    net = DUCHDC(depth=18, classes=19, variant="tusimple", base_width=8)
+    assert net.normalization == dict(mean=onnx_entry.mean, std=onnx_entry.std)
+    backbone = zoo.get_entry("resnet101_v1s")
+    net = DUCHDC(depth=18, classes=19, variant="v1s", base_width=8)
+    assert net.normalization == dict(mean=backbone.mean, std=backbone.std)
+    hub = os.path.join(os.path.dirname(zoo.__file__), "*.py")
+    for path in glob.glob(hub):
+        text = open(path).read()
+        for values in NORMALIZATION.values():
+            for v in (values["mean"] or ()) + (values["std"] or ()):
+                assert repr(v) not in text, (path, v)
 
 
 def test_get_weights_passes_the_timeout(server, home, monkeypatch):

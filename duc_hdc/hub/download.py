@@ -142,6 +142,9 @@ def _download_once(url, path, sha256, progress, timeout, size):
     verify, rename. Raises :class:`DownloadError` with ``resumable`` telling whether the part
     was kept."""
     part = part_path(path)
+    if sha256 is None and os.path.exists(part):
+        # without a hash a resumed file could not be told from a spliced one: start over
+        os.remove(part)
     for _ in range(2):  # a second pass only after a resume that could not be used
         offset = os.path.getsize(part) if os.path.exists(part) else 0
         done = _transfer(url, path, part, offset, sha256, progress, timeout, size)
@@ -174,7 +177,9 @@ def _transfer(url, path, part, offset, sha256, progress, timeout, size):
             raise
         with response:
             status = getattr(response, "status", None)
-            resumable = (response.headers.get("Accept-Ranges") or "").strip().lower() == "bytes"
+            # a part is worth keeping only if the server resumes and the result can be verified
+            resumable = sha256 is not None and (
+                response.headers.get("Accept-Ranges") or "").strip().lower() == "bytes"
             length = response.headers.get("Content-Length")
             length = int(length) if length is not None and length.strip().isdigit() else None
             if offset and status == 206:
@@ -184,7 +189,7 @@ def _transfer(url, path, part, offset, sha256, progress, timeout, size):
                                         "{!r}".format(url, offset,
                                                       response.headers.get("Content-Range")),
                                         url=url, transient=True)
-                resumable, mode, digest = True, "ab", _digest_of(part)
+                resumable, mode, digest = sha256 is not None, "ab", _digest_of(part)
                 expected = total if total is not None else (
                     offset + length if length is not None else None)
                 logger.info("resuming %s at byte %d", url, offset)
@@ -204,6 +209,7 @@ def _transfer(url, path, part, offset, sha256, progress, timeout, size):
                     if not chunk:
                         break
                     f.write(chunk)
+                    f.flush()  # what arrived is on disk, to resume from if the process dies
                     digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
