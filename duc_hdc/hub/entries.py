@@ -14,7 +14,8 @@ from ..models.network import NORMALIZATION
 from .errors import UnknownModelError
 
 __all__ = ["ZooEntry", "MODELS", "ENV_HOME", "ENV_BASE_URL", "DEFAULT_HOME", "get_home",
-           "GLUONCV_SHA1", "list_models", "get_entry", "describe", "resolve_urls", "local_instructions"]
+           "GLUONCV_SHA1", "list_models", "get_entry", "describe", "resolve_urls",
+           "local_instructions"]
 
 ENV_HOME = "DUC_HDC_HOME"
 ENV_BASE_URL = "DUC_HDC_BASE_URL"
