@@ -20,6 +20,8 @@ setup(
     include_package_data=True,
     install_requires=[
         "gluoncv==0.10.5.post0",
+        # download locks (GluonCV's model store uses it too)
+        "portalocker",
         # mxnet 1.9.1 uses np.bool, removed in numpy 1.24
         "numpy==1.23.5",
         # opencv 4.12 requires numpy 2

@@ -1,5 +1,6 @@
 """The original release's checkpoints: conversion and exact parity with the original graph."""
 import json
+import re
 import shutil
 
 import mxnet as mx
@@ -143,3 +144,74 @@ def test_any_head_prefix_is_accepted(tmp_path, reference_symbol_path):
     arch = architecture_from_symbol_json(str(renamed))
     assert arch["head_name"] == "voc" and arch["aspp_rates"] == [6, 12, 18, 24]
     assert arch["head_channels"] == 304 and arch["depth"] == 101
+
+
+# ---------------------------------------------------------------------------------- structure
+def _altered_release(tmp_path, release_checkpoint, node_name, key, value):
+    """The release checkpoint with one attribute of one node of its graph changed."""
+    with open(release_checkpoint["prefix"] + "-symbol.json") as f:
+        graph = json.load(f)
+    nodes = [n for n in graph["nodes"] if n["name"] == node_name]
+    assert len(nodes) == 1, node_name
+    attrs = nodes[0].setdefault("attrs", {})
+    if value is None:
+        attrs.pop(key)
+    else:
+        attrs[key] = value
+    prefix = str(tmp_path / "altered")
+    with open(prefix + "-symbol.json", "w") as f:
+        json.dump(graph, f)
+    (tmp_path / "altered-0000.params").symlink_to(release_checkpoint["prefix"] + "-0000.params")
+    return prefix
+
+
+def test_reference_graph_structure_matches_the_built_network(reference_symbol_path):
+    from duc_hdc.hub.convert import check_release_structure
+
+    counts = check_release_structure(reference_symbol_path, classes=19)
+    # every layer of the original graph was compared, not a subset
+    with open(reference_symbol_path) as f:
+        ops = [n["op"] for n in json.load(f)["nodes"]]
+    assert counts == {"Convolution": ops.count("Convolution"), "BatchNorm": ops.count("BatchNorm"),
+                      "Pooling": ops.count("Pooling")}
+    assert counts == {"Convolution": 110, "BatchNorm": 106, "Pooling": 1}
+
+
+@pytest.mark.parametrize("node_name, key, value, message", [
+    # the stem's first conv with stride 1: every array still has its shape
+    ("conv1_1_3x3_s2", "stride", "(1, 1)", r"stride is \(1, 1\) in the release graph but \(2, 2\)"),
+    # a stage-3 block dilated although HDC dilates stages 4 and 5 only
+    ("conv3_2_3x3", "dilate", "(2, 2)", r"dilate is \(2, 2\) in the release graph but \(1, 1\)"),
+    # a stage-5 block whose dilation no longer matches its padding (the built one pads = dilates)
+    ("conv5_2_3x3", "dilate", "(7, 7)", r"pad is \(9, 9\) in the release graph but \(7, 7\)"),
+    ("conv4_7_3x3/bn", "eps", "1e-05", r"eps is 1e-05 in the release graph but 1e-06"),
+    ("pool1_3x3_s2", "pooling_convention", "full",
+     r"pooling_convention is 'full' in the release graph but 'valid'"),
+    ("conv2_1_1x1_reduce/bn", "fix_gamma", "True", r"fix_gamma is True in the release graph"),
+    ("conv4_2_1x1_increase", "pad", "(1, 1)", r"pad is \(1, 1\) in the release graph but \(0, 0\)"),
+    ("fc1_cityscapes_c2", "stride", "(2, 2)", r"stride is \(2, 2\) in the release graph"),
+])
+def test_structure_mismatch_names_the_release_node(release_checkpoint, tmp_path, node_name, key,
+                                                   value, message):
+    prefix = _altered_release(tmp_path, release_checkpoint, node_name, key, value)
+    out = tmp_path / "converted.params"
+    with pytest.raises(ConversionError, match=r"node '%s' \(\w+\): %s" % (re.escape(node_name),
+                                                                            message)) as info:
+        convert_tusimple(prefix, 0, 19, str(out))
+    assert prefix + "-symbol.json" in str(info.value)
+    assert not out.exists()
+
+
+def test_one_epsilon_for_the_whole_graph_is_adopted(release_checkpoint, tmp_path):
+    """A release graph whose BatchNorms all use another epsilon converts with that epsilon."""
+    with open(release_checkpoint["prefix"] + "-symbol.json") as f:
+        text = f.read()
+    assert '"eps": "1e-06"' in text and '"eps": "2e-05"' not in text
+    prefix = str(tmp_path / "eps")
+    with open(prefix + "-symbol.json", "w") as f:
+        f.write(text.replace('"eps": "1e-06"', '"eps": "2e-05"'))
+    (tmp_path / "eps-0000.params").symlink_to(release_checkpoint["prefix"] + "-0000.params")
+    config = convert_tusimple(prefix, 0, 19, str(tmp_path / "eps.params"))
+    assert config["bn_eps"] == 2e-05
+    net = duc_hdc.load(str(tmp_path / "eps.params"))
+    assert net.backbone.bn1._kwargs["eps"] == 2e-05

@@ -4,8 +4,10 @@ import dataclasses
 import hashlib
 import http.server
 import json
+import logging
 import multiprocessing
 import os
+import re
 import sys
 import threading
 import time
@@ -22,7 +24,11 @@ WRONG_SHA256 = "0" * 64
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Routes /good/F, /slow/F (~1 s), /truncated/F, /flaky/F (503 twice first); else 404."""
+    """Routes /good/F, /slow/F (waits for ``server.release``), /truncated/F, /flaky/F (503 twice
+    first), /stall/F (headers and half the body, then silence), /range/F (honours Range; the
+    first plain request is cut off after half the body), /hold/F (honours Range; a plain request
+    gets half the body, then silence), /norange/F (ignores Range; cut off the first time); else
+    404. Every Range header received is recorded in ``server.ranges``."""
 
     def log_message(self, *args):  # keep pytest output clean
         pass
@@ -32,26 +38,51 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with server.lock:
             server.hits[self.path] += 1
             hits = server.hits[self.path]
+            if self.headers.get("Range"):
+                server.ranges[self.path].append(self.headers["Range"])
         parts = self.path.strip("/").split("/")
         body = server.files.get(parts[-1]) if len(parts) == 2 else None
         route = parts[0]
-        if body is None or route not in ("good", "slow", "truncated", "flaky"):
+        if body is None or route not in ("good", "slow", "truncated", "flaky", "stall", "range",
+                                         "norange", "hold"):
             self.send_error(404, "Not Found")
             return
         if route == "flaky" and hits <= 2:
             self.send_error(503, "Service Unavailable")
             return
+        half = len(body) // 2
+        wanted = self.headers.get("Range")
+        if route in ("range", "hold") and wanted:
+            start = int(re.match(r"bytes=(\d+)-$", wanted).group(1))
+            if start >= len(body):
+                self.send_error(416, "Range Not Satisfiable")
+                return
+            self.send_response(206)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Range", "bytes {}-{}/{}".format(start, len(body) - 1,
+                                                                     len(body)))
+            self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            self.wfile.write(body[start:])
+            return
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
+        if route in ("range", "hold"):
+            self.send_header("Accept-Ranges", "bytes")
         declared = len(body) + 1000 if route == "truncated" else len(body)
         self.send_header("Content-Length", str(declared))
         self.end_headers()
         if route == "slow":
-            step = len(body) // 20
-            for i in range(0, len(body), step):
-                self.wfile.write(body[i:i + step])
-                self.wfile.flush()
-                time.sleep(0.05)
+            self.wfile.write(body[:half])
+            self.wfile.flush()
+            server.release.wait(timeout=30)
+            self.wfile.write(body[half:])
+        elif route in ("stall", "hold"):
+            self.wfile.write(body[:half])
+            self.wfile.flush()
+            server.release.wait(timeout=30)  # silence until the test ends
+        elif route in ("range", "norange") and hits == 1:
+            self.wfile.write(body[:half])  # then the connection drops
         else:
             self.wfile.write(body)
         # HTTP/1.0: the connection closes here, 1000 bytes short on /truncated/
@@ -62,6 +93,8 @@ def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
     httpd.hits = collections.Counter()
+    httpd.ranges = collections.defaultdict(list)
+    httpd.release = threading.Event()
     httpd.lock = threading.Lock()
     httpd.files = {"weights.params": PAYLOAD, "model.onnx": PAYLOAD[::-1]}
     thread = threading.Thread(target=httpd.serve_forever, kwargs=dict(poll_interval=0.05),
@@ -69,6 +102,7 @@ def server():
     thread.start()
     httpd.url = "http://127.0.0.1:{}".format(httpd.server_address[1])
     yield httpd
+    httpd.release.set()
     httpd.shutdown()
     httpd.server_close()
 
@@ -98,7 +132,9 @@ def _add(monkeypatch, entry):
 
 
 def _leftovers(directory):
-    return sorted(p for p in os.listdir(directory) if p.endswith(".part") or p.endswith(".tmp"))
+    """Partial downloads, temporary files and lock files left in ``directory``."""
+    return sorted(p for p in os.listdir(directory)
+                  if p.endswith((".part", ".lock")) or ".tmp" in p)
 
 
 # ---------------------------------------------------------------------------------- download
@@ -158,19 +194,36 @@ def test_transient_errors_are_retried(server, tmp_path):
                      progress=False, retries=1, retry_delay=0)
 
 
+class _QueueHandler(logging.Handler):
+    """Forwards the zoo's log messages of a child process to the parent."""
+
+    def __init__(self, queue):
+        super().__init__()
+        self.queue = queue
+
+    def emit(self, record):
+        self.queue.put(("log", record.getMessage()))
+
+
 def _child_get_weights(entry, home, base_url, barrier, queue):
     os.environ["DUC_HDC_HOME"] = home
+    hub_log = logging.getLogger("duc_hdc.hub")
+    hub_log.setLevel(logging.INFO)
+    hub_log.addHandler(_QueueHandler(queue))
     zoo.MODELS[entry.name] = entry
     barrier.wait(timeout=60)
-    start = time.time()
     try:
         path = zoo.get_weights(entry.name, base_url=base_url, progress=False)
-        queue.put(("ok", path, start, time.time()))
+        queue.put(("ok", path))
     except Exception as e:  # reported to the parent, which fails the test
-        queue.put(("error", repr(e), start, time.time()))
+        queue.put(("error", repr(e)))
 
 
+@pytest.mark.slow
 def test_two_processes_download_one_file(server, home):
+    """Two processes ask for one file at once: one downloads, the other waits for its lock and
+    then finds the file verified. The server holds the first transfer half-way until the second
+    process reports that it is waiting, so the two calls are known to overlap."""
     entry = _entry()
     ctx = multiprocessing.get_context("spawn")
     barrier, queue = ctx.Barrier(2), ctx.Queue()
@@ -179,16 +232,218 @@ def test_two_processes_download_one_file(server, home):
              for _ in range(2)]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=60) for _ in procs]
+    results, logs = [], []
+    while len(results) < 2:
+        kind, text = queue.get(timeout=60)
+        if kind == "log":
+            logs.append(text)
+            if text.startswith("waiting for another process"):
+                server.release.set()  # the second one is blocked on the lock: finish the first
+        else:
+            results.append((kind, text))
     for p in procs:
         p.join(timeout=30)
         assert p.exitcode == 0
     assert [r[0] for r in results] == ["ok", "ok"], results
     assert results[0][1] == results[1][1] == str(home / "weights.params")
-    # they ran at the same time: each started before the other finished
-    assert max(r[2] for r in results) < min(r[3] for r in results)
+    assert sum(t.startswith("waiting for another process") for t in logs) == 1, logs
     assert server.hits["/slow/weights.params"] == 1  # the second waited, then found it verified
     assert open(results[0][1], "rb").read() == PAYLOAD
+    assert _leftovers(home) == []
+
+
+# ---------------------------------------------------------------------------------- edges
+def test_stalled_transfer_gives_up_naming_url_and_timeout(server, tmp_path):
+    """Headers and half the body arrive, then nothing: the read timeout ends the download."""
+    url = server.url + "/stall/weights.params"
+    target = tmp_path / "w.params"
+    outcome = {}
+
+    def run():
+        try:
+            zoo.download(url, str(target), sha256=PAYLOAD_SHA256, progress=False, retries=1,
+                         timeout=0.5, retry_delay=0)
+        except Exception as e:
+            outcome["error"] = e
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=60)  # only a guard against hanging the suite
+    assert not worker.is_alive(), "download() did not give up on a stalled transfer"
+    error = outcome.get("error")
+    assert isinstance(error, zoo.DownloadError), repr(error)
+    message = str(error)
+    assert url in message and "0.5 s" in message and "2 attempts" in message, message
+    assert server.hits["/stall/weights.params"] == 2
+    # the server offers no Range requests: nothing to resume, so nothing is kept
+    assert not target.exists() and _leftovers(tmp_path) == []
+
+
+def test_lock_excludes_and_leaves_no_file(tmp_path):
+    """Four threads (each its own open file, as separate processes have) take one lock in
+    turn; the lock file is removed by every holder, and the next one still excludes the rest."""
+    target = str(tmp_path / "w.params")
+    state = dict(inside=0, most=0, turns=0)
+    guard = threading.Lock()
+
+    def work():
+        for _ in range(10):
+            with zoo.file_lock(target, timeout=60):
+                with guard:
+                    state["inside"] += 1
+                    state["most"] = max(state["most"], state["inside"])
+                time.sleep(0.001)
+                with guard:
+                    state["inside"] -= 1
+                    state["turns"] += 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert state == dict(inside=0, most=1, turns=40)
+    assert _leftovers(tmp_path) == []
+
+
+def test_timeout_must_be_positive(tmp_path):
+    for bad in (0, -1, "soon"):
+        with pytest.raises(ValueError, match="timeout"):
+            zoo.download("http://127.0.0.1:9/x", str(tmp_path / "x"), timeout=bad)
+
+
+def test_interrupted_download_resumes_with_a_range_request(server, tmp_path):
+    url = server.url + "/range/weights.params"
+    target = tmp_path / "w.params"
+    with pytest.raises(zoo.IncompleteDownloadError, match="resum") as info:
+        zoo.download(url, str(target), sha256=PAYLOAD_SHA256, progress=False, retries=0)
+    assert url in str(info.value)
+    part = tmp_path / "w.params.part"  # deterministic: the next call finds it
+    assert part.read_bytes() == PAYLOAD[:len(PAYLOAD) // 2]
+    assert not target.exists()
+    path = zoo.download(url, str(target), sha256=PAYLOAD_SHA256, progress=False, retries=0)
+    assert server.ranges["/range/weights.params"] == ["bytes={}-".format(len(PAYLOAD) // 2)]
+    assert hashlib.sha256(open(path, "rb").read()).hexdigest() == PAYLOAD_SHA256
+    assert _leftovers(tmp_path) == []
+
+
+def test_interrupted_download_is_resumed_by_the_retry(server, tmp_path):
+    url = server.url + "/range/weights.params"
+    path = zoo.download(url, str(tmp_path / "w.params"), sha256=PAYLOAD_SHA256, progress=False,
+                        retries=1, retry_delay=0)
+    assert open(path, "rb").read() == PAYLOAD
+    assert server.hits["/range/weights.params"] == 2
+    assert server.ranges["/range/weights.params"] == ["bytes={}-".format(len(PAYLOAD) // 2)]
+    assert _leftovers(tmp_path) == []
+
+
+def test_server_without_range_support_restarts(server, tmp_path):
+    url = server.url + "/norange/weights.params"
+    target = tmp_path / "w.params"
+    with pytest.raises(zoo.IncompleteDownloadError, match="deleted"):
+        zoo.download(url, str(target), sha256=PAYLOAD_SHA256, progress=False, retries=0)
+    assert _leftovers(tmp_path) == []  # not resumable here: the partial file is removed
+    # a partial file from an older run (e.g. a killed process): asked for, ignored, replaced
+    (tmp_path / "w.params.part").write_bytes(PAYLOAD[:1000])
+    path = zoo.download(url, str(target), sha256=PAYLOAD_SHA256, progress=False, retries=0)
+    assert server.ranges["/norange/weights.params"] == ["bytes=1000-"]
+    assert open(path, "rb").read() == PAYLOAD
+    assert _leftovers(tmp_path) == []
+
+
+def test_resumed_bytes_that_do_not_verify_are_fetched_again(server, tmp_path):
+    url = server.url + "/range/weights.params"
+    server.hits[url[len(server.url):]] = 1  # no cut-off: serve whole files from now on
+    (tmp_path / "w.params.part").write_bytes(b"\xff" * 1000)  # not the file's first bytes
+    path = zoo.download(url, str(tmp_path / "w.params"), sha256=PAYLOAD_SHA256, progress=False,
+                        retries=0)
+    assert open(path, "rb").read() == PAYLOAD
+    assert server.ranges["/range/weights.params"] == ["bytes=1000-"]
+    assert server.hits["/range/weights.params"] == 3  # the resume, then a fresh transfer
+    assert _leftovers(tmp_path) == []
+
+
+def test_finished_part_is_not_requested_past_its_end(server, tmp_path):
+    url = server.url + "/range/weights.params"
+    server.hits[url[len(server.url):]] = 1
+    (tmp_path / "w.params.part").write_bytes(PAYLOAD)  # killed between the last byte and rename
+    path = zoo.download(url, str(tmp_path / "w.params"), sha256=PAYLOAD_SHA256, progress=False,
+                        retries=0)
+    assert open(path, "rb").read() == PAYLOAD
+    assert server.ranges["/range/weights.params"] == ["bytes={}-".format(len(PAYLOAD))]
+    assert server.hits["/range/weights.params"] == 2  # answered 416; the part verified as is
+    assert _leftovers(tmp_path) == []
+
+
+def _child_download(url, path, queue):
+    queue.put("started")
+    zoo.download(url, path, sha256=PAYLOAD_SHA256, progress=False, retries=0, timeout=120)
+
+
+@pytest.mark.slow
+def test_killed_download_is_resumed_and_cleaned_up(server, tmp_path):
+    """A process killed mid-transfer leaves FILE.part (and its FILE.lock): the next call takes
+    the lock, resumes the part with a Range request and leaves neither behind."""
+    url = server.url + "/hold/weights.params"
+    target = tmp_path / "w.params"
+    part = tmp_path / "w.params.part"
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_download, args=(url, str(target), queue))
+    child.start()
+    assert queue.get(timeout=60) == "started"
+    for _ in range(1200):  # until half the file has arrived (bounded only to avoid a hang)
+        if part.exists() and part.stat().st_size == len(PAYLOAD) // 2:
+            break
+        time.sleep(0.05)
+    assert part.stat().st_size == len(PAYLOAD) // 2
+    child.kill()
+    child.join(timeout=30)
+    assert child.exitcode is not None and child.exitcode < 0  # killed, not finished
+    assert sorted(os.listdir(tmp_path)) == ["w.params.lock", "w.params.part"]
+    path = zoo.download(url, str(target), sha256=PAYLOAD_SHA256, progress=False, retries=0)
+    assert open(path, "rb").read() == PAYLOAD
+    assert server.ranges["/hold/weights.params"] == ["bytes={}-".format(len(PAYLOAD) // 2)]
+    assert server.hits["/hold/weights.params"] == 2
+    assert sorted(os.listdir(tmp_path)) == ["w.params"]
+
+
+def test_unverifiable_download_is_not_resumed(server, tmp_path):
+    """Without a sha256 a resumed file could not be checked: an old part is discarded."""
+    url = server.url + "/range/weights.params"
+    server.hits["/range/weights.params"] = 1  # serve whole files
+    (tmp_path / "w.params.part").write_bytes(b"\xff" * 1000)
+    path = zoo.download(url, str(tmp_path / "w.params"), progress=False, retries=0)
+    assert open(path, "rb").read() == PAYLOAD
+    assert server.ranges["/range/weights.params"] == []
+    assert _leftovers(tmp_path) == []
+
+
+def test_zoo_normalization_is_the_networks(monkeypatch):
+    """Each entry describes the normalization its network applies (one definition, in
+    duc_hdc.models.network.NORMALIZATION; no copy of the numbers in the hub)."""
+    import glob
+
+    from duc_hdc.models.network import DUCHDC, NORMALIZATION
+
+    onnx_entry = zoo.get_entry("duc_hdc_resnet101_cityscapes_onnx")
+    net = DUCHDC(depth=18, classes=19, variant="tusimple", base_width=8)
+    assert net.normalization == dict(mean=onnx_entry.mean, std=onnx_entry.std)
+    backbone = zoo.get_entry("resnet101_v1s")
+    net = DUCHDC(depth=18, classes=19, variant="v1s", base_width=8)
+    assert net.normalization == dict(mean=backbone.mean, std=backbone.std)
+    hub = os.path.join(os.path.dirname(zoo.__file__), "*.py")
+    for path in glob.glob(hub):
+        text = open(path).read()
+        for values in NORMALIZATION.values():
+            for v in (values["mean"] or ()) + (values["std"] or ()):
+                assert repr(v) not in text, (path, v)
+
+
+def test_get_weights_passes_the_timeout(server, home, monkeypatch):
+    _add(monkeypatch, _entry(urls=(server.url + "/stall/weights.params",)))
+    with pytest.raises(zoo.DownloadError, match=r"0\.5 s"):
+        zoo.get_weights("test_weights", progress=False, retries=0, timeout=0.5)
     assert _leftovers(home) == []
 
 
@@ -281,6 +536,7 @@ def test_onnx_entry_is_converted_once(server, home, monkeypatch):
     assert zoo.get_weights("test_onnx", progress=False) == path
     assert len(calls) == 2 and server.hits["/good/model.onnx"] == 1  # cached ONNX reused
     assert open(path, "rb").read() == b"converted:" + onnx_bytes[:64]
+    assert _leftovers(home) == []
 
 
 def test_local_tusimple_entry(tmp_path, home):
@@ -308,6 +564,7 @@ def test_local_tusimple_entry(tmp_path, home):
         f.write(b"XX")
     with pytest.raises(zoo.WeightsNotAvailableError, match="corrupted"):
         zoo.get_weights(name)
+    assert _leftovers(home) == []
 
 
 def test_file_converted_straight_into_the_cache_is_registered(home):
@@ -330,6 +587,7 @@ def test_register_local_checks_known_hash(tmp_path, home, monkeypatch):
     path = zoo.register_local("test_weights", str(good), link=True)
     # now usable offline: the cached file verifies, no URL is contacted
     assert zoo.get_weights("test_weights", progress=False) == path
+    assert _leftovers(home) == []
 
 
 def test_gluoncv_backbone_from_a_file_mirror(tmp_path, home, monkeypatch):
