@@ -43,7 +43,7 @@ def cmd_download(args):
     print(zoo.describe(args.name))
     path = zoo.get_weights(args.name, root=args.root, base_url=args.base_url,
                            allow_unverified=args.trust, progress=options.progress(args),
-                           **({"timeout": args.timeout} if args.timeout else {}))
+                           timeout=args.timeout)
     print(path)
     return 0
 
@@ -169,8 +169,9 @@ def register(sub):
     s.add_argument("--base-url", help="mirror replacing everything before the file name "
                                       "(https://, http://, file://)")
     s.add_argument("--trust", action="store_true", help="accept an entry without a checksum")
-    s.add_argument("--timeout", type=float, help="seconds without data before a transfer "
-                                                 "gives up (default 60)")
+    s.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds without data (connecting or mid-transfer) before an attempt "
+                        "gives up (default 60)")
     options.add_progress(s)
     s.set_defaults(func=cmd_download)
 

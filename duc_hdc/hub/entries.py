@@ -3,14 +3,14 @@
 Every entry of :data:`MODELS` carries what is needed to *use* the file, not only to fetch it: the
 ``model`` name for :func:`duc_hdc.get_model`, ``classes``, ``cell_width``, the input
 normalization (``mean`` / ``std``, RGB on the 0..255 scale, from
-:data:`duc_hdc.models.network.NORMALIZATION`), the dataset and the reported metric with its
+:data:`duc_hdc.normalization.NORMALIZATION`), the dataset and the reported metric with its
 protocol. See :mod:`duc_hdc.hub.zoo` for the three sources and the cache.
 """
 import dataclasses
 import os
 from typing import Optional, Tuple
 
-from ..models.network import NORMALIZATION
+from ..normalization import NORMALIZATION
 from .errors import UnknownModelError
 
 __all__ = ["ZooEntry", "MODELS", "ENV_HOME", "ENV_BASE_URL", "DEFAULT_HOME", "get_home",

@@ -9,7 +9,7 @@ name below is importable from here.
 Every entry of :data:`MODELS` carries what is needed to *use* the file, not only to fetch it: the
 ``model`` name for :func:`duc_hdc.get_model`, ``classes``, ``cell_width``, the input
 normalization (``mean`` / ``std``, RGB on the 0..255 scale: ``x = (img - mean) / std``, from
-:data:`duc_hdc.models.network.NORMALIZATION`), the dataset and the reported metric with its
+:data:`duc_hdc.normalization.NORMALIZATION`), the dataset and the reported metric with its
 protocol.
 
 Three sources:
