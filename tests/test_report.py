@@ -18,7 +18,7 @@ from duc_hdc.data.labels import colorize, get_table
 from duc_hdc.demo.synthetic import make_synthetic_cityscapes
 from duc_hdc.evaluation import report
 from duc_hdc.evaluation.evaluate import run_evaluation
-from duc_hdc.evaluation.metrics import SegmentationMetric, WorstImages
+from duc_hdc.evaluation.metrics import SegmentationMetric
 from duc_hdc.inference.segmenter import Segmenter
 from duc_hdc.models.sidecar import write_sidecar
 

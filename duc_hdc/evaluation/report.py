@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import string
 
 import numpy as np
@@ -111,13 +112,10 @@ def _facts_table(rows):
 
 
 def _fmt(value, digits=4):
+    """A float with ``digits`` decimals, other values as text; None and NaN as n/a."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return '<span class="na">n/a</span>'
-    return "%.*f" % (digits, value)
-
-
-def _na(value):
-    return '<span class="na">n/a</span>' if value is None else _e(value)
+    return "%.*f" % (digits, value) if isinstance(value, float) else _e(value)
 
 
 def _img(src, alt, cls="figure"):
@@ -229,7 +227,7 @@ def _worst_section(out_dir, worst, dataset_name, ignore_label):
         return "<p>No image to show.</p>", []
     entries, blocks = [], []
     for rank, item in enumerate(worst):
-        stem = "%02d_%s" % (rank, item["name"])
+        stem = "%02d_%s" % (rank, re.sub(r"[^\w.-]+", "_", item["name"]))
         pictures = [("image", _shrink(np.asarray(item["image"], np.uint8), False)),
                     ("ground truth", _shrink(colorize(item["label"], dataset_name), True)),
                     ("prediction", _shrink(colorize(item["pred"], dataset_name), True)),
@@ -485,8 +483,8 @@ def write_run_report(run_dir, out_dir=None, eval_report=None):
         '<th class="num">iteration</th><th class="num">epoch</th><th>sha256</th></tr>%s'
         '</table></section>' % "".join(
             '<tr><td><code>%s</code></td><td class="num">%s</td><td class="num">%s</td>'
-            '<td><code>%s</code></td></tr>' % (_e(w["file"]), _na(w["iteration"]),
-                                               _na(w["epoch"]), _e(w["sha256"] or "missing"))
+            '<td><code>%s</code></td></tr>' % (_e(w["file"]), _fmt(w["iteration"]),
+                                               _fmt(w["epoch"]), _e(w["sha256"] or "missing"))
             for w in weights))
     if eval_report is None:
         eval_report = _find_evaluation(run_dir, {w["sha256"] for w in weights if w["sha256"]})
