@@ -111,6 +111,19 @@ def _facts_table(rows):
     return "<table>%s</table>" % cells
 
 
+def _grid(headers, rows):
+    """A table of HTML cells; headers starting with '#' are right-aligned numbers."""
+    cls = ['' if h[0] != "#" else ' class="num"' for h in headers]
+    head = "".join("<th%s>%s</th>" % (c, _e(h.lstrip("#"))) for c, h in zip(cls, headers))
+    body = "".join("<tr>%s</tr>" % "".join("<td%s>%s</td>" % (c, v) for c, v in zip(cls, row))
+                   for row in rows)
+    return '<table class="grid"><tr>%s</tr>%s</table>' % (head, body)
+
+
+def _section(title, content):
+    return "<section><h2>%s</h2>%s</section>" % (_e(title), content)
+
+
 def _fmt(value, digits=4):
     """A float with ``digits`` decimals, other values as text; None and NaN as n/a."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -316,27 +329,24 @@ def write_evaluation_report(out_dir, metric, facts, names, dataset_name, worst=N
         ("images", _e(facts["images"])),
         ("date", _e(facts["date"]))]
     present = int((~np.isnan(iou)).sum())
-    swatches = "".join(
-        '<tr><td><span class="swatch" style="background:rgb(%d,%d,%d)"></span>%s</td>'
-        '<td class="num">%s</td><td class="num">%d</td></tr>'
-        % (c[0], c[1], c[2], _e(n), _fmt(v), g)
-        for n, v, c, g in zip(names, iou, colors, metric.confusion.sum(axis=1) + metric.outside))
-    body = (
-        "<section><h2>Run</h2>%s</section>" % _facts_table(facts_rows)
-        + '<section><h2>Scores</h2><div class="headline"><div>mean IoU<b>%s</b>over %d of %d '
-          'classes (n/a = absent from the ground truth and never predicted: not counted)</div>'
-          '<div>pixel accuracy<b>%s</b>%d labelled pixels</div></div></section>'
-        % (_fmt(mean_iou), present, metric.num_classes, _fmt(pixel_accuracy), metric.num_pixels)
-        + '<section><h2>Per-class IoU</h2><figure>%s</figure><details><summary>table'
-          '</summary><table class="grid"><tr><th>class</th><th class="num">IoU</th>'
-          '<th class="num">gt pixels</th></tr>%s</table></details></section>'
-        % (_img("class_iou.png", "per-class IoU"), swatches)
-        + "<section><h2>Confusion matrix (rows normalized: where each class's pixels went)</h2>"
-          "<figure>%s</figure></section>" % _img("confusion.png", "confusion matrix")
-        + "<section><h2>The %d worst images by per-image mIoU</h2>%s</section>"
-        % (len(worst_entries), worst_html)
-        + '<section><h2>Numbers</h2><p>All of them, per image too: '
-          '<a href="report.json">report.json</a></p></section>')
+    swatches = _grid(["class", "#IoU", "#gt pixels"], [
+        ('<span class="swatch" style="background:rgb(%d,%d,%d)"></span>%s' % (c + (_e(n),)),
+         _fmt(v), _e(g)) for n, v, c, g in zip(names, iou, colors, metric.confusion.sum(axis=1)
+                                                + metric.outside)])
+    body = "".join([
+        _section("Run", _facts_table(facts_rows)),
+        _section("Scores", '<div class="headline"><div>mean IoU<b>%s</b>over %d of %d classes '
+                 '(n/a = absent from the ground truth and never predicted: not counted)</div>'
+                 '<div>pixel accuracy<b>%s</b>%d labelled pixels</div></div>'
+                 % (_fmt(mean_iou), present, metric.num_classes, _fmt(pixel_accuracy),
+                    metric.num_pixels)),
+        _section("Per-class IoU", "<figure>%s</figure><details><summary>table</summary>%s"
+                 "</details>" % (_img("class_iou.png", "per-class IoU"), swatches)),
+        _section("Confusion matrix (rows normalized: where each class's pixels went)",
+                 "<figure>%s</figure>" % _img("confusion.png", "confusion matrix")),
+        _section("The %d worst images by per-image mIoU" % len(worst_entries), worst_html),
+        _section("Numbers", '<p>All of them, per image too: <a href="report.json">report.json'
+                 '</a></p>')])
     index = _render(out_dir, "Evaluation: %s on %s" % (facts.get("model"), facts["dataset"]),
                     "mIoU %.4f, pixel accuracy %.4f, %d images, %s"
                     % (mean_iou, pixel_accuracy, facts["images"], facts["protocol"]),
@@ -445,10 +455,10 @@ def write_run_report(run_dir, out_dir=None, eval_report=None):
     prepare_report_dir(out_dir)
     train = [r for r in rows if r.get("kind") == "train"]
     val = [r for r in rows if r.get("kind") == "val"]
-    sections, figures = [], {}
+    figures = {}
     if train:
-        its = [r["iteration"] for r in train]
-        figures["loss"] = _curve_figure(os.path.join(out_dir, "loss.png"), its,
+        figures["loss"] = _curve_figure(os.path.join(out_dir, "loss.png"),
+                                        [r["iteration"] for r in train],
                                         [r["loss"] for r in train], "iteration",
                                         "training loss (running mean)", log_y=True)
         with_lr = [r for r in train if "lr" in r]
@@ -462,30 +472,7 @@ def write_run_report(run_dir, out_dir=None, eval_report=None):
                                        [r["iteration"] for r in val],
                                        [r["mean_iou"] for r in val], "iteration",
                                        "validation mIoU", style="o-", ylim=(0, 1))
-    curves = "".join(_img(os.path.basename(figures[k]), k) for k in ("loss", "lr")
-                     if k in figures) or "<p>No training row in metrics.jsonl.</p>"
-    curves = '<div class="row">%s</div>' % curves
-    sections.append("<section><h2>Training curves (%d logged iterations)</h2>%s</section>"
-                    % (len(train), curves))
-    val_rows = "".join('<tr><td class="num">%s</td><td class="num">%s</td><td class="num">%s'
-                       '</td><td class="num">%s</td></tr>'
-                       % (_e(r.get("iteration")), _e(r.get("epoch")), _fmt(r.get("mean_iou")),
-                          _fmt(r.get("pixel_accuracy"))) for r in val)
-    sections.append(
-        '<section><h2>Validation (%d)</h2>%s<table class="grid"><tr><th class="num">iteration'
-        '</th><th class="num">epoch</th><th class="num">mIoU</th><th class="num">pixel accuracy'
-        '</th></tr>%s</table></section>'
-        % (len(val), _img("val_miou.png", "validation mIoU") if "val" in figures else
-           "<p>No validation ran.</p>", val_rows))
     weights = _weights_rows(run_dir)
-    sections.append(
-        '<section><h2>Checkpoints and weights</h2><table class="grid"><tr><th>file</th>'
-        '<th class="num">iteration</th><th class="num">epoch</th><th>sha256</th></tr>%s'
-        '</table></section>' % "".join(
-            '<tr><td><code>%s</code></td><td class="num">%s</td><td class="num">%s</td>'
-            '<td><code>%s</code></td></tr>' % (_e(w["file"]), _fmt(w["iteration"]),
-                                               _fmt(w["epoch"]), _e(w["sha256"] or "missing"))
-            for w in weights))
     if eval_report is None:
         eval_report = _find_evaluation(run_dir, {w["sha256"] for w in weights if w["sha256"]})
     link = None
@@ -493,26 +480,41 @@ def write_run_report(run_dir, out_dir=None, eval_report=None):
         target = eval_report if eval_report.endswith(".html") else \
             os.path.join(eval_report, "index.html")
         link = os.path.relpath(os.path.abspath(target), os.path.abspath(out_dir))
-        sections.append('<section><h2>Last evaluation</h2><p><a href="%s">%s</a></p></section>'
-                        % (_e(link), _e(link)))
-    else:
-        sections.append("<section><h2>Last evaluation</h2><p>No evaluation report of this "
-                        "run's weights found.</p></section>")
     config_path = os.path.join(run_dir, "config.yaml")
-    config = open(config_path).read() if os.path.isfile(config_path) else None
-    sections.append("<section><h2>Resolved config</h2>%s</section>"
-                    % ("<pre>%s</pre>" % _e(config) if config else
-                       "<p>%s: not found.</p>" % _e(config_path)))
-    best = max(val, key=lambda r: r.get("mean_iou") or -1) if val else None
-    last = rows[-1] if rows else {}
+    config = None
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            config = f.read()
+    best = max(val, key=lambda r: r.get("mean_iou") or -1.0) if val else None
+    iterations = max([r.get("iteration") or 0 for r in rows] +
+                     [w["iteration"] or 0 for w in weights])
     facts = [("run", "<code>%s</code>" % _e(os.path.abspath(run_dir))),
-             ("iterations", _e(train[-1]["iteration"] if train else "n/a")),
-             ("epochs", _e(last.get("epoch", "n/a"))),
+             ("iterations", _e(iterations)),
+             ("epochs", _fmt(max([r.get("epoch") or 0 for r in rows]) if rows else None)),
              ("best validation mIoU", "%s at iteration %s" % (_fmt(best["mean_iou"]),
                                                               _e(best["iteration"]))
-              if best else "n/a"),
+              if best else _fmt(None)),
              ("date", _e(_now()))]
-    body = "<section><h2>Run</h2>%s</section>" % _facts_table(facts) + "".join(sections)
+    curves = "".join(_img(os.path.basename(figures[k]), k) for k in ("loss", "lr")
+                     if k in figures) or "<p>No training row in metrics.jsonl.</p>"
+    body = "".join([
+        _section("Run", _facts_table(facts)),
+        _section("Training curves (%d logged iterations)" % len(train),
+                 '<div class="row">%s</div>' % curves),
+        _section("Validation (%d)" % len(val),
+                 (_img("val_miou.png", "validation mIoU") if val else "<p>No validation ran.</p>")
+                 + _grid(["#iteration", "#epoch", "#mIoU", "#pixel accuracy"],
+                         [(_fmt(r.get("iteration")), _fmt(r.get("epoch")),
+                           _fmt(r.get("mean_iou")), _fmt(r.get("pixel_accuracy")))
+                          for r in val])),
+        _section("Checkpoints and weights", _grid(
+            ["file", "#iteration", "#epoch", "sha256"],
+            [("<code>%s</code>" % _e(w["file"]), _fmt(w["iteration"]), _fmt(w["epoch"]),
+              "<code>%s</code>" % _e(w["sha256"] or "missing")) for w in weights])),
+        _section("Last evaluation", '<p><a href="%s">%s</a></p>' % (_e(link), _e(link)) if link
+                 else "<p>No evaluation report of this run's weights found.</p>"),
+        _section("Resolved config", "<pre>%s</pre>" % _e(config) if config else
+                 "<p>%s: not found.</p>" % _e(config_path))])
     atomic_json(os.path.join(out_dir, "report.json"),
                 dict(kind="run", run_dir=os.path.abspath(run_dir), train=train, val=val,
                      weights=weights, evaluation=link, config=config, date=_now()))
