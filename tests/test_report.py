@@ -239,19 +239,19 @@ def test_run_report_in_a_browser(run_dir, tmp_path):
     for r in val:
         assert "%.4f" % r["mean_iou"] in page
     # every checkpoint and the best/final weights, with iteration and sha256
-    for name in sorted(os.listdir(os.path.join(run, "checkpoints"))) + ["best.json",
-                                                                       "final.json"]:
-        if name.startswith("ckpt-") and name.endswith(".params") or name.endswith(".json") \
-                and not name.startswith(("ckpt-", "latest")):
-            params = os.path.join(run, "checkpoints", name) if name.startswith("ckpt-") else \
-                os.path.join(run, name[:-5] + ".params")
-            assert hashlib.sha256(open(params, "rb").read()).hexdigest() in page, name
-    ckpts = [f for f in os.listdir(os.path.join(run, "checkpoints")) if f.endswith(".params")]
+    folder = os.path.join(run, "checkpoints")
+    ckpts = sorted(f for f in os.listdir(folder) if f.startswith("ckpt-") and
+                   f.endswith(".params"))
+    assert ckpts
     for ckpt in ckpts:
-        iteration = json.load(open(os.path.join(run, "checkpoints", ckpt[:-7] + ".json")))[
-            "iteration"]
-        assert re.search(r"%s</code></td><td class=\"num\">%d<" % (re.escape(ckpt), iteration),
-                         page), ckpt
+        iteration = json.load(open(os.path.join(folder, ckpt[:-7] + ".json")))["iteration"]
+        sha = hashlib.sha256(open(os.path.join(folder, ckpt), "rb").read()).hexdigest()
+        assert re.search(r'%s</code></td><td class="num">%d</td><td class="num">\d+</td><td>'
+                         r'<code>%s<' % (re.escape(ckpt), iteration, sha), page), ckpt
+    for name in ("best.params", "final.params"):
+        sha = hashlib.sha256(open(os.path.join(run, name), "rb").read()).hexdigest()
+        assert re.search(r'%s</code></td><td class="num">\d+</td><td class="num">\d+</td><td>'
+                         r'<code>%s<' % (re.escape(name), sha), page), name
     assert "train_rec: %s" % load_config(os.path.join(run, "config.yaml"))["data"][
         "train_rec"] in page  # the resolved config
     # the evaluation of final.params, found by its sha256, linked relatively
