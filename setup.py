@@ -16,7 +16,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.8",
     packages=find_packages(exclude=("tests", "tests.*", "bench", "tools")),
-    package_data={"duc_hdc": ["configs/*.yaml"]},
+    package_data={"duc_hdc": ["configs/*.yaml", "evaluation/report.html"]},
     include_package_data=True,
     install_requires=[
         "gluoncv==0.10.5.post0",

@@ -14,7 +14,7 @@ from duc_hdc.data import CityscapesFolder, SegRecordDataset
 from duc_hdc.data.datasets import convert_cityscapes
 from duc_hdc.data.labels import cityscapes_id_to_train_id
 from duc_hdc.evaluation.evaluate import evaluate, sample_name, save_prediction
-from duc_hdc.evaluation.metrics import SegmentationMetric
+from duc_hdc.evaluation.metrics import SegmentationMetric, WorstImages
 from duc_hdc.models.sidecar import write_sidecar
 from duc_hdc.inference.segmenter import Segmenter
 
@@ -220,3 +220,26 @@ def test_cli_evaluate_errors(cityscapes, tmp_path, capsys):
     rc = cli.main(["evaluate", "--model", "no_such_model", "--rec", cityscapes["rec"]])
     assert rc == 2
     assert "duc_hdc_resnet101_cityscapes" in capsys.readouterr().err
+
+
+def test_per_image_scores_and_worst_images(cityscapes):
+    seg = Segmenter(cityscapes["net"])
+    dataset = SegRecordDataset(cityscapes["rec"])
+    keeper = WorstImages(2)
+    metric = evaluate(seg, dataset, 19, progress=False, worst=keeper)
+    plain = evaluate(seg, dataset, 19, progress=False)
+    np.testing.assert_array_equal(metric.confusion, plain.confusion)
+    want = []
+    for i in range(len(dataset)):
+        img, label = dataset[i]
+        one = SegmentationMetric(19)
+        one.update(label, seg.predict(img))
+        want.append(one.mean_iou)
+    assert [s["mean_iou"] for s in keeper.per_image] == pytest.approx(want, abs=1e-12)
+    assert [s["name"] for s in keeper.per_image] == ["%s_%s_%s" % f for f in sorted(FRAMES)]
+    worst = keeper.worst()
+    assert [w["index"] for w in worst] == list(np.argsort(want, kind="stable")[:2])
+    img, label = dataset[worst[0]["index"]]
+    np.testing.assert_array_equal(worst[0]["image"], img)
+    np.testing.assert_array_equal(worst[0]["label"], label)
+    np.testing.assert_array_equal(worst[0]["pred"], seg.predict(img))

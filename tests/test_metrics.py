@@ -8,7 +8,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from duc_hdc.evaluation.metrics import SegmentationMetric
+from duc_hdc.evaluation.metrics import SegmentationMetric, WorstImages
 
 
 def test_hand_worked_confusion_matrix():
@@ -273,3 +273,51 @@ def test_matches_official_cityscapes_evaluation(tmp_path):
     assert pixacc == pytest.approx(correct / valid, abs=1e-12)
     # the miss rule matters here: dropping those pixels would disagree with the official number
     assert abs(dropped.get()[1] - result["averageScoreClasses"]) > 1e-3
+
+
+# ------------------------------------------------------------------ per-image scores, worst images
+def _numpy_miou(label, pred, k):
+    valid = label != 255
+    conf = np.bincount(label[valid] * k + pred[valid], minlength=k * k).reshape(k, k)
+    union = conf.sum(0) + conf.sum(1) - np.diag(conf)
+    return (np.diag(conf)[union > 0] / union[union > 0]).mean() if (union > 0).any() else None
+
+
+def test_worst_images_keeps_the_n_lowest_per_image_miou():
+    rng = np.random.RandomState(0)
+    pairs = [(rng.randint(0, 3, (6, 8)), rng.randint(0, 3, (6, 8))) for _ in range(30)]
+    pairs[7] = (np.full((6, 8), 255), pairs[7][1])  # no labelled pixel: scored None, not ranked
+    first = min(range(30), key=lambda i: _numpy_miou(*pairs[i], 3) or 2.0)
+    pairs[20] = pairs[25] = tuple(a.copy() for a in pairs[first])  # ties with the worst
+    keeper = WorstImages(4)
+    for i, (label, pred) in enumerate(pairs):
+        one = SegmentationMetric(3)
+        one.update(label, pred)
+        image = np.full((6, 8, 3), i, np.uint8)
+        keeper.add(i, "img%02d" % i, one, image, label, pred)
+        image[:] = 99  # the keeper holds copies
+        assert len(keeper.worst()) <= 4  # never more arrays than asked for
+    want = [_numpy_miou(label, pred, 3) for label, pred in pairs]
+    assert [s["mean_iou"] for s in keeper.per_image] == pytest.approx(want)
+    assert keeper.per_image[7]["mean_iou"] is None and keeper.per_image[7]["pixels"] == 0
+    ranked = sorted((v, i) for i, v in enumerate(want) if v is not None)[:4]
+    worst = keeper.worst()
+    assert [w["index"] for w in worst] == [i for _, i in ranked]
+    assert [w["mean_iou"] for w in worst] == pytest.approx([v for v, _ in ranked], abs=1e-12)
+    assert [w["index"] for w in worst][:3] == sorted([first, 20, 25])  # ties: earlier first
+    for w in worst:
+        assert w["name"] == "img%02d" % w["index"] and (w["image"] == w["index"]).all()
+        np.testing.assert_array_equal(w["label"], pairs[w["index"]][0])
+        np.testing.assert_array_equal(w["pred"], pairs[w["index"]][1])
+
+
+def test_worst_images_hand_worked_and_bad_count():
+    keeper = WorstImages(1)
+    one = SegmentationMetric(3)
+    # class 0: tp 1, gt 2, pred 1 -> 1/2; class 1: tp 1, gt 1, pred 2 -> 1/2; class 2 absent
+    one.update(np.array([[0, 0], [1, 255]]), np.array([[0, 1], [1, 1]]))
+    keeper.add(0, "a", one, np.zeros((2, 2, 3)), np.zeros((2, 2)), np.zeros((2, 2)))
+    assert keeper.per_image == [dict(index=0, name="a", mean_iou=0.5,
+                                     pixel_accuracy=pytest.approx(2 / 3), pixels=3)]
+    with pytest.raises(ValueError, match="worst images must be a whole number >= 0, got -1"):
+        WorstImages(-1)

@@ -5,13 +5,14 @@ on synthetic val (the official whole-image protocol) -> colour maps and overlays
 symbol. Every step is the one a user runs on the real dataset; finished steps are skipped
 when the demo runs again in the same work directory.
 """
-import json
 import logging
 import os
 import time
 
 import cv2
 import numpy as np
+
+from ..fileio import atomic_json
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ def run_demo(workdir="demo_out", overrides=None, num_train=NUM_TRAIN, num_val=NU
 
     from ..data import SegRecordDataset
     from ..data.labels import colorize, overlay
-    from ..evaluation.evaluate import evaluate
+    from ..evaluation import report
+    from ..evaluation.evaluate import class_names, evaluate
+    from ..evaluation.metrics import WorstImages
     from ..inference.export import export_model
     from .. import load
     from ..inference.segmenter import Segmenter
@@ -82,8 +85,19 @@ def run_demo(workdir="demo_out", overrides=None, num_train=NUM_TRAIN, num_val=NU
     segmenter = Segmenter(net)
     val = SegRecordDataset(recs["val"])
     eval_dir = os.path.join(workdir, "eval")
-    metric = evaluate(segmenter, val, net.classes, dataset_name="cityscapes", save_dir=eval_dir)
+    eval_report_dir = os.path.join(eval_dir, "report")
+    report.prepare_report_dir(eval_report_dir)
+    worst = WorstImages(8)
+    metric = evaluate(segmenter, val, net.classes, dataset_name="cityscapes", save_dir=eval_dir,
+                      worst=worst)
     pixel_accuracy, mean_iou = metric.get()
+    facts = report.evaluation_facts("final.params of the demo run (synthetic recipe)",
+                                    net.config, final, "cityscapes", recs["val"], None,
+                                    segmenter.settings, len(val))
+    eval_report = report.write_evaluation_report(
+        eval_report_dir, metric, facts, class_names("cityscapes", net.classes), "cityscapes",
+        worst)
+    run_report = report.write_run_report(os.path.dirname(final), eval_report=eval_report)
 
     pred_dir = os.path.join(workdir, "predictions")
     os.makedirs(pred_dir, exist_ok=True)
@@ -100,7 +114,7 @@ def run_demo(workdir="demo_out", overrides=None, num_train=NUM_TRAIN, num_val=NU
                   data=data_root, rec=recs, run=os.path.dirname(final), params=final,
                   curves=os.path.join(os.path.dirname(final), "curves.png"),
                   eval=eval_dir, predictions=pred_dir, export=export["files"],
+                  eval_report=eval_report, run_report=run_report,
                   seconds=time.time() - start)
-    with open(os.path.join(workdir, "demo.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    atomic_json(os.path.join(workdir, "demo.json"), result)
     return result

@@ -28,7 +28,7 @@ from ..config import load_config
 from ..data import SegRecordDataset
 from ..data.labels import cityscapes_train_id_to_id, colorize, get_table
 from ..inference.segmenter import Segmenter
-from .metrics import SegmentationMetric
+from .metrics import SegmentationMetric, WorstImages
 
 __all__ = ["evaluate", "sample_name", "save_prediction", "class_names", "write_metrics",
            "run_evaluation", "recipe_validator"]
@@ -93,7 +93,7 @@ def save_prediction(save_dir, name, train_ids, dataset_name="cityscapes"):
 
 
 def evaluate(segmenter, dataset, num_classes, dataset_name="cityscapes", save_dir=None,
-             progress=True, limit=None, ignore_label=255):
+             progress=True, limit=None, ignore_label=255, worst=None):
     """Predict every item of ``dataset`` and accumulate the confusion matrix.
 
     Parameters
@@ -115,6 +115,8 @@ def evaluate(segmenter, dataset, num_classes, dataset_name="cityscapes", save_di
     limit : int, optional
         Evaluate the first ``limit`` items only.
     ignore_label : int
+    worst : duc_hdc.evaluation.metrics.WorstImages, optional
+        Receives every image's own metric (per-image mIoU) and keeps the worst images.
 
     Returns
     -------
@@ -151,7 +153,13 @@ def evaluate(segmenter, dataset, num_classes, dataset_name="cityscapes", save_di
                              % (where, i, sample_name(dataset, i, meta), np.shape(img)[0],
                                 np.shape(img)[1], "x".join(map(str, label.shape))))
         pred = segmenter.predict(img)
-        metric.update(label, pred)
+        if worst is None:
+            metric.update(label, pred)
+        else:
+            one = SegmentationMetric(num_classes, ignore_label)
+            one.update(label, pred)
+            metric.merge(one)
+            worst.add(i, sample_name(dataset, i, meta), one, img, label, pred)
         if save_dir is not None:
             save_prediction(save_dir, sample_name(dataset, i, meta), pred, dataset_name)
         if progress:
@@ -185,20 +193,45 @@ def _open_dataset(rec=None, root=None, split="val", dataset_name="cityscapes"):
                      "(or a config whose data.val_rec is set)")
 
 
+def _weights_file(model, params):
+    """The weights file a model was loaded from, when it is a local file."""
+    for path in (params, model, model and "%s-0000.params" % model):
+        if path and os.path.isfile(str(path)):
+            return str(path)
+    return None
+
+
 def run_evaluation(config=None, model=None, params=None, classes=None, rec=None, root=None,
                    split="val", dataset_name=None, save_dir=None, out_json=None, limit=None,
-                   progress=True, **segmenter_kwargs):
+                   progress=True, report_dir=None, worst=8, **segmenter_kwargs):
     """Everything ``duc-hdc evaluate`` does: build the model and data, evaluate, write JSON.
 
     The model comes from ``config`` (a recipe; weights from ``params``), ``model`` (a zoo or
     model name, with optional ``params``) or ``params`` alone (``FILE.params`` + sidecar). The
-    data from ``rec``, ``root`` + ``split``, or the config's ``data.val_rec``.
+    data from ``rec``, ``root`` + ``split``, or the config's ``data.val_rec``. With
+    ``report_dir``, also an HTML report there (:func:`duc_hdc.evaluation.report.
+    write_evaluation_report`) showing the ``worst`` images with the lowest per-image mIoU.
 
     Returns
     -------
     (SegmentationMetric, dict)
-        The metric and a summary (``dataset``, ``images``, ``json`` path, ``save_dir``).
+        The metric and a summary (``dataset``, ``images``, ``json`` path, ``save_dir``,
+        ``report``: the report's index.html or None).
+
+    Raises
+    ------
+    ValueError
+        No evaluated image has a labelled pixel (the message names the data).
+    duc_hdc.evaluation.report.ReportDirError
+        ``report_dir`` cannot be written (checked before evaluating).
     """
+    from . import report
+
+    if report_dir is not None:
+        report.prepare_report_dir(report_dir)
+        keeper = WorstImages(worst)
+    else:
+        keeper = None
     segmenter = Segmenter.from_name(model, params=params, config=config, classes=classes,
                                     **segmenter_kwargs)
     if config:
@@ -208,8 +241,13 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
     dataset_name = dataset_name or "cityscapes"
     dataset = _open_dataset(rec, root, split, dataset_name)
     metric = evaluate(segmenter, dataset, segmenter.classes, dataset_name=dataset_name,
-                      save_dir=save_dir, progress=progress, limit=limit)
+                      save_dir=save_dir, progress=progress, limit=limit, worst=keeper)
     images = len(dataset) if limit is None else min(int(limit), len(dataset))
+    where = rec or "%s (split %s)" % (root, split)
+    if metric.num_pixels == 0:
+        raise ValueError("%s: none of the %d evaluated image(s) has a labelled pixel (every "
+                         "label is %d = ignored): nothing to evaluate; use a labelled split"
+                         % (where, images, metric.ignore_label))
     if out_json is None and save_dir is not None:
         out_json = os.path.join(save_dir, "metrics.json")
     source = dict(config=config, model=model, params=params, rec=rec, root=root,
@@ -217,7 +255,18 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
     if out_json:
         write_metrics(out_json, metric, dataset_name, images=images,
                       inference=segmenter.settings, model=segmenter.net.config, source=source)
-    return metric, dict(dataset=dataset_name, images=images, json=out_json, save_dir=save_dir)
+    index = None
+    if report_dir is not None:
+        weights = _weights_file(model, params)
+        facts = report.evaluation_facts(
+            model=config or model or params, model_config=segmenter.net.config, weights=weights,
+            dataset=dataset_name, data=where, split=None if rec else split,
+            inference=segmenter.settings, images=images)
+        index = report.write_evaluation_report(report_dir, metric, facts,
+                                               class_names(dataset_name, metric.num_classes),
+                                               dataset_name, keeper)
+    return metric, dict(dataset=dataset_name, images=images, json=out_json, save_dir=save_dir,
+                        report=index)
 
 
 def recipe_validator(cfg):

@@ -18,12 +18,13 @@ The numbers follow the official Cityscapes evaluation
 * Pixel accuracy = correctly predicted pixels / all non-ignored ground-truth pixels (misses
   included in the denominator).
 """
+import heapq
 import logging
 import math
 
 import numpy as np
 
-__all__ = ["SegmentationMetric"]
+__all__ = ["SegmentationMetric", "WorstImages"]
 
 logger = logging.getLogger(__name__)
 
@@ -300,3 +301,52 @@ class SegmentationMetric(object):
         pixacc, miou = self.get()
         return "SegmentationMetric(num_classes={}, pixels={}, pixAcc={:.4f}, mIoU={:.4f})".format(
             self.num_classes, self.num_pixels, pixacc, miou)
+
+
+class WorstImages(object):
+    """Per-image scores of an evaluation, and the ``n`` worst images by per-image mIoU.
+
+    Every image's name, mIoU and pixel accuracy are recorded (a few numbers per image); the
+    arrays (image, label, prediction) are kept for the ``n`` lowest per-image mIoUs only, so
+    memory stays bounded whatever the dataset's size. An image's mIoU is
+    :attr:`SegmentationMetric.mean_iou` of that image alone (classes absent from the image and
+    never predicted there are left out). Images without a labelled pixel have no mIoU and are
+    not ranked. Ties keep the earlier image.
+
+    Parameters
+    ----------
+    n : int
+        How many images to keep (0: scores only).
+    """
+
+    def __init__(self, n=8):
+        if int(n) != n or n < 0:
+            raise ValueError("the number of worst images must be a whole number >= 0, got %r"
+                             % (n,))
+        self.n = int(n)
+        self.per_image = []
+        self._heap = []  # (-mIoU, -index, entry): the root is the best image kept
+
+    def add(self, index, name, image_metric, image, label, pred):
+        """Record image ``index`` (its own :class:`SegmentationMetric`) and maybe keep it."""
+        pixel_accuracy, mean_iou = image_metric.get()
+        score = dict(index=int(index), name=str(name),
+                     mean_iou=None if math.isnan(mean_iou) else float(mean_iou),
+                     pixel_accuracy=None if math.isnan(pixel_accuracy) else float(pixel_accuracy),
+                     pixels=image_metric.num_pixels)
+        self.per_image.append(score)
+        if score["mean_iou"] is None or self.n == 0:
+            return
+        key = (-score["mean_iou"], -score["index"])
+        if len(self._heap) == self.n and key <= self._heap[0][:2]:
+            return  # no worse than every image kept
+        entry = dict(score, image=np.array(image, copy=True), label=np.array(label, copy=True),
+                     pred=np.array(pred, copy=True))
+        if len(self._heap) < self.n:
+            heapq.heappush(self._heap, key + (entry,))
+        else:
+            heapq.heapreplace(self._heap, key + (entry,))
+
+    def worst(self):
+        """The kept images, worst first: dicts of the score plus ``image``, ``label``, ``pred``."""
+        return [e for _, _, e in sorted(self._heap, key=lambda t: (-t[0], -t[1]))]
