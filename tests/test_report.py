@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import duc_hdc
-from duc_hdc import get_model
+from duc_hdc import cli, get_model
 from duc_hdc.config import load_config
 from duc_hdc.data import SegRecordDataset
 from duc_hdc.data.datasets import convert_cityscapes
@@ -317,3 +317,21 @@ def test_run_dir_without_metrics_is_named(tmp_path):
     with pytest.raises(report.ReportError) as excinfo:
         report.write_run_report(str(tmp_path))
     assert "line 2 is not JSON" in _one_line(excinfo, tmp_path / "metrics.jsonl")
+
+
+def test_cli_evaluate_report_and_run_report(evaluated, run_dir, tmp_path, capsys):
+    """The commands: evaluate --report DIR --worst N, and report RUN_DIR --out DIR."""
+    out = str(tmp_path / "cli-report")
+    rc = cli.main(["evaluate", "--model", evaluated["params"], "--rec", evaluated["rec"],
+                   "--report", out, "--worst", "2", "--limit", "3", "--no-progress"])
+    assert rc == 0
+    assert "report: %s" % os.path.join(out, "index.html") in capsys.readouterr().out
+    with open(os.path.join(out, "report.json")) as f:
+        doc = json.load(f)
+    assert doc["facts"]["images"] == 3 and len(doc["per_image"]) == 3 and len(doc["worst"]) == 2
+    rc = cli.main(["report", run_dir["run"], "--out", str(tmp_path / "run-report")])
+    assert rc == 0
+    assert os.path.isfile(str(tmp_path / "run-report" / "index.html"))
+    rc = cli.main(["report", str(tmp_path / "no-run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "no-run" in err

@@ -74,6 +74,8 @@ def cmd_demo(args):
     print("predictions:     %s" % result["predictions"])
     print("export:          %s" % ", ".join(result["export"]))
     print("pixel accuracy:  %.4f" % result["pixel_accuracy"])
+    print("evaluation report: %s" % result["eval_report"])
+    print("run report:      %s" % result["run_report"])
     print("time:            %.0f s" % result["seconds"])
     print("mIoU: %.4f" % result["mean_iou"])
     return 0

@@ -17,8 +17,8 @@ def cmd_evaluate(args):
     metric, summary = run_evaluation(
         config=args.config, model=args.model, params=args.params, classes=args.classes,
         rec=args.rec, root=args.root, split=args.split, dataset_name=args.dataset,
-        save_dir=args.out, out_json=args.out_json, limit=args.limit,
-        progress=options.progress(args), **_segmenter_options(args))
+        save_dir=args.out, out_json=args.out_json, limit=args.limit, report_dir=args.report,
+        worst=args.worst, progress=options.progress(args), **_segmenter_options(args))
     print(metric.per_class_table(class_names(summary["dataset"], metric.num_classes)))
     pixacc, miou = metric.get()
     print("%d images: mIoU %.4f, pixel accuracy %.4f" % (summary["images"], miou, pixacc))
@@ -26,6 +26,8 @@ def cmd_evaluate(args):
         print("predictions in %s" % summary["save_dir"])
     if summary["json"]:
         print("wrote %s" % summary["json"])
+    if summary.get("report"):
+        print("report: %s" % summary["report"])
     return 0
 
 
@@ -77,6 +79,10 @@ def register(sub):
                         "metrics.json")
     s.add_argument("--out-json", help="metrics JSON path (default DIR/metrics.json)")
     s.add_argument("--limit", type=options.positive_int, help="evaluate the first N images only")
+    s.add_argument("--report", metavar="DIR",
+                   help="write an HTML report (index.html, figures, report.json) to DIR")
+    s.add_argument("--worst", type=options.positive_int, default=8, metavar="N",
+                   help="worst images (by per-image mIoU) in the report (default 8)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="segment images, folders, globs and videos",

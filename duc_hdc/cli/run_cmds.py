@@ -42,6 +42,13 @@ def cmd_launch(args):
                   timeout=args.timeout)
 
 
+def cmd_report(args):
+    from ..evaluation.report import write_run_report
+
+    print(write_run_report(args.run_dir, out_dir=args.out, eval_report=args.eval_report))
+    return 0
+
+
 def register(sub):
     s = sub.add_parser("train", help="train a recipe on one or more devices",
                        description="Train from a YAML recipe (packaged name or path).")
@@ -57,6 +64,17 @@ def register(sub):
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
     options.add_progress(s)
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("report", help="HTML report of a training run (RUN_DIR/report/index.html)",
+                       description="Loss and learning-rate curves per iteration, validation mIoU, "
+                                   "checkpoints with their sha256, the resolved config and a "
+                                   "link to the newest evaluation report of the run's weights.")
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s.add_argument("--out", metavar="DIR", help="report folder (default RUN_DIR/report)")
+    s.add_argument("--eval-report", metavar="INDEX_HTML",
+                   help="evaluation report to link (default: the newest one of the run's "
+                        "weights, found by sha256)")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("launch", help="start a parameter-server job: scheduler, servers, workers",
                        description="Run COMMAND as the workers of a parameter-server job, e.g. "
