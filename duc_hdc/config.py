@@ -67,7 +67,7 @@ SCHEMA = {
         "clip_gradient": (_OPT_NUM, None),
         "seed": (int, None),
         "kvstore": (str, ("local", "device", "dist_sync", "dist_device_sync", "dist_async")),
-        "amp": (bool, None),
+        "amp": ((bool, str), (False, True, "bfloat16", "float16")),  # true: the devices' own
         "checkpoint_every_iters": (int, None),
         "keep_last": (int, None),
         "val_every_epochs": (int, None),

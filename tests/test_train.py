@@ -430,7 +430,7 @@ def _states(path):
 
 
 def _every_array(summary):
-    stem = summary["last_checkpoint"]
+    stem = Checkpointer(summary["run_dir"]).latest()
     params = {k: v.asnumpy() for k, v in mx.nd.load(stem + ".params").items()}
     return params, _states(stem + ".states")
 
@@ -453,6 +453,8 @@ def test_mid_epoch_resume_equals_the_straight_run_for_every_array(tiny_recs, tmp
                             resume=str(tmp_path / "b"), progress=False)
     assert straight["iterations"] == resumed["iterations"] == total
     assert len(resumed["history"]) == 3  # validated after every epoch, before and after resume
+    # validation measured the same network (the statistics best.params holds) in both runs
+    assert resumed["history"] == straight["history"]
     pa, sa = _every_array(straight)
     pb, sb = _every_array(resumed)
     assert sorted(pa) == sorted(pb) and sorted(sa) == sorted(sb) and len(sa) > 10
@@ -463,3 +465,50 @@ def test_mid_epoch_resume_equals_the_straight_run_for_every_array(tiny_recs, tmp
     for name in sa:
         np.testing.assert_allclose(sb[name], sa[name], rtol=1e-6, atol=1e-7, err_msg=name)
     assert resumed["checksum"] == straight["checksum"]  # the logged one covers every array
+
+
+# --------------------------------------------------------------------- mixed precision
+def test_amp_dtype_follows_the_devices_and_refuses_float16_on_cpu():
+    from duc_hdc.training.trainer import amp_target_dtype
+
+    assert amp_target_dtype(False, [mx.cpu()]) is None
+    assert amp_target_dtype(True, [mx.cpu()]) == "bfloat16"
+    assert amp_target_dtype(True, [mx.gpu(0)]) == "float16"  # a context object, nothing runs
+    assert amp_target_dtype("bfloat16", [mx.cpu(0), mx.cpu(1)]) == "bfloat16"
+    with pytest.raises(ConfigError, match="train.amp: float16 mixed precision needs GPUs"):
+        amp_target_dtype("float16", [mx.cpu()])
+    with pytest.raises(ConfigError, match="train.amp: bfloat16 .* on GPUs use --set "
+                                          "train.amp=float16"):
+        amp_target_dtype("bfloat16", [mx.gpu(0)])
+    with pytest.raises(ConfigError, match=r"train.amp: 'fp8' is not one of"):
+        load_config("synthetic", ["train.amp=fp8"])
+    assert load_config("synthetic", ["train.amp=bfloat16"])["train"]["amp"] == "bfloat16"
+
+
+@pytest.mark.slow
+def test_bfloat16_training_runs_on_cpu_and_lowers_the_loss(tiny_recs, tmp_path):
+    """In its own process: mxnet's AMP patches the operators process-wide."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    code = (
+        "import sys, logging; logging.basicConfig(level=logging.INFO)\n"
+        "from duc_hdc.config import load_config\n"
+        "from duc_hdc.training.trainer import train\n"
+        "cfg = load_config('synthetic', sys.argv[1:])\n"
+        "train(cfg, progress=False)\n")
+    sets = ["data.train_rec=%s" % tiny_recs["train"], "data.val_rec=null",
+            "train.out_dir=%s" % run, "data.crop_size=[48,96]", "data.scales=[1.0]",
+            "data.num_workers=0", "model.base_width=4", "model.aspp_rates=[1,2]",
+            "train.batch_size_per_device=2", "train.max_iters=4", "train.optimizer=sgd",
+            "train.lr=0.05", "train.warmup_iters=0", "train.lr_schedule=constant",
+            "train.log_every_iters=1", "train.amp=bfloat16"]
+    done = subprocess.run([sys.executable, "-c", code] + sets, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "mixed precision: mxnet AMP, bfloat16" in done.stderr
+    rows = [json.loads(l) for l in open(run / "metrics.jsonl")]
+    losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert len(losses) == 4 and all(np.isfinite(losses)) and losses[-1] < losses[0]
+    duc_hdc.load(str(run / "final.params"))  # finite float32 weights, loadable

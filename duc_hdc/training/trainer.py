@@ -135,13 +135,12 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides):
     train_cfg, data_cfg = cfg["train"], cfg["data"]
     # built from the run's own config (a resumed run keeps its keep_last)
     checkpointer = Checkpointer(run_dir, train_cfg["keep_last"])
-    if train_cfg["amp"]:
-        if any(c.device_type != "gpu" for c in ctx):
-            raise ConfigError("train.amp: mixed precision (mxnet AMP, float16) needs GPUs; "
-                              "pass --gpus or --set train.amp=false")
+    amp_dtype = amp_target_dtype(train_cfg["amp"], ctx)
+    if amp_dtype:
         from mxnet.contrib import amp
 
-        amp.init()
+        amp.init(target_dtype=amp_dtype)  # process-wide, before the network is built
+        log.info("mixed precision: mxnet AMP, %s", amp_dtype)
     kvstore, rank, num_workers = _make_kvstore(train_cfg["kvstore"])
     if saved is not None and saved.get("num_workers", num_workers) != num_workers:
         raise ConfigError("--resume: the run had %d distributed worker(s), now %d: each "
@@ -166,7 +165,7 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides):
         trainer.load_states(stem + ".states")
         log.info("resumed from %s: epoch %d, batch %d, iteration %d", stem, state["epoch"],
                  state["batch"], state["iteration"])
-    if train_cfg["amp"]:
+    if amp_dtype:
         amp.init_trainer(trainer)
         if saved is not None:
             restore_loss_scaler(trainer, saved.get("loss_scaler"))
@@ -209,14 +208,14 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides):
             labels = gluon.utils.split_and_load(label, ctx, even_split=False)
             with autograd.record():
                 losses = [loss_fn(net(x), y) for x, y in zip(datas, labels)]
-                if train_cfg["amp"]:
+                if amp_dtype == "float16":  # bfloat16 has float32's range: no loss scaling
                     with amp.scale_loss(losses, trainer) as scaled:
                         autograd.backward(scaled)
                 else:
                     autograd.backward(losses)
             # the step's one synchronisation: the loss and, before any update, the gradients
             # (under AMP overflowing gradients are the loss scaler's business: it skips them)
-            loss = _check_step(losses, None if train_cfg["amp"] else
+            loss = _check_step(losses, None if amp_dtype == "float16" else
                                gradient_sum_sq(trainer._params, ctx), epoch, state, lr,
                                last_ckpt)
             # each device's loss is a mean over its valid pixels; average devices and workers
@@ -266,6 +265,28 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides):
                 best=state["best"], history=state["history"], checksum=checksum,
                 params_checksum=trainable, final=final, rank=rank, num_workers=num_workers,
                 last_checkpoint=last_ckpt)
+
+
+def amp_target_dtype(amp, ctx):
+    """``train.amp`` -> the AMP target dtype for devices ``ctx`` (None = float32).
+
+    true picks the devices' own: float16 on GPUs, bfloat16 on CPUs (oneDNN; fast with AMX or
+    AVX512_BF16). float16 needs GPUs; bfloat16 runs on CPUs only in mxnet 1.9.
+    """
+    if not amp:
+        return None
+    gpu = all(c.device_type == "gpu" for c in ctx)
+    cpu = all(c.device_type == "cpu" for c in ctx)
+    if not (gpu or cpu):
+        raise ConfigError("train.amp: devices %s mix CPUs and GPUs" % ",".join(map(str, ctx)))
+    dtype = amp if isinstance(amp, str) else ("float16" if gpu else "bfloat16")
+    if dtype == "float16" and not gpu:
+        raise ConfigError("train.amp: float16 mixed precision needs GPUs (pass --gpus); on CPU "
+                          "use --set train.amp=bfloat16, or train.amp=false")
+    if dtype == "bfloat16" and not cpu:
+        raise ConfigError("train.amp: bfloat16 mixed precision runs on CPUs in mxnet 1.9; on "
+                          "GPUs use --set train.amp=float16")
+    return dtype
 
 
 def _check_step(losses, grad_sq, epoch, state, lr, last_ckpt):
