@@ -331,6 +331,18 @@ def test_resume_falls_back_from_a_damaged_newest_checkpoint(tiny_recs, tmp_path,
     duc_hdc.load(summary["final"])  # finite
 
 
+def test_resume_survives_a_damaged_latest_pointer_and_gives_its_config(tiny_recs, tmp_path):
+    from duc_hdc.training.trainer import resumed_config
+
+    run = tmp_path / "run"
+    _four_checkpoints(tiny_recs, run)
+    (run / "checkpoints" / "latest.json").write_text('{"checkp')  # truncated
+    cfg = resumed_config(str(run), overrides=["train.epochs=2", "train.max_iters=5"])
+    assert cfg["train"]["max_iters"] == 5 and cfg["train"]["keep_last"] == 3
+    summary = train(cfg, resume=str(run), progress=False)  # the whole config: compared, equal
+    assert summary["iterations"] == 5
+
+
 def test_resume_stops_when_no_checkpoint_is_intact(tiny_recs, tmp_path):
     run = tmp_path / "run"
     _four_checkpoints(tiny_recs, run)

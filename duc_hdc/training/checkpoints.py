@@ -195,7 +195,12 @@ class Checkpointer:
         TrainingError
             Checkpoints exist but none is intact.
         """
-        named = self.latest()
+        try:
+            named = self.latest()
+        except (OSError, ValueError, KeyError) as e:  # a damaged pointer: verify them all
+            log.error("%s is not readable (%s); looking at every checkpoint",
+                      os.path.join(self.dir, "latest.json"), e)
+            named = None
         stems = [os.path.join(self.dir, s) for s in reversed(self._stems())]
         if named is not None and named in stems:  # the pointer's first, then newest first
             stems.remove(named)

@@ -14,7 +14,9 @@ One run lives in one directory (``train.out_dir``)::
 A checkpoint holds everything to continue *exactly*: parameters (with BatchNorm statistics),
 optimizer states (momentum), the iteration (so the schedule position), the epoch and the
 batch within it (the data order and augmentation are functions of (seed, epoch, index)), the
-resolved config and the metric history. Checkpoint files and their verification are in
+resolved config and the metric history; its JSON records the size and sha256 of its
+``.params`` and ``.states``, verified on resume (a damaged newest checkpoint is reported and the
+newest intact one used). Nothing non-finite is written or trained from. Checkpoint files and their verification are in
 :mod:`.checkpoints`, the loss in :mod:`.loss`, schedules in :mod:`.schedule`, what a run is
 built from in :mod:`.build`, its log / metrics / curves in :mod:`.runlog`.
 """
@@ -39,7 +41,7 @@ from .runlog import append_jsonl as _append_jsonl
 from .runlog import plot_curves, progress_bar as _progress_bar, setup_file_log
 from .schedule import learning_rate
 
-__all__ = ["train", "parse_devices", "build_network", "build_transform", "plot_curves",
+__all__ = ["train", "resumed_config", "parse_devices", "build_network", "build_transform", "plot_curves",
            "Checkpointer", "TrainingError", "SegmentationLoss", "learning_rate",
            "params_checksum"]
 
@@ -108,6 +110,12 @@ def _resume_point(cfg, ctx, run_dir, overrides):
                           % (devices, len(ctx), devices, stem))
     state = {k: saved[k] for k in ("epoch", "batch", "iteration", "history", "best")}
     return stem, merged, state, saved
+
+
+def resumed_config(run_dir, cfg=None, overrides=None, ctx=None):
+    """The config ``train(..., resume=run_dir)`` will continue under (checked as there), e.g.
+    to build a validator for it: ``train(resumed_config(d, overrides=sets), resume=d)``."""
+    return _resume_point(cfg, ctx or [mx.cpu()], run_dir, overrides)[1]
 
 
 def _build_trainer(net, train_cfg, kvstore, num_workers):
