@@ -79,3 +79,25 @@ def build_transform(cfg, net):
                           mean=net.normalization["mean"], std=net.normalization["std"],
                           cell_width=net.cell_width, anchor_jitter=data["anchor_jitter"],
                           mirror=data["mirror"], ignore_label=data["ignore_label"])
+
+
+def amp_target_dtype(amp, ctx):
+    """``train.amp`` -> the AMP target dtype for devices ``ctx`` (None = float32).
+
+    true picks the devices' own: float16 on GPUs, bfloat16 on CPUs (oneDNN; fast with AMX or
+    AVX512_BF16). float16 needs GPUs; bfloat16 runs on CPUs only in mxnet 1.9.
+    """
+    if not amp:
+        return None
+    gpu = all(c.device_type == "gpu" for c in ctx)
+    cpu = all(c.device_type == "cpu" for c in ctx)
+    if not (gpu or cpu):
+        raise ConfigError("train.amp: devices %s mix CPUs and GPUs" % ",".join(map(str, ctx)))
+    dtype = amp if isinstance(amp, str) else ("float16" if gpu else "bfloat16")
+    if dtype == "float16" and not gpu:
+        raise ConfigError("train.amp: float16 mixed precision needs GPUs (pass --gpus); on CPU "
+                          "use --set train.amp=bfloat16, or train.amp=false")
+    if dtype == "bfloat16" and not cpu:
+        raise ConfigError("train.amp: bfloat16 mixed precision runs on CPUs in mxnet 1.9; on "
+                          "GPUs use --set train.amp=float16")
+    return dtype

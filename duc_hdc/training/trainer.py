@@ -32,7 +32,7 @@ from mxnet import autograd, gluon
 from ..config import ConfigError, resume_config, save_config
 from ..fileio import atomic_path
 from ..models.sidecar import write_sidecar
-from .build import build_network, build_transform, parse_devices
+from .build import amp_target_dtype, build_network, build_transform, parse_devices
 from .checkpoints import (Checkpointer, TrainingError, gradient_sum_sq, loss_scaler_state,
                           non_finite_arrays, params_checksum, restore_loss_scaler,
                           sync_replica_statistics)
@@ -273,28 +273,6 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides):
                 best=state["best"], history=state["history"], checksum=checksum,
                 params_checksum=trainable, final=final, rank=rank, num_workers=num_workers,
                 last_checkpoint=last_ckpt)
-
-
-def amp_target_dtype(amp, ctx):
-    """``train.amp`` -> the AMP target dtype for devices ``ctx`` (None = float32).
-
-    true picks the devices' own: float16 on GPUs, bfloat16 on CPUs (oneDNN; fast with AMX or
-    AVX512_BF16). float16 needs GPUs; bfloat16 runs on CPUs only in mxnet 1.9.
-    """
-    if not amp:
-        return None
-    gpu = all(c.device_type == "gpu" for c in ctx)
-    cpu = all(c.device_type == "cpu" for c in ctx)
-    if not (gpu or cpu):
-        raise ConfigError("train.amp: devices %s mix CPUs and GPUs" % ",".join(map(str, ctx)))
-    dtype = amp if isinstance(amp, str) else ("float16" if gpu else "bfloat16")
-    if dtype == "float16" and not gpu:
-        raise ConfigError("train.amp: float16 mixed precision needs GPUs (pass --gpus); on CPU "
-                          "use --set train.amp=bfloat16, or train.amp=false")
-    if dtype == "bfloat16" and not cpu:
-        raise ConfigError("train.amp: bfloat16 mixed precision runs on CPUs in mxnet 1.9; on "
-                          "GPUs use --set train.amp=float16")
-    return dtype
 
 
 def _check_step(losses, grad_sq, epoch, state, lr, last_ckpt):
