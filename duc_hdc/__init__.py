@@ -40,14 +40,20 @@ def load(model_or_artifact, params=None, config=None, ctx=None, **kwargs):
     return _load(model_or_artifact, params=params, config=config, ctx=ctx, **kwargs)
 
 
-def train(cfg, ctx=None, resume=None, progress=True):
+def train(cfg, ctx=None, resume=None, progress=True, overrides=None):
     """Train recipe ``cfg``, validating on ``data.val_rec`` (:func:`duc_hdc.training.trainer.train`
-    with :func:`duc_hdc.evaluation.evaluate.recipe_validator`)."""
+    with :func:`duc_hdc.evaluation.evaluate.recipe_validator`).
+
+    With ``resume=RUN_DIR``, ``cfg`` may be None: the run continues under its saved config, with
+    ``overrides`` (``a.b=v`` strings) checked against what a resume may change.
+    """
     from .evaluation.evaluate import recipe_validator
+    from .training.trainer import resumed_config
     from .training.trainer import train as _train
 
-    return _train(cfg, ctx=ctx, resume=resume, progress=progress,
-                  validator=recipe_validator(cfg))
+    effective = resumed_config(resume, cfg, overrides, ctx) if resume else cfg
+    return _train(cfg, ctx=ctx, resume=resume, progress=progress, overrides=overrides,
+                  validator=recipe_validator(effective))
 
 
 __all__ = ["__version__", "get_model", "load", "train"]

@@ -67,7 +67,7 @@ SCHEMA = {
         "clip_gradient": (_OPT_NUM, None),
         "seed": (int, None),
         "kvstore": (str, ("local", "device", "dist_sync", "dist_device_sync", "dist_async")),
-        "amp": (bool, None),
+        "amp": ((bool, str), (False, True, "bfloat16", "float16")),  # true: the devices' own
         "checkpoint_every_iters": (int, None),
         "keep_last": (int, None),
         "val_every_epochs": (int, None),
@@ -78,8 +78,67 @@ SCHEMA = {
 }
 
 
+#: key -> (lower bound, inclusive?, upper bound, inclusive?) for every numeric key; None =
+#: unbounded on that side. A null value is accepted where the key's type allows null.
+RANGES = {
+    "model.classes": (1, True, None, None),
+    "model.base_width": (1, True, None, None),
+    "model.bn_eps": (0, False, None, None),
+    "data.anchor_jitter": (0, True, None, None),
+    "data.num_workers": (0, True, None, None),
+    "data.ignore_label": (0, True, 255, True),
+    "data.val_limit": (1, True, None, None),
+    "train.epochs": (1, True, None, None),
+    "train.batch_size_per_device": (1, True, None, None),
+    "train.lr": (0, False, None, None),
+    "train.momentum": (0, True, 1, False),
+    "train.wd": (0, True, None, None),
+    "train.lr_step_epochs": (1, True, None, None),
+    "train.lr_factor": (0, False, 1, True),
+    "train.lr_power": (0, False, None, None),
+    "train.warmup_iters": (0, True, None, None),
+    "train.clip_gradient": (0, True, None, None),
+    "train.seed": (0, True, 2 ** 32 - 1, True),
+    "train.checkpoint_every_iters": (1, True, None, None),
+    "train.keep_last": (1, True, None, None),
+    "train.val_every_epochs": (1, True, None, None),
+    "train.log_every_iters": (1, True, None, None),
+    "train.max_iters": (1, True, None, None),
+}
+
+#: keys a resumed run may change: they extend the run or only change what it reports; the
+#: batches, the schedule up to the old end and every update stay those of the saved run.
+#: ``data.num_workers`` is here because batches are a function of (seed, epoch, index)
+#: whatever the number of loader processes. ``train.out_dir`` is the resumed directory.
+RESUME_KEYS = ("train.epochs", "train.max_iters", "train.log_every_iters",
+               "train.val_every_epochs", "data.num_workers")
+
+
 class ConfigError(ValueError):
     """A recipe or override is invalid; the message names the key."""
+
+
+def _range_text(low, low_inc, high, high_inc):
+    parts = []
+    if low is not None:
+        parts.append("%s %s" % (">=" if low_inc else ">", low))
+    if high is not None:
+        parts.append("%s %s" % ("<=" if high_inc else "<", high))
+    return " and ".join(parts)
+
+
+def _check_range(source, key, value):
+    if key not in RANGES or value is None:
+        return
+    low, low_inc, high, high_inc = RANGES[key]
+    bad = (low is not None and (value < low if low_inc else value <= low)) or \
+        (high is not None and (value > high if high_inc else value >= high))
+    if bad or (isinstance(value, float) and value != value):
+        raise ConfigError("%s: %s = %r is out of range: must be %s%s"
+                          % (source, key, value, _range_text(low, low_inc, high, high_inc),
+                             " (or null)" if key in ("train.max_iters", "train.clip_gradient",
+                                                     "data.val_limit", "data.anchor_jitter")
+                             else ""))
 
 
 def available_configs():
@@ -142,12 +201,28 @@ def validate(cfg, source="<config>"):
                               % (source, section, missing[0]))
         for key, (types, choices) in spec.items():
             _check_value("%s.%s" % (section, key), values[key], types, choices)
+            _check_range(source, "%s.%s" % (section, key), values[key])
     data = cfg["data"]
-    if len(data["crop_size"]) != 2 or any(int(v) % 8 for v in data["crop_size"]):
-        raise ConfigError("data.crop_size: two multiples of 8 (height, width), got %r"
-                          % (data["crop_size"],))
-    if not data["scales"] or any(not isinstance(s, _NUM) or s <= 0 for s in data["scales"]):
-        raise ConfigError("data.scales: positive numbers, got %r" % (data["scales"],))
+    if len(data["crop_size"]) != 2 or any(not isinstance(v, int) or isinstance(v, bool) or v <= 0
+                                          or v % 8 for v in data["crop_size"]):
+        raise ConfigError("%s: data.crop_size = %r: must be two positive multiples of 8 (height, "
+                          "width)" % (source, data["crop_size"]))
+    if not data["scales"] or any(not isinstance(s, _NUM) or isinstance(s, bool) or not s > 0
+                                 for s in data["scales"]):
+        raise ConfigError("%s: data.scales = %r: must be a non-empty list of numbers > 0"
+                          % (source, data["scales"]))
+    for key in ("mean", "std"):
+        value = cfg["model"][key]
+        if value is not None and (len(value) != 3 or any(
+                not isinstance(v, _NUM) or isinstance(v, bool) for v in value)
+                or (key == "std" and any(not v > 0 for v in value))):
+            raise ConfigError("%s: model.%s = %r: must be null or 3 numbers (R, G, B)%s"
+                              % (source, key, value, ", each > 0" if key == "std" else ""))
+    rates = cfg["model"]["aspp_rates"]
+    if rates is not None and (not rates or any(not isinstance(r, int) or isinstance(r, bool)
+                                               or r < 1 for r in rates)):
+        raise ConfigError("%s: model.aspp_rates = %r: must be null or a non-empty list of "
+                          "integers >= 1" % (source, rates))
     from .models.network import MODEL_SPECS
 
     if cfg["model"]["name"] not in MODEL_SPECS:
@@ -198,6 +273,11 @@ def load_config(name_or_path, overrides=None):
             cfg = yaml.safe_load(f)
     except yaml.YAMLError as e:
         raise ConfigError("%s: not valid YAML: %s" % (path, e)) from e
+    if not isinstance(cfg, dict):
+        raise ConfigError("%s: the top level of a recipe must be a mapping with sections %s, "
+                          "got %s" % (path, ", ".join(sorted(SCHEMA)),
+                                      "an empty file" if cfg is None else
+                                      "a %s" % type(cfg).__name__))
     _fix_numbers(cfg)
     cfg = apply_overrides(cfg, overrides)
     return validate(cfg, source=path)
@@ -231,3 +311,69 @@ def save_config(cfg, path):
     with open(tmp, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
     os.replace(tmp, path)
+
+
+def _flat(cfg):
+    out = {}
+    for section, spec in SCHEMA.items():
+        if isinstance(spec, dict):
+            for key in spec:
+                out["%s.%s" % (section, key)] = cfg.get(section, {}).get(key)
+        else:
+            out[section] = cfg.get(section)
+    return out
+
+
+def resume_config(saved, cfg=None, overrides=None, init_params_hint=None):
+    """The config a resumed run continues under, and the keys changed from the saved one.
+
+    The saved config is authoritative. A key of :data:`RESUME_KEYS` may differ (it is applied,
+    and reported); any other key that differs is refused, naming it, its saved and its new
+    value. ``cfg`` is a complete recipe (every key compared with the saved one) and/or
+    ``overrides`` the user's ``a.b=v`` strings (applied to the saved config); ``train.out_dir``
+    is never compared (the resumed directory is the run's directory).
+
+    Returns
+    -------
+    (dict, list of (key, old, new))
+    """
+    merged = copy.deepcopy(saved)
+    if cfg is not None:
+        validate(copy.deepcopy(cfg), source="the recipe given with --resume")
+        new = _flat(cfg)
+        old = _flat(saved)
+        for key in RESUME_KEYS:
+            section, name = key.split(".")
+            merged[section][name] = cfg[section][name]
+        diff = [k for k in new if k != "train.out_dir" and k not in RESUME_KEYS
+                and _norm(new[k]) != _norm(old[k])]
+        if diff:
+            _refuse_resume(diff[0], old[diff[0]], new[diff[0]], init_params_hint)
+    if overrides:
+        for text in overrides:
+            path, value = parse_override(text)
+            key = ".".join(path)
+            before = _flat(merged).get(key)
+            merged = apply_overrides(merged, [text])
+            after = _flat(merged).get(key)
+            if key != "train.out_dir" and key not in RESUME_KEYS and _norm(after) != _norm(before):
+                _refuse_resume(key, before, after, init_params_hint)
+    merged["train"]["out_dir"] = saved["train"]["out_dir"]
+    validate(merged, source="the resumed config")
+    old = _flat(saved)
+    changed = [(k, old[k], v) for k, v in _flat(merged).items() if _norm(v) != _norm(old[k])]
+    return merged, changed
+
+
+def _norm(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _refuse_resume(key, old, new, init_params_hint):
+    hint = init_params_hint or "DIR/checkpoints/ckpt-N.params"
+    raise ConfigError(
+        "--resume: %s is %r in the run being resumed, %r now. A resumed run continues exactly "
+        "under its saved config; only %s may change. To train from these weights with the new "
+        "value, start a new run: --set %s=%r --set model.init_params=%s --set "
+        "train.out_dir=NEW_DIR (without --resume)" % (key, old, new, ", ".join(RESUME_KEYS),
+                                                       key, new, hint))

@@ -182,3 +182,70 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="64x128 but its label is 32x64"):
         t(np.zeros((64, 128, 3), np.uint8), np.zeros((32, 64), np.uint8), None,
           np.random.default_rng(0))
+
+
+def _release_label(label, scale, top, left, flip, crop, step, ignore=255):
+    """The release's label path, directly in cv2: resize the whole label (nearest), crop with
+    ignore padding, mirror, then nearest-resize to the DUC grid."""
+    import cv2
+
+    h, w = label.shape
+    sh, sw = int(round(h * scale)), int(round(w * scale))
+    big = cv2.resize(label, (sw, sh), interpolation=cv2.INTER_NEAREST)
+    ch, cw = crop
+    pad = max(ch, cw) + abs(top) + abs(left)
+    padded = np.pad(big, pad, constant_values=ignore)
+    out = padded[pad + top: pad + top + ch, pad + left: pad + left + cw]
+    if flip:
+        out = out[:, ::-1]
+    return cv2.resize(np.ascontiguousarray(out), (cw // step, ch // step),
+                      interpolation=cv2.INTER_NEAREST)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.5])
+@pytest.mark.parametrize("step", [1, 2, 4])
+def test_label_at_other_scales_is_sampled_as_cv2_resize_nearest(scale, step):
+    _, label, _ = _pattern(h=64, w=128, block=1)  # every pixel its own random class
+    img = np.zeros((64, 128, 3), np.uint8)
+    t = T.TrainTransform(crop_size=(48, 96), scales=(scale,), cell_width=step,
+                         anchor_jitter=16, mirror=True)
+    anchors = [[20, 30], [40, 100]]
+    flips = set()
+    for seed in range(10):
+        sy, sx, top, left, flip, _ = t.sample_params(64, 128, anchors,
+                                                     np.random.default_rng(seed))
+        flips.add(flip)
+        _, lab = t(img, label, anchors, np.random.default_rng(seed))
+        expected = _release_label(label, scale, top, left, flip, (48, 96), step)
+        np.testing.assert_array_equal(lab.astype(np.uint8), expected,
+                                      err_msg="seed %d scale %s" % (seed, scale))
+    assert flips == {True, False}
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.5])
+def test_anchor_jitter_scales_with_the_random_scale(scale):
+    import cv2
+
+    h, w, jitter = 64, 128, 20
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([yy * 3, xx * 2, np.zeros_like(xx)], -1).astype(np.uint8)
+    t = T.TrainTransform(crop_size=(16, 24), scales=(scale,), cell_width=1,
+                         anchor_jitter=jitter, mirror=False)
+    anchor = (30, 70)
+    bound = int(jitter * scale)  # the release's random_bound at this scale
+    dy, dx = [], []
+    for seed in range(600):
+        _, _, top, left, _, (sh, sw) = t.sample_params(h, w, [anchor],
+                                                       np.random.default_rng(seed))
+        dy.append(top + 8 - anchor[0] * scale)
+        dx.append(left + 12 - anchor[1] * scale)
+    assert max(dy) == max(dx) == bound and min(dy) == min(dx) == -bound
+    # the crop at that position is the cv2-resized image's window there
+    rng_seed = 3
+    _, _, top, left, _, (sh, sw) = t.sample_params(h, w, [anchor],
+                                                   np.random.default_rng(rng_seed))
+    data, _ = t(img, None, [anchor], np.random.default_rng(rng_seed))
+    big = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    window = big[max(top, 0): top + 16, max(left, 0): left + 24]
+    got = _denorm(data)[max(-top, 0):, max(-left, 0):][:window.shape[0], :window.shape[1]]
+    np.testing.assert_allclose(got, window, atol=2.0)

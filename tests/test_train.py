@@ -1,6 +1,7 @@
 """Training: multi-device replicas, exact resume, schedules, config errors, non-finite loss."""
 import json
 import os
+import shutil
 
 import mxnet as mx
 import numpy as np
@@ -11,6 +12,7 @@ from duc_hdc.data.datasets import convert_cityscapes
 from duc_hdc.demo.synthetic import make_synthetic_cityscapes
 import duc_hdc
 from duc_hdc import train
+from duc_hdc.models.sidecar import sidecar_path
 from duc_hdc.training.trainer import (Checkpointer, SegmentationLoss, TrainingError, learning_rate,
                                       params_checksum)
 
@@ -59,13 +61,12 @@ def test_replicas_identical_on_both_contexts(tiny_recs, tmp_path):
     captured = {}
     original = train_mod.params_checksum
 
-    def capture(net):
+    def capture(net, **kwargs):
+        # every array, BatchNorm statistics too: they are synced to the saved mean at the end
         for name, p in net._collect_params_with_prefix().items():
-            if p.grad_req == "null":  # BatchNorm statistics are per device
-                continue
             a, b = (p.data(c).asnumpy() for c in p.list_ctx())
             captured[name] = float(np.abs(a - b).max())
-        return original(net)
+        return original(net, **kwargs)
 
     train_mod.params_checksum = capture
     try:
@@ -101,7 +102,7 @@ def test_resume_continues_exactly(tiny_recs, tmp_path):
 
 def test_validation_keeps_best_and_writes_curves(tiny_recs, tmp_path):
     cfg = tiny_config(tiny_recs, str(tmp_path / "run"), "train.epochs=2")
-    summary = train(cfg, progress=False)
+    summary = duc_hdc.train(cfg, progress=False)  # with the recipe's validator
     assert len(summary["history"]) == 2
     assert all(0.0 <= h["mean_iou"] <= 1.0 for h in summary["history"])
     best = max(h["mean_iou"] for h in summary["history"])
@@ -117,16 +118,54 @@ def test_validation_keeps_best_and_writes_curves(tiny_recs, tmp_path):
     assert Checkpointer(str(tmp_path / "run")).latest().endswith(ckpts[-1][:-7])
 
 
-def test_non_finite_loss_stops_with_a_clear_message(tiny_recs, tmp_path):
-    cfg = tiny_config(tiny_recs, str(tmp_path / "run"), "train.lr=1.0e+30",
-                      "train.clip_gradient=null", "data.val_rec=null")
-    with pytest.raises(TrainingError, match="non-finite loss") as err:
+def test_non_finite_update_stops_before_any_damaged_checkpoint(tiny_recs, tmp_path,
+                                                               monkeypatch):
+    """lr 1e30 from iteration 3: the update makes the weights non-finite. The old loop saved
+    them as ckpt-3 and named it the last good checkpoint; now nothing non-finite is written."""
+    from duc_hdc.training import trainer as train_mod
+
+    monkeypatch.setattr(train_mod, "learning_rate", lambda it, *a: 0.01 if it < 2 else 1e30)
+    cfg = tiny_config(tiny_recs, str(tmp_path / "run"), "train.clip_gradient=null",
+                      "data.val_rec=null")
+    with pytest.raises(TrainingError, match="non-finite") as err:
         train(cfg, progress=False)
     assert not os.path.exists(tmp_path / "run" / "final.params")
-    # the message names the last good checkpoint, which exists and is the one resumed
+    # the message names the last good checkpoint, which exists, is the newest and is finite
     stem = str(err.value).split("last good checkpoint is ")[1].split(";")[0]
-    assert os.path.exists(stem + ".params")
+    assert stem.endswith("ckpt-00000002")
     assert Checkpointer(str(tmp_path / "run")).latest() == stem
+    duc_hdc.load(stem + ".params")  # refuses non-finite weights
+    assert not os.path.exists(stem[:-1] + "3.params")
+
+
+def test_non_finite_gradients_stop_the_step_before_the_update():
+    from duc_hdc.training.trainer import _check_step
+
+    state = dict(iteration=7)
+    losses = [mx.nd.array([0.5]), mx.nd.array([0.7])]
+    assert _check_step(losses, mx.nd.array([3.0]), 0, state, 0.1, "ckpt") == pytest.approx(0.6)
+    with pytest.raises(TrainingError, match=r"non-finite gradients \(sum of squares nan\) at "
+                                            r"epoch 0, iteration 7.*last good checkpoint is ck"):
+        _check_step(losses, mx.nd.array([np.nan]), 0, state, 0.1, "ckpt")
+    with pytest.raises(TrainingError, match=r"non-finite loss \(inf\) and gradients"):
+        _check_step([mx.nd.array([np.inf])], mx.nd.array([np.inf]), 0, state, 0.1, None)
+
+
+def test_nan_params_refused_by_the_loader_and_as_init_params(tiny_recs, tmp_path):
+    cfg = tiny_config(tiny_recs, str(tmp_path / "run"), "train.max_iters=1", "data.val_rec=null")
+    summary = train(cfg, progress=False)
+    arrays = mx.nd.load(summary["final"])
+    name = sorted(arrays)[3]
+    arrays[name][:] = np.nan
+    bad = str(tmp_path / "nan.params")
+    mx.nd.save(bad, arrays)
+    shutil.copy(sidecar_path(summary["final"]), sidecar_path(bad))  # the model's settings
+    with pytest.raises(ValueError, match="nan.params holds non-finite values .*in %s" % name):
+        duc_hdc.load(bad)
+    with pytest.raises(ConfigError, match="model.init_params: .*nan.params holds non-finite "
+                                          "values .*%s" % name):
+        train(tiny_config(tiny_recs, str(tmp_path / "new"), "train.max_iters=1",
+                          "data.val_rec=null", "model.init_params=%s" % bad), progress=False)
 
 
 def test_resume_without_checkpoint_is_an_error(tiny_recs, tmp_path):
@@ -166,7 +205,7 @@ def test_config_errors_name_the_key(tmp_path):
         load_config("synthetic", ["train.kvstore=nccl"])
     with pytest.raises(ConfigError, match="expected key=value"):
         load_config("synthetic", ["train.lr"])
-    with pytest.raises(ConfigError, match="data.crop_size: two multiples of 8"):
+    with pytest.raises(ConfigError, match="data.crop_size = \[100, 100\]: must be two positive multiples of 8"):
         load_config("synthetic", ["data.crop_size=[100,100]"])
     with pytest.raises(ConfigError, match="model.name: 'resnet' is not a model"):
         load_config("synthetic", ["model.name=resnet"])
@@ -233,3 +272,256 @@ def test_sigkill_loses_at_most_one_checkpoint_interval(tiny_recs, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stderr and "iteration %d" % done in resumed.stderr
     assert "trained %d iterations" % (done + 2) in resumed.stdout
+
+
+# ------------------------------------------------------------------ verified checkpoints
+def _four_checkpoints(tiny_recs, run):
+    cfg = tiny_config(tiny_recs, str(run), "train.max_iters=4", "data.val_rec=null",
+                      "train.keep_last=3")
+    return train(cfg, progress=False)
+
+
+def test_checkpoint_records_size_and_sha256_of_its_files(tiny_recs, tmp_path):
+    from duc_hdc.fileio import sha256sum
+
+    _four_checkpoints(tiny_recs, tmp_path / "run")
+    ckpts = tmp_path / "run" / "checkpoints"
+    stems = sorted(f[:-5] for f in os.listdir(ckpts) if f.startswith("ckpt-") and
+                   f.endswith(".json"))
+    assert stems == ["ckpt-00000002", "ckpt-00000003", "ckpt-00000004"]
+    for stem in stems:
+        doc = json.load(open(ckpts / (stem + ".json")))
+        for ext in ("params", "states"):
+            path = ckpts / ("%s.%s" % (stem, ext))
+            assert doc["files"][ext] == dict(name=path.name, size=os.path.getsize(path),
+                                             sha256=sha256sum(str(path)))
+        assert doc["num_devices"] == 1 and doc["num_workers"] == 1
+    assert Checkpointer(str(tmp_path / "run")).verify(str(ckpts / stems[-1])) == []
+
+
+def _overwrite(path, nbytes=5000, offset=1000):
+    with open(path, "r+b") as f:  # damaged in place, same size
+        f.seek(offset)
+        f.write(b"\xff" * nbytes)
+
+
+def _truncate(path):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+
+
+@pytest.mark.parametrize("ext,damage", [("params", _overwrite), ("params", _truncate),
+                                        ("states", _truncate)])
+def test_resume_falls_back_from_a_damaged_newest_checkpoint(tiny_recs, tmp_path, caplog, ext,
+                                                            damage):
+    run = tmp_path / "run"
+    _four_checkpoints(tiny_recs, run)
+    newest = run / "checkpoints" / ("ckpt-00000004." + ext)
+    size = os.path.getsize(newest)
+    damage(str(newest))
+    assert (os.path.getsize(newest) == size) == (damage is _overwrite)
+    caplog.set_level("INFO", logger="duc_hdc")
+    summary = train(None, resume=str(run), overrides=["train.epochs=2", "train.max_iters=5"], progress=False)
+    assert summary["iterations"] == 5
+    text = caplog.text
+    assert "ckpt-00000004." + ext in text and "damaged" in text
+    assert "resuming from ckpt-00000003, the newest intact checkpoint" in text
+    assert "resumed from %s" % (run / "checkpoints" / "ckpt-00000003") in text
+    assert os.path.exists(str(newest) + ".damaged")  # set aside, not resumed, not pruned over
+    duc_hdc.load(summary["final"])  # finite
+
+
+def test_resume_survives_a_damaged_latest_pointer_and_gives_its_config(tiny_recs, tmp_path):
+    from duc_hdc.training.trainer import resumed_config
+
+    run = tmp_path / "run"
+    _four_checkpoints(tiny_recs, run)
+    (run / "checkpoints" / "latest.json").write_text('{"checkp')  # truncated
+    cfg = resumed_config(str(run), overrides=["train.epochs=2", "train.max_iters=5"])
+    assert cfg["train"]["max_iters"] == 5 and cfg["train"]["keep_last"] == 3
+    summary = train(cfg, resume=str(run), progress=False)  # the whole config: compared, equal
+    assert summary["iterations"] == 5
+
+
+def test_resume_stops_when_no_checkpoint_is_intact(tiny_recs, tmp_path):
+    run = tmp_path / "run"
+    _four_checkpoints(tiny_recs, run)
+    for it in (2, 3, 4):
+        _overwrite(str(run / "checkpoints" / ("ckpt-%08d.params" % it)))
+    before = os.path.getmtime(run / "final.params")
+    with pytest.raises(TrainingError, match=r"no intact checkpoint .*ckpt-00000004.params has "
+                                            r"sha256 .*ckpt-00000002.params has sha256"):
+        train(None, resume=str(run), overrides=["train.epochs=2", "train.max_iters=5"], progress=False)
+    assert os.path.getmtime(run / "final.params") == before  # nothing trained, nothing written
+
+
+# ---------------------------------------------------------------------- strict resume
+def test_resume_keeps_the_saved_keep_last(tiny_recs, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_recs, str(run), "train.max_iters=4", "data.val_rec=null",
+                      "train.keep_last=10"), progress=False)
+    train(None, resume=str(run), overrides=["train.epochs=2", "train.max_iters=6"], progress=False)
+    kept = [f for f in os.listdir(run / "checkpoints") if f.endswith(".params")]
+    assert len(kept) == 6  # keep_last 10 (the run's), not the recipe's 2
+
+
+def test_resume_applies_extending_keys_and_refuses_the_others(tiny_recs, tmp_path, caplog):
+    run = tmp_path / "run"
+    cfg = tiny_config(tiny_recs, str(run), "train.max_iters=2", "data.val_rec=null")
+    train(cfg, progress=False)
+    for override in ("train.lr=0.5", "data.train_rec=%s" % tiny_recs["val"],
+                     "train.keep_last=7"):
+        key = override.split("=")[0]
+        with pytest.raises(ConfigError, match=r"--resume: %s is .* in the run being resumed.*"
+                                              r"model.init_params=.*ckpt-00000002.params"
+                           % key.replace(".", r"\.")):
+            train(None, resume=str(run), overrides=[override, "train.max_iters=3"],
+                  progress=False)
+    # a whole recipe with resume: compared key by key with the saved one
+    with pytest.raises(ConfigError, match=r"train\.lr is 0\.01 in the run being resumed, 0\.5"):
+        train(apply_overrides(cfg, ["train.lr=0.5"]), resume=str(run), progress=False)
+    caplog.set_level("INFO", logger="duc_hdc")
+    summary = train(apply_overrides(cfg, ["train.max_iters=3", "train.log_every_iters=2"]),
+                    resume=str(run), progress=False)
+    assert summary["iterations"] == 3
+    assert "resume: train.max_iters changed from 2 to 3" in caplog.text
+    assert "resume: train.log_every_iters changed from 1 to 2" in caplog.text
+
+
+def test_resume_refuses_other_devices_workers_or_batch(tiny_recs, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_recs, str(run), "train.max_iters=2", "data.val_rec=null"),
+          progress=False)
+    with pytest.raises(ConfigError, match=r"the run trained on 1 device\(s\), now 2"):
+        train(None, ctx=[mx.cpu(0), mx.cpu(1)], resume=str(run),
+              overrides=["train.max_iters=3"], progress=False)
+    with pytest.raises(ConfigError, match=r"train\.batch_size_per_device is 2 in the run being "
+                                          r"resumed, 4 now"):
+        train(None, resume=str(run), overrides=["train.batch_size_per_device=4"],
+              progress=False)
+    meta = run / "checkpoints" / "ckpt-00000002.json"
+    doc = json.load(open(meta))
+    doc["num_workers"] = 2  # as written by worker 0 of a 2-worker job
+    json.dump(doc, open(meta, "w"))
+    with pytest.raises(ConfigError, match=r"the run had 2 distributed worker\(s\), now 1"):
+        train(None, resume=str(run), overrides=["train.max_iters=3"], progress=False)
+
+
+def test_amp_loss_scaler_state_is_saved_and_restored(tmp_path):
+    from mxnet.contrib.amp.loss_scaler import LossScaler
+    from duc_hdc.training.checkpoints import loss_scaler_state, restore_loss_scaler
+
+    net = mx.gluon.nn.Dense(2, in_units=3)
+    net.initialize()
+    trainer = mx.gluon.Trainer(net.collect_params(), "sgd")
+    assert loss_scaler_state(trainer) is None
+    trainer._amp_loss_scaler = LossScaler()
+    trainer._amp_loss_scaler._loss_scale = 512.0
+    trainer._amp_loss_scaler._next_loss_scale = 256.0
+    trainer._amp_loss_scaler._unskipped = 17
+    saved = json.loads(json.dumps(loss_scaler_state(trainer)))  # as the checkpoint JSON
+    other = mx.gluon.Trainer(net.collect_params(), "sgd")
+    other._amp_loss_scaler = LossScaler()
+    restore_loss_scaler(other, saved)
+    assert (other._amp_loss_scaler.loss_scale, other._amp_loss_scaler._next_loss_scale,
+            other._amp_loss_scaler._unskipped) == (512.0, 256.0, 17)
+
+
+def _states(path):
+    import pickle
+
+    states = pickle.loads(open(path, "rb").read())
+    if isinstance(states, tuple):  # (states, optimizer)
+        states = states[0]
+    flat = {}
+    for idx, value in states.items():
+        for j, arr in enumerate(value if isinstance(value, (tuple, list)) else [value]):
+            if arr is not None:
+                flat["%s/%d" % (idx, j)] = arr.asnumpy()
+    return flat
+
+
+def _every_array(summary):
+    stem = Checkpointer(summary["run_dir"]).latest()
+    params = {k: v.asnumpy() for k, v in mx.nd.load(stem + ".params").items()}
+    return params, _states(stem + ".states")
+
+
+@pytest.mark.parametrize("kvstore,ctx", [("local", [mx.cpu(0)]),
+                                         ("device", [mx.cpu(0), mx.cpu(1)])])
+def test_mid_epoch_resume_equals_the_straight_run_for_every_array(tiny_recs, tmp_path, kvstore,
+                                                                  ctx):
+    """Parameters, BatchNorm statistics and momentum, with loader workers and validation."""
+    per_epoch = 4 // len(ctx)
+    total, stop = 3 * per_epoch, per_epoch + 1  # stop in the middle of the second epoch
+    common = ("train.kvstore=%s" % kvstore, "data.num_workers=1", "model.bn_frozen=false",
+              "data.scales=[0.75,1.0,1.25]", "train.lr_schedule=poly", "train.epochs=3",
+              "train.checkpoint_every_iters=%d" % stop)
+    straight = duc_hdc.train(tiny_config(tiny_recs, str(tmp_path / "a"), *common), ctx=ctx,
+                             progress=False)
+    first = tiny_config(tiny_recs, str(tmp_path / "b"), "train.max_iters=%d" % stop, *common)
+    duc_hdc.train(first, ctx=ctx, progress=False)
+    resumed = duc_hdc.train(apply_overrides(first, ["train.max_iters=null"]), ctx=ctx,
+                            resume=str(tmp_path / "b"), progress=False)
+    assert straight["iterations"] == resumed["iterations"] == total
+    assert len(resumed["history"]) == 3  # validated after every epoch, before and after resume
+    # validation measured the same network (the statistics best.params holds) in both runs
+    assert resumed["history"] == straight["history"]
+    pa, sa = _every_array(straight)
+    pb, sb = _every_array(resumed)
+    assert sorted(pa) == sorted(pb) and sorted(sa) == sorted(sb) and len(sa) > 10
+    stats = [k for k in pa if "running" in k or "moving" in k]
+    assert len(stats) > 10  # BatchNorm statistics are among the arrays compared
+    for name in pa:
+        np.testing.assert_allclose(pb[name], pa[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    for name in sa:
+        np.testing.assert_allclose(sb[name], sa[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    assert resumed["checksum"] == straight["checksum"]  # the logged one covers every array
+
+
+# --------------------------------------------------------------------- mixed precision
+def test_amp_dtype_follows_the_devices_and_refuses_float16_on_cpu():
+    from duc_hdc.training.trainer import amp_target_dtype
+
+    assert amp_target_dtype(False, [mx.cpu()]) is None
+    assert amp_target_dtype(True, [mx.cpu()]) == "bfloat16"
+    assert amp_target_dtype(True, [mx.gpu(0)]) == "float16"  # a context object, nothing runs
+    assert amp_target_dtype("bfloat16", [mx.cpu(0), mx.cpu(1)]) == "bfloat16"
+    with pytest.raises(ConfigError, match="train.amp: float16 mixed precision needs GPUs"):
+        amp_target_dtype("float16", [mx.cpu()])
+    with pytest.raises(ConfigError, match="train.amp: bfloat16 .* on GPUs use --set "
+                                          "train.amp=float16"):
+        amp_target_dtype("bfloat16", [mx.gpu(0)])
+    with pytest.raises(ConfigError, match=r"train.amp: 'fp8' is not one of"):
+        load_config("synthetic", ["train.amp=fp8"])
+    assert load_config("synthetic", ["train.amp=bfloat16"])["train"]["amp"] == "bfloat16"
+
+
+@pytest.mark.slow
+def test_bfloat16_training_runs_on_cpu_and_lowers_the_loss(tiny_recs, tmp_path):
+    """In its own process: mxnet's AMP patches the operators process-wide."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    code = (
+        "import sys, logging; logging.basicConfig(level=logging.INFO)\n"
+        "from duc_hdc.config import load_config\n"
+        "from duc_hdc.training.trainer import train\n"
+        "cfg = load_config('synthetic', sys.argv[1:])\n"
+        "train(cfg, progress=False)\n")
+    sets = ["data.train_rec=%s" % tiny_recs["train"], "data.val_rec=null",
+            "train.out_dir=%s" % run, "data.crop_size=[48,96]", "data.scales=[1.0]",
+            "data.num_workers=0", "model.base_width=4", "model.aspp_rates=[1,2]",
+            "train.batch_size_per_device=2", "train.max_iters=4", "train.optimizer=sgd",
+            "train.lr=0.05", "train.warmup_iters=0", "train.lr_schedule=constant",
+            "train.log_every_iters=1", "train.amp=bfloat16"]
+    done = subprocess.run([sys.executable, "-c", code] + sets, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "mixed precision: mxnet AMP, bfloat16" in done.stderr
+    rows = [json.loads(l) for l in open(run / "metrics.jsonl")]
+    losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert len(losses) == 4 and all(np.isfinite(losses)) and losses[-1] < losses[0]
+    duc_hdc.load(str(run / "final.params"))  # finite float32 weights, loadable

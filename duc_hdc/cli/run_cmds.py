@@ -4,6 +4,7 @@ import sys
 
 import duc_hdc
 
+from ..config import RESUME_KEYS
 from . import options
 
 
@@ -14,10 +15,18 @@ def cmd_train(args):
     if args.kvstore:
         overrides.append("train.kvstore=%s" % args.kvstore)
     if args.fp16:
-        overrides.append("train.amp=true")  # AMP mixed precision; checked against the devices
-    cfg = load_config(args.config, overrides)
+        overrides.append("train.amp=float16")  # AMP on GPUs; checked against the devices
+    if args.config is None and not args.resume:
+        raise ValueError("train: give --config RECIPE (or --resume RUN_DIR)")
     ctx = options.devices(args, cpu_devices=args.cpu_devices)
-    summary = duc_hdc.train(cfg, ctx=ctx, resume=args.resume, progress=options.progress(args))
+    if args.resume and args.config is None:
+        # the run's saved config is authoritative; --set may change only what extends the run
+        summary = duc_hdc.train(None, ctx=ctx, resume=args.resume, overrides=overrides,
+                                progress=options.progress(args))
+    else:
+        # a whole recipe with --resume is compared key by key with the saved one
+        summary = duc_hdc.train(load_config(args.config, overrides), ctx=ctx,
+                                resume=args.resume, progress=options.progress(args))
     best = summary["best"]
     print("trained %d iterations; final parameters %s" % (summary["iterations"],
                                                           summary["final"]))
@@ -52,8 +61,9 @@ def cmd_report(args):
 def register(sub):
     s = sub.add_parser("train", help="train a recipe on one or more devices",
                        description="Train from a YAML recipe (packaged name or path).")
-    s.add_argument("--config", required=True, metavar="RECIPE",
-                   help="recipe name or YAML path")
+    s.add_argument("--config", metavar="RECIPE",
+                   help="recipe name or YAML path (with --resume: optional, compared with the "
+                        "run's saved recipe)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set train.lr=0.01 (repeatable)")
     options.add_devices(s, multi=True)
@@ -61,7 +71,8 @@ def register(sub):
                    help="CPU contexts to split each batch over (exercises multi-device code)")
     s.add_argument("--kvstore", help="local, device, dist_sync, dist_device_sync, dist_async "
                                      "(same as --set train.kvstore=...)")
-    s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly, under its saved recipe; --set "
+                        "may change only %s" % ", ".join(RESUME_KEYS))
     options.add_progress(s)
     s.set_defaults(func=cmd_train)
 

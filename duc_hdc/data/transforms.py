@@ -6,11 +6,12 @@ random crop position), padding with the mean (image) and the ignore label (label
 leaves the image, a horizontal mirror, mean subtraction, and the label taken at every
 ``cell_width``-th pixel for the DUC output (Section 3.1).
 
-Scale, crop and mirror are one affine map applied with ``cv2.warpAffine`` to the crop window
-only (bilinear for the image, nearest for the label), so a 800x800 crop of a 2048x1024 image
-never resizes the whole image. The map is the one ``cv2.resize`` uses (pixel centres aligned:
-``src = (dst + 0.5) / scale - 0.5``), so the result equals resize-then-crop-then-flip, and the
-label is sampled at exactly the positions the image is.
+Scale, crop and mirror of the image are one affine map applied with ``cv2.warpAffine`` to the
+crop window only (bilinear), so a 800x800 crop of a 2048x1024 image never resizes the whole
+image. The map is the one ``cv2.resize`` uses (pixel centres aligned: ``src = (dst + 0.5) /
+scale - 0.5``), so the result equals resize-then-crop-then-flip. The label is read at the
+source pixels ``cv2.resize(..., INTER_NEAREST)`` reads (``floor(dst / scale)``), as the release
+resizes its labels, for the crop's pixels only.
 """
 import cv2
 import numpy as np
@@ -116,6 +117,13 @@ def _affine(scale_y, scale_x, top, left, flip, out_w, step=1):
     return np.array([[ax, 0.0, bx], [0.0, ay, by]], np.float64)
 
 
+def _nearest_source(dst, src_size, dst_size):
+    """Source indices ``cv2.resize(..., INTER_NEAREST)`` reads for destination indices ``dst``
+    when resizing ``src_size`` to ``dst_size`` pixels: floor(dst * src / dst), clamped."""
+    inv_scale = float(dst_size) / float(src_size)
+    return np.minimum(np.floor(dst * (1.0 / inv_scale)).astype(np.int64), src_size - 1)
+
+
 class TrainTransform(object):
     """The release's training augmentation.
 
@@ -131,8 +139,8 @@ class TrainTransform(object):
         DUC cell width: the label is returned at 1 / cell_width resolution (every
         cell_width-th pixel, the release's nearest downsampling).
     anchor_jitter : int or None
-        Crop centred on a random anchor moved by up to this many pixels along each axis
-        (release: 120), in the scaled image. None, or an image without anchors, gives a
+        Crop centred on a random anchor moved by up to ``int(anchor_jitter * scale)`` pixels
+        along each axis of the scaled image (release: 120 at scale 1, its ``random_bound``). None, or an image without anchors, gives a
         uniformly random crop position.
     mirror : bool
         Flip horizontally with probability 0.5.
@@ -177,7 +185,8 @@ class TrainTransform(object):
         anchors = None if anchors is None else np.asarray(anchors, np.float64).reshape(-1, 2)
         if self.anchor_jitter is not None and anchors is not None and len(anchors):
             row, col = anchors[rng.integers(len(anchors))]
-            j = self.anchor_jitter
+            # the release's random_bound: the jitter is given at scale 1 and scales with it
+            j = int(self.anchor_jitter * scale)
             row = row * sh / height + rng.integers(-j, j + 1)
             col = col * sw / width + rng.integers(-j, j + 1)
             top, left = int(round(row - ch / 2.0)), int(round(col - cw / 2.0))
@@ -205,13 +214,16 @@ class TrainTransform(object):
         data[:, :, ~inside_x] = 0.0
         if label is None:
             return data, None
+        # the release resizes the whole label with cv2.resize(..., INTER_NEAREST), then crops
+        # and takes every cell_width-th pixel; the same source pixels, read for the crop only
         step = self.cell_width
-        lh, lw = ch // step, cw // step
-        m = _affine(scale_y, scale_x, top, left, flip, cw, step=step)
-        lab = cv2.warpAffine(np.ascontiguousarray(label, np.uint8), m, (lw, lh),
-                             flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=self.ignore_label)
         inside_y, inside_x = self._inside(top, left, sh, sw, flip, step)
+        rows = top + np.arange(0, ch, step)
+        cols = np.arange(0, cw, step)
+        cols = left + (cw - 1 - cols if flip else cols)
+        src_y = _nearest_source(np.clip(rows, 0, sh - 1), h, sh)
+        src_x = _nearest_source(np.clip(cols, 0, sw - 1), w, sw)
+        lab = np.asarray(label, np.uint8)[src_y[:, None], src_x[None, :]]
         lab[~inside_y] = self.ignore_label
         lab[:, ~inside_x] = self.ignore_label
         return data, lab.astype(np.float32)

@@ -14,10 +14,12 @@ One run lives in one directory (``train.out_dir``)::
 A checkpoint holds everything to continue *exactly*: parameters (with BatchNorm statistics),
 optimizer states (momentum), the iteration (so the schedule position), the epoch and the
 batch within it (the data order and augmentation are functions of (seed, epoch, index)), the
-resolved config and the metric history.
+resolved config and the metric history; its JSON records the size and sha256 of its
+``.params`` and ``.states``, verified on resume (a damaged newest checkpoint is reported and the
+newest intact one used). Nothing non-finite is written or trained from. Checkpoint files and their verification are in
+:mod:`.checkpoints`, the loss in :mod:`.loss`, schedules in :mod:`.schedule`, what a run is
+built from in :mod:`.build`, its log / metrics / curves in :mod:`.runlog`.
 """
-import hashlib
-import json
 import logging
 import math
 import os
@@ -27,213 +29,23 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from ..config import ConfigError, model_overrides, save_config
-from ..models.network import get_model
+from ..config import ConfigError, resume_config, save_config
+from ..fileio import atomic_path
 from ..models.sidecar import write_sidecar
+from .build import amp_target_dtype, build_network, build_transform, parse_devices
+from .checkpoints import (Checkpointer, TrainingError, gradient_sum_sq, loss_scaler_state,
+                          non_finite_arrays, params_checksum, restore_loss_scaler,
+                          sync_replica_statistics)
+from .loss import SegmentationLoss
+from .runlog import append_jsonl as _append_jsonl
+from .runlog import plot_curves, progress_bar as _progress_bar, setup_file_log
+from .schedule import learning_rate
+
+__all__ = ["train", "resumed_config", "parse_devices", "build_network", "build_transform", "plot_curves",
+           "Checkpointer", "TrainingError", "SegmentationLoss", "learning_rate",
+           "params_checksum"]
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a non-finite loss); the message says where and what is kept."""
-
-
-# ------------------------------------------------------------------------------------- devices
-def parse_devices(gpus=None, cpu_devices=1):
-    """``--gpus 0,1`` -> [gpu(0), gpu(1)]; otherwise ``cpu_devices`` CPU contexts.
-
-    Several CPU contexts (``mx.cpu(0)``, ``mx.cpu(1)``) exercise the multi-device code path on
-    machines without GPUs.
-    """
-    if gpus:
-        ids = [int(g) for g in str(gpus).split(",") if g.strip()]
-        if not ids:
-            raise ConfigError("--gpus: expected ids like 0,1,2, got %r" % (gpus,))
-        return [mx.gpu(i) for i in ids]
-    return [mx.cpu(i) for i in range(max(1, int(cpu_devices)))]
-
-
-# ------------------------------------------------------------------------------------- the loss
-class SegmentationLoss(gluon.HybridBlock):
-    """Softmax cross-entropy over pixels, ignoring ``ignore_label``, averaged over valid pixels.
-
-    The release's ``SoftmaxOutput(multi_output, use_ignore, normalization='valid')``: its
-    gradient ``(softmax - onehot) * valid / num_valid`` is this loss's gradient.
-    """
-
-    def __init__(self, ignore_label=255, **kwargs):
-        super().__init__(**kwargs)
-        self.ignore_label = ignore_label
-
-    def hybrid_forward(self, F, pred, label):
-        valid = label != self.ignore_label
-        target = F.where(valid, label, F.zeros_like(label))
-        nll = -F.pick(F.log_softmax(pred, axis=1), target, axis=1)
-        return F.sum(nll * valid) / F.maximum(F.sum(valid), 1.0)
-
-
-# ------------------------------------------------------------------------------- lr schedule
-def learning_rate(iteration, train_cfg, iters_per_epoch, total_iters):
-    """The learning rate at ``iteration`` (0-based): a pure function, so resume is exact."""
-    base = float(train_cfg["lr"])
-    warmup = int(train_cfg["warmup_iters"])
-    if warmup and iteration < warmup:
-        return base * (iteration + 1) / warmup
-    kind = train_cfg["lr_schedule"]
-    if kind == "constant":
-        return base
-    if kind == "step":
-        epoch = iteration // max(1, iters_per_epoch)
-        return base * float(train_cfg["lr_factor"]) ** (epoch // int(train_cfg["lr_step_epochs"]))
-    # poly, over the iterations after warm-up
-    span = max(1, total_iters - warmup)
-    progress = min(1.0, (iteration - warmup) / span)
-    return base * (1.0 - progress) ** float(train_cfg["lr_power"])
-
-
-# ---------------------------------------------------------------------------------- helpers
-def params_checksum(net):
-    """sha256 over the trainable parameters (sorted by name) as float32 bytes.
-
-    These are what the kvstore keeps equal on every device and worker; BatchNorm's moving
-    statistics are per-device state (each sees its own batch) and are left out.
-    """
-    digest = hashlib.sha256()
-    for name, param in sorted(net._collect_params_with_prefix().items()):
-        if param.grad_req == "null":
-            continue
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(param.data(param.list_ctx()[0]).asnumpy(),
-                                           dtype=np.float32).tobytes())
-    return digest.hexdigest()
-
-
-def _atomic_json(path, doc):
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def _setup_file_log(run_dir):
-    handler = logging.FileHandler(os.path.join(run_dir, "train.log"))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("duc_hdc").addHandler(handler)
-    return handler
-
-
-class Checkpointer:
-    """Atomic checkpoints in ``run_dir/checkpoints``; keeps the last ``keep_last``."""
-
-    def __init__(self, run_dir, keep_last=3):
-        self.dir = os.path.join(run_dir, "checkpoints")
-        self.keep_last = max(1, int(keep_last))
-        os.makedirs(self.dir, exist_ok=True)
-
-    def save(self, net, trainer, state):
-        stem = os.path.join(self.dir, "ckpt-%08d" % state["iteration"])
-        # each file under a temporary name, renamed once complete; latest.json last, so a kill
-        # at any point leaves the previous checkpoint as the one resumed
-        net.save_parameters(stem + ".params.tmp")
-        os.replace(stem + ".params.tmp", stem + ".params")
-        trainer.save_states(stem + ".states.tmp")
-        os.replace(stem + ".states.tmp", stem + ".states")
-        _atomic_json(stem + ".json", state)
-        _atomic_json(os.path.join(self.dir, "latest.json"), dict(checkpoint=stem))
-        self._prune()
-        return stem
-
-    def _prune(self):
-        stems = sorted(f[:-5] for f in os.listdir(self.dir)
-                       if f.startswith("ckpt-") and f.endswith(".json"))
-        for stem in stems[:-self.keep_last]:
-            for ext in (".params", ".states", ".json"):
-                path = os.path.join(self.dir, stem + ext)
-                if os.path.exists(path):
-                    os.remove(path)
-
-    def latest(self):
-        """The newest complete checkpoint's stem, or None."""
-        pointer = os.path.join(self.dir, "latest.json")
-        if not os.path.exists(pointer):
-            return None
-        with open(pointer) as f:
-            stem = json.load(f)["checkpoint"]
-        stem = os.path.join(self.dir, os.path.basename(stem))  # the run dir may have moved
-        if not all(os.path.exists(stem + e) for e in (".params", ".states", ".json")):
-            raise TrainingError("%s names %s, whose files are incomplete" % (pointer, stem))
-        return stem
-
-
-# -------------------------------------------------------------------------- initialization
-def _load_backbone(net, model_cfg, ctx):
-    """ImageNet weights for the backbone: a GluonCV store name or a local params file."""
-    path = model_cfg["backbone_params"]
-    if path is None and model_cfg["backbone_pretrained"]:
-        from gluoncv.model_zoo.model_store import get_model_file
-
-        path = get_model_file(model_cfg["backbone_pretrained"],
-                              root=os.path.join(os.path.expanduser("~"), ".mxnet", "models"))
-    if path is None:
-        return
-    if not os.path.exists(path):
-        raise ConfigError("model.backbone_params: %s not found" % path)
-    # GluonCV's ResNetV1b names match our backbone's (see resnet_hdc); its classifier is extra
-    net.backbone.load_parameters(path, ctx=ctx, ignore_extra=True)
-    log.info("backbone initialized from %s", path)
-
-
-def build_network(cfg, ctx):
-    """The network of ``cfg['model']``, initialized as the recipe says."""
-    model_cfg = cfg["model"]
-    # the head's channel padding speeds up oneDNN inference kernels only (see DUCHDC)
-    net = get_model(model_cfg["name"], ctx=ctx, head_padding=False, **model_overrides(cfg))
-    if model_cfg["init_params"]:
-        if not os.path.exists(model_cfg["init_params"]):
-            raise ConfigError("model.init_params: %s not found" % model_cfg["init_params"])
-        net.load_parameters(model_cfg["init_params"], ctx=ctx)
-        log.info("network initialized from %s", model_cfg["init_params"])
-    else:
-        _load_backbone(net, model_cfg, ctx)
-    return net
-
-
-def build_transform(cfg, net):
-    from ..data.transforms import TrainTransform
-
-    data = cfg["data"]
-    return TrainTransform(crop_size=data["crop_size"], scales=data["scales"],
-                          mean=net.normalization["mean"], std=net.normalization["std"],
-                          cell_width=net.cell_width, anchor_jitter=data["anchor_jitter"],
-                          mirror=data["mirror"], ignore_label=data["ignore_label"])
-
-
-def plot_curves(metrics_path, out_path):
-    """Loss and validation mIoU against iterations, from metrics.jsonl."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in open(metrics_path) if line.strip()]
-    train = [r for r in rows if r["kind"] == "train"]
-    val = [r for r in rows if r["kind"] == "val"]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax[0].plot([r["iteration"] for r in train], [r["loss"] for r in train])
-    ax[0].set_xlabel("iteration")
-    ax[0].set_ylabel("training loss")
-    ax[0].set_yscale("log")
-    if val:
-        ax[1].plot([r["iteration"] for r in val], [r["mean_iou"] for r in val], "o-")
-    ax[1].set_xlabel("iteration")
-    ax[1].set_ylabel("validation mIoU")
-    ax[1].set_ylim(0, 1)
-    for a in ax:
-        a.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_path + ".tmp.png", dpi=100)
-    plt.close(fig)
-    os.replace(out_path + ".tmp.png", out_path)
 
 
 # ----------------------------------------------------------------------------------- train
@@ -244,62 +56,105 @@ def _make_kvstore(name):
     return name, 0, 1
 
 
-def train(cfg, ctx=None, resume=None, progress=True, validator=None):
+def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=None):
     """Train as ``cfg`` says; returns a summary dict (run_dir, iterations, best, checksum).
 
     Parameters
     ----------
-    cfg : dict
-        A validated recipe (:func:`duc_hdc.config.load_config`).
+    cfg : dict or None
+        A validated recipe (:func:`duc_hdc.config.load_config`). With ``resume`` it may be
+        None (the saved config, plus ``overrides``).
     ctx : list of mx.Context
         Devices (default one CPU).
     resume : str, optional
-        A run directory to continue from its latest checkpoint (its saved config is used;
-        ``cfg`` may differ only in ``train.epochs`` / ``train.max_iters``).
+        A run directory to continue exactly from its newest intact checkpoint, under its saved
+        config (:func:`duc_hdc.config.resume_config`): ``cfg`` and ``overrides`` may change only
+        :data:`duc_hdc.config.RESUME_KEYS`; the devices, the distributed worker count and the
+        batch size must be those of the run.
     validator : callable, optional
         ``validator(net, ctx, progress) -> dict(pixel_accuracy, mean_iou, iou)``, run every
         ``train.val_every_epochs`` when ``data.val_rec`` is set. Training does not know the
         evaluation layer: :func:`duc_hdc.train` passes
         :func:`duc_hdc.evaluation.evaluate.recipe_validator`. Without one, no validation runs.
+    overrides : list of str, optional
+        With ``resume``: the user's ``a.b=v`` settings, checked as above.
     """
     ctx = ctx or [mx.cpu()]
+    if cfg is None and not resume:
+        raise ConfigError("train: a recipe is needed unless resuming a run")
     run_dir = resume or cfg["train"]["out_dir"]
     os.makedirs(run_dir, exist_ok=True)
-    handler = _setup_file_log(run_dir)
+    handler = setup_file_log(run_dir)
     try:
-        return _train(cfg, ctx, run_dir, resume, progress, validator)
+        return _train(cfg, ctx, run_dir, resume, progress, validator, overrides)
     finally:
         logging.getLogger("duc_hdc").removeHandler(handler)
         handler.close()
 
 
-def _train(cfg, ctx, run_dir, resume, progress, validator):
+def _resume_point(cfg, ctx, run_dir, overrides):
+    """The newest intact checkpoint of ``run_dir`` and the config the run continues under."""
+    stem, saved = Checkpointer(run_dir).latest_intact()
+    if stem is None:
+        raise TrainingError("--resume %s: no checkpoint found in %s"
+                            % (run_dir, os.path.join(run_dir, "checkpoints")))
+    merged, changed = resume_config(saved["config"], cfg, overrides,
+                                    init_params_hint=stem + ".params")
+    for key, old, new in changed:
+        log.info("resume: %s changed from %r to %r", key, old, new)
+    devices = saved.get("num_devices")
+    if devices is not None and devices != len(ctx):
+        raise ConfigError("--resume: the run trained on %d device(s), now %d: the batch (and so "
+                          "its position in the data) would differ. Resume on %d device(s), or "
+                          "start a new run with --set model.init_params=%s.params"
+                          % (devices, len(ctx), devices, stem))
+    state = {k: saved[k] for k in ("epoch", "batch", "iteration", "history", "best")}
+    return stem, merged, state, saved
+
+
+def resumed_config(run_dir, cfg=None, overrides=None, ctx=None):
+    """The config ``train(..., resume=run_dir)`` will continue under (checked as there), e.g.
+    to build a validator for it: ``train(resumed_config(d, overrides=sets), resume=d)``."""
+    return _resume_point(cfg, ctx or [mx.cpu()], run_dir, overrides)[1]
+
+
+def _build_trainer(net, train_cfg, kvstore, num_workers):
+    optimizer_params = dict(learning_rate=float(train_cfg["lr"]), wd=float(train_cfg["wd"]))
+    if train_cfg["optimizer"] in ("sgd", "nag"):
+        optimizer_params["momentum"] = float(train_cfg["momentum"])
+    if train_cfg["clip_gradient"]:
+        optimizer_params["clip_gradient"] = float(train_cfg["clip_gradient"])
+    # under a parameter server each worker updates its own copy from the summed gradients
+    # (identical on every worker), which keeps optimizer states local and savable
+    return gluon.Trainer(net.collect_params(), train_cfg["optimizer"], optimizer_params,
+                         kvstore=kvstore,
+                         update_on_kvstore=False if num_workers > 1 or
+                         str(train_cfg["kvstore"]).startswith("dist") else None)
+
+
+def _train(cfg, ctx, run_dir, resume, progress, validator, overrides):
     from ..data import SegRecordDataset
     from ..data.loader import build_train_loader, epoch_indices
 
-    train_cfg, data_cfg = cfg["train"], cfg["data"]
-    checkpointer = Checkpointer(run_dir, train_cfg["keep_last"])
     state = dict(epoch=0, batch=0, iteration=0, history=[], best=None)
-    stem = checkpointer.latest() if resume else None
-    if resume and stem is None:
-        raise TrainingError("--resume %s: no checkpoint found in %s" % (resume, checkpointer.dir))
-    if stem:
-        with open(stem + ".json") as f:
-            saved = json.load(f)
-        # the run continues under its own recipe; only its length may be changed
-        for key in ("epochs", "max_iters"):
-            saved["config"]["train"][key] = train_cfg[key]
-        cfg = saved["config"]
-        train_cfg, data_cfg = cfg["train"], cfg["data"]
-        state = {k: saved[k] for k in ("epoch", "batch", "iteration", "history", "best")}
-    if train_cfg["amp"]:
-        if any(c.device_type != "gpu" for c in ctx):
-            raise ConfigError("train.amp: mixed precision (mxnet AMP, float16) needs GPUs; "
-                              "pass --gpus or --set train.amp=false")
+    stem = saved = None
+    if resume:
+        stem, cfg, state, saved = _resume_point(cfg, ctx, run_dir, overrides)
+    train_cfg, data_cfg = cfg["train"], cfg["data"]
+    # built from the run's own config (a resumed run keeps its keep_last)
+    checkpointer = Checkpointer(run_dir, train_cfg["keep_last"])
+    amp_dtype = amp_target_dtype(train_cfg["amp"], ctx)
+    if amp_dtype:
         from mxnet.contrib import amp
 
-        amp.init()
+        amp.init(target_dtype=amp_dtype)  # process-wide, before the network is built
+        log.info("mixed precision: mxnet AMP, %s", amp_dtype)
     kvstore, rank, num_workers = _make_kvstore(train_cfg["kvstore"])
+    if saved is not None and saved.get("num_workers", num_workers) != num_workers:
+        raise ConfigError("--resume: the run had %d distributed worker(s), now %d: each "
+                          "worker's shard of the data would differ. Resume with %d workers, "
+                          "or start a new run with --set model.init_params=%s.params"
+                          % (saved["num_workers"], num_workers, saved["num_workers"], stem))
     if rank == 0:
         save_config(cfg, os.path.join(run_dir, "config.yaml"))
     mx.random.seed(train_cfg["seed"])
@@ -308,24 +163,20 @@ def _train(cfg, ctx, run_dir, resume, progress, validator):
     net.hybridize(static_alloc=True, static_shape=True)
     loss_fn = SegmentationLoss(data_cfg["ignore_label"])
     loss_fn.hybridize()
-    optimizer_params = dict(learning_rate=float(train_cfg["lr"]), wd=float(train_cfg["wd"]))
-    if train_cfg["optimizer"] in ("sgd", "nag"):
-        optimizer_params["momentum"] = float(train_cfg["momentum"])
-    if train_cfg["clip_gradient"]:
-        optimizer_params["clip_gradient"] = float(train_cfg["clip_gradient"])
-    # under a parameter server each worker updates its own copy from the summed gradients
-    # (identical on every worker), which keeps optimizer states local and savable
-    trainer = gluon.Trainer(net.collect_params(), train_cfg["optimizer"], optimizer_params,
-                            kvstore=kvstore,
-                            update_on_kvstore=False if num_workers > 1 or
-                            str(train_cfg["kvstore"]).startswith("dist") else None)
+    trainer = _build_trainer(net, train_cfg, kvstore, num_workers)
     if stem:
         net.load_parameters(stem + ".params", ctx=ctx)
+        bad = non_finite_arrays(net)
+        if bad:  # verified files holding NaN: written so, never trained from
+            raise TrainingError("%s.params holds non-finite values in %s (%d arrays); not "
+                                "training from damaged weights" % (stem, bad[0], len(bad)))
         trainer.load_states(stem + ".states")
         log.info("resumed from %s: epoch %d, batch %d, iteration %d", stem, state["epoch"],
                  state["batch"], state["iteration"])
-    if train_cfg["amp"]:
+    if amp_dtype:
         amp.init_trainer(trainer)
+        if saved is not None:
+            restore_loss_scaler(trainer, saved.get("loss_scaler"))
     if num_workers > 1:
         _synchronize_start(net, trainer, kvstore, num_workers)
 
@@ -346,6 +197,8 @@ def _train(cfg, ctx, run_dir, resume, progress, validator):
     log.info("training %s on %s: %d iterations (%d per epoch), batch %d per worker, %d "
              "worker(s), kvstore %s", cfg["name"], ",".join(map(str, ctx)), total_iters,
              iters_per_epoch, batch_size, num_workers, train_cfg["kvstore"])
+    run = dict(checkpointer=checkpointer, net=net, trainer=trainer, cfg=cfg, rank=rank,
+               extra=dict(num_devices=len(ctx), num_workers=num_workers))
 
     bar = _progress_bar(total_iters, state["iteration"], progress and rank == 0)
     last_ckpt = stem
@@ -363,19 +216,18 @@ def _train(cfg, ctx, run_dir, resume, progress, validator):
             labels = gluon.utils.split_and_load(label, ctx, even_split=False)
             with autograd.record():
                 losses = [loss_fn(net(x), y) for x, y in zip(datas, labels)]
-                if train_cfg["amp"]:
+                if amp_dtype == "float16":  # bfloat16 has float32's range: no loss scaling
                     with amp.scale_loss(losses, trainer) as scaled:
                         autograd.backward(scaled)
                 else:
                     autograd.backward(losses)
+            # the step's one synchronisation: the loss and, before any update, the gradients
+            # (under AMP overflowing gradients are the loss scaler's business: it skips them)
+            loss = _check_step(losses, None if amp_dtype == "float16" else
+                               gradient_sum_sq(trainer._params, ctx), epoch, state, lr,
+                               last_ckpt)
             # each device's loss is a mean over its valid pixels; average devices and workers
             trainer.step(len(ctx) * num_workers)
-            loss = float(sum(l.asscalar() for l in losses) / len(losses))
-            if not math.isfinite(loss):
-                raise TrainingError(
-                    "non-finite loss (%r) at epoch %d, iteration %d (lr %.3g); stopping. The "
-                    "last good checkpoint is %s; lower train.lr or check the data"
-                    % (loss, epoch, state["iteration"], lr, last_ckpt or "(none yet)"))
             running = loss if running is None else 0.9 * running + 0.1 * loss
             state["iteration"] += 1
             state["batch"] += 1
@@ -388,9 +240,8 @@ def _train(cfg, ctx, run_dir, resume, progress, validator):
                 _append_jsonl(metrics_path, dict(kind="train", iteration=state["iteration"],
                                                  epoch=epoch, loss=running, lr=lr,
                                                  samples_per_sec=seen / (time.time() - tic)))
-            if train_cfg["checkpoint_every_iters"] and \
-                    state["iteration"] % train_cfg["checkpoint_every_iters"] == 0:
-                last_ckpt = _checkpoint(checkpointer, net, trainer, cfg, state, rank)
+            if state["iteration"] % train_cfg["checkpoint_every_iters"] == 0:
+                last_ckpt = _checkpoint(run, state, last_ckpt) or last_ckpt
         if state["batch"] >= iters_per_epoch:
             state["epoch"] += 1
             state["batch"] = 0
@@ -399,36 +250,60 @@ def _train(cfg, ctx, run_dir, resume, progress, validator):
                     or state["iteration"] >= total_iters):
                 _validate_and_keep_best(net, cfg, ctx, state, run_dir, metrics_path, progress,
                                         validator)
-            last_ckpt = _checkpoint(checkpointer, net, trainer, cfg, state, rank)
+            last_ckpt = _checkpoint(run, state, last_ckpt) or last_ckpt
     if bar is not None:
         bar.close()
     if state["batch"]:  # stopped mid-epoch (max_iters): keep that position too
-        last_ckpt = _checkpoint(checkpointer, net, trainer, cfg, state, rank)
+        last_ckpt = _checkpoint(run, state, last_ckpt) or last_ckpt
     final = os.path.join(run_dir, "final.params")
+    _synced_and_finite(net, "final.params", last_ckpt)
     checksum = params_checksum(net)
+    trainable = params_checksum(net, trainable_only=True)
     if rank == 0:
-        net.save_parameters(final + ".tmp")
-        os.replace(final + ".tmp", final)
+        with atomic_path(final) as tmp:
+            net.save_parameters(tmp)
         write_sidecar(final, net.config, dataset=data_cfg["dataset"], run=cfg["name"])
         if os.path.exists(metrics_path):
             plot_curves(metrics_path, os.path.join(run_dir, "curves.png"))
-    log.info("params checksum: %s", checksum)
+    # the trainable parameters' checksum is equal on every worker of a distributed job; the
+    # checksum of every array adds the BatchNorm statistics (per worker under dist_*)
+    log.info("params checksum: %s", trainable)
+    log.info("checksum of every array (parameters and BatchNorm statistics): %s", checksum)
     return dict(run_dir=run_dir, iterations=state["iteration"], epochs=state["epoch"],
                 best=state["best"], history=state["history"], checksum=checksum,
-                final=final, rank=rank, num_workers=num_workers)
+                params_checksum=trainable, final=final, rank=rank, num_workers=num_workers,
+                last_checkpoint=last_ckpt)
 
 
-def _progress_bar(total, initial, enabled):
-    if not enabled:
-        return None
-    from tqdm import tqdm
+def _check_step(losses, grad_sq, epoch, state, lr, last_ckpt):
+    """The mean loss over devices; stops the run on a non-finite loss or gradient."""
+    values = [mx.nd.add_n(*[l.as_in_context(mx.cpu()) for l in losses])]
+    if grad_sq is not None:
+        values.append(grad_sq.reshape((1,)))
+    values = mx.nd.concat(*[v.reshape((1,)) for v in values], dim=0).asnumpy()
+    loss = float(values[0]) / len(losses)
+    bad = []
+    if not math.isfinite(loss):
+        bad.append("loss (%r)" % loss)
+    if len(values) > 1 and not math.isfinite(float(values[1])):
+        bad.append("gradients (sum of squares %r)" % float(values[1]))
+    if bad:
+        raise TrainingError(
+            "non-finite %s at epoch %d, iteration %d (lr %.3g); stopping before the update. "
+            "The last good checkpoint is %s; lower train.lr or check the data"
+            % (" and ".join(bad), epoch, state["iteration"], lr, last_ckpt or "(none yet)"))
+    return loss
 
-    return tqdm(total=total, initial=initial, desc="train", unit="it", dynamic_ncols=True)
 
-
-def _append_jsonl(path, row):
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+def _synced_and_finite(net, what, last_ckpt):
+    """Before writing ``what``: every device holds the saved BatchNorm statistics and no array
+    is non-finite (else the run stops, naming the last good checkpoint)."""
+    sync_replica_statistics(net)
+    bad = non_finite_arrays(net)
+    if bad:
+        raise TrainingError("non-finite values in %s (%d arrays) before writing %s; stopping. "
+                            "The last good checkpoint is %s" % (bad[0], len(bad), what,
+                                                                last_ckpt or "(none yet)"))
 
 
 def _synchronize_start(net, trainer, kvstore, num_workers):
@@ -468,17 +343,23 @@ def _synchronize_start(net, trainer, kvstore, num_workers):
     kvstore._barrier()
 
 
-def _checkpoint(checkpointer, net, trainer, cfg, state, rank):
-    if rank != 0:  # one writer; every worker holds the same parameters under dist_sync
+def _checkpoint(run, state, last_ckpt):
+    """Write a checkpoint (rank 0; every worker holds the same parameters under dist_sync)."""
+    net, trainer = run["net"], run["trainer"]
+    _synced_and_finite(net, "checkpoint %d" % state["iteration"], last_ckpt)
+    if run["rank"] != 0:
         return None
-    doc = dict(state, config=cfg, model=net.config, time=time.time())
-    stem = checkpointer.save(net, trainer, doc)
+    doc = dict(state, config=run["cfg"], model=net.config, time=time.time(),
+               loss_scaler=loss_scaler_state(trainer), **run["extra"])
+    stem = run["checkpointer"].save(net, trainer, doc)
     log.debug("checkpoint %s", stem)
     return stem
 
 
 def _validate_and_keep_best(net, cfg, ctx, state, run_dir, metrics_path, progress,
                                         validator):
+    # validate (and keep as best.params) the statistics a .params file holds: their mean
+    sync_replica_statistics(net)
     result = validator(net, ctx[0], progress)
     row = dict(kind="val", iteration=state["iteration"], epoch=state["epoch"], **result)
     state["history"].append(row)
@@ -489,8 +370,8 @@ def _validate_and_keep_best(net, cfg, ctx, state, run_dir, metrics_path, progres
         state["best"] = dict(mean_iou=result["mean_iou"], epoch=state["epoch"],
                              iteration=state["iteration"])
         best = os.path.join(run_dir, "best.params")
-        net.save_parameters(best + ".tmp")
-        os.replace(best + ".tmp", best)
+        with atomic_path(best) as tmp:
+            net.save_parameters(tmp)
         write_sidecar(best, net.config, dataset=cfg["data"]["dataset"], run=cfg["name"],
                       metric=state["best"])
     # the hybridized training graph was replaced by inference shapes; retrace for training

@@ -1,0 +1,103 @@
+"""What a run is built from: devices, the network as the recipe initializes it, the transform."""
+import logging
+import os
+
+import mxnet as mx
+import numpy as np
+
+from ..config import ConfigError, model_overrides
+from ..models.network import get_model
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------- devices
+def parse_devices(gpus=None, cpu_devices=1):
+    """``--gpus 0,1`` -> [gpu(0), gpu(1)]; otherwise ``cpu_devices`` CPU contexts.
+
+    Several CPU contexts (``mx.cpu(0)``, ``mx.cpu(1)``) exercise the multi-device code path on
+    machines without GPUs.
+    """
+    if gpus:
+        ids = [int(g) for g in str(gpus).split(",") if g.strip()]
+        if not ids:
+            raise ConfigError("--gpus: expected ids like 0,1,2, got %r" % (gpus,))
+        return [mx.gpu(i) for i in ids]
+    return [mx.cpu(i) for i in range(max(1, int(cpu_devices)))]
+
+
+# -------------------------------------------------------------------------- initialization
+def _load_backbone(net, model_cfg, ctx):
+    """ImageNet weights for the backbone: a GluonCV store name or a local params file."""
+    path = model_cfg["backbone_params"]
+    if path is None and model_cfg["backbone_pretrained"]:
+        from gluoncv.model_zoo.model_store import get_model_file
+
+        path = get_model_file(model_cfg["backbone_pretrained"],
+                              root=os.path.join(os.path.expanduser("~"), ".mxnet", "models"))
+    if path is None:
+        return
+    if not os.path.exists(path):
+        raise ConfigError("model.backbone_params: %s not found" % path)
+    # GluonCV's ResNetV1b names match our backbone's (see resnet_hdc); its classifier is extra
+    net.backbone.load_parameters(path, ctx=ctx, ignore_extra=True)
+    log.info("backbone initialized from %s", path)
+
+
+def build_network(cfg, ctx):
+    """The network of ``cfg['model']``, initialized as the recipe says."""
+    model_cfg = cfg["model"]
+    # the head's channel padding speeds up oneDNN inference kernels only (see DUCHDC)
+    net = get_model(model_cfg["name"], ctx=ctx, head_padding=False, **model_overrides(cfg))
+    if model_cfg["init_params"]:
+        if not os.path.exists(model_cfg["init_params"]):
+            raise ConfigError("model.init_params: %s not found" % model_cfg["init_params"])
+        try:
+            net.load_parameters(model_cfg["init_params"], ctx=ctx)
+        except mx.base.MXNetError as e:
+            raise ConfigError("model.init_params: %s is not a complete parameter file of this "
+                              "network (%s)" % (model_cfg["init_params"],
+                                                str(e).strip().splitlines()[0])) from None
+        bad = [name for name, p in net._collect_params_with_prefix().items()
+               if not np.isfinite(p.data(ctx[0] if isinstance(ctx, list) else ctx)
+                                  .asnumpy()).all()]
+        if bad:
+            raise ConfigError("model.init_params: %s holds non-finite values (NaN or inf) in %s "
+                              "(%d arrays): the weights are damaged; not training from them"
+                              % (model_cfg["init_params"], bad[0], len(bad)))
+        log.info("network initialized from %s", model_cfg["init_params"])
+    else:
+        _load_backbone(net, model_cfg, ctx)
+    return net
+
+
+def build_transform(cfg, net):
+    from ..data.transforms import TrainTransform
+
+    data = cfg["data"]
+    return TrainTransform(crop_size=data["crop_size"], scales=data["scales"],
+                          mean=net.normalization["mean"], std=net.normalization["std"],
+                          cell_width=net.cell_width, anchor_jitter=data["anchor_jitter"],
+                          mirror=data["mirror"], ignore_label=data["ignore_label"])
+
+
+def amp_target_dtype(amp, ctx):
+    """``train.amp`` -> the AMP target dtype for devices ``ctx`` (None = float32).
+
+    true picks the devices' own: float16 on GPUs, bfloat16 on CPUs (oneDNN; fast with AMX or
+    AVX512_BF16). float16 needs GPUs; bfloat16 runs on CPUs only in mxnet 1.9.
+    """
+    if not amp:
+        return None
+    gpu = all(c.device_type == "gpu" for c in ctx)
+    cpu = all(c.device_type == "cpu" for c in ctx)
+    if not (gpu or cpu):
+        raise ConfigError("train.amp: devices %s mix CPUs and GPUs" % ",".join(map(str, ctx)))
+    dtype = amp if isinstance(amp, str) else ("float16" if gpu else "bfloat16")
+    if dtype == "float16" and not gpu:
+        raise ConfigError("train.amp: float16 mixed precision needs GPUs (pass --gpus); on CPU "
+                          "use --set train.amp=bfloat16, or train.amp=false")
+    if dtype == "bfloat16" and not cpu:
+        raise ConfigError("train.amp: bfloat16 mixed precision runs on CPUs in mxnet 1.9; on "
+                          "GPUs use --set train.amp=float16")
+    return dtype

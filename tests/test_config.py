@@ -1,0 +1,99 @@
+"""Recipes checked by value: every numeric key's range, the YAML top level, clear messages."""
+import os
+
+import pytest
+
+from duc_hdc.config import CONFIG_DIR, ConfigError, load_config
+
+SYNTHETIC = os.path.join(CONFIG_DIR, "synthetic.yaml")
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("train.epochs", -3, ">= 1"),
+    ("train.epochs", 0, ">= 1"),
+    ("train.max_iters", -1, ">= 1 (or null)"),
+    ("train.max_iters", 0, ">= 1 (or null)"),
+    ("train.lr", -1, "> 0"),
+    ("train.lr", 0, "> 0"),
+    ("data.num_workers", -1, ">= 0"),
+    ("train.batch_size_per_device", 0, ">= 1"),
+    ("train.clip_gradient", -1.0, ">= 0 (or null)"),
+    ("train.momentum", 1.0, ">= 0 and < 1"),
+    ("train.momentum", -0.1, ">= 0 and < 1"),
+    ("train.wd", -1e-4, ">= 0"),
+    ("train.keep_last", 0, ">= 1"),
+    ("train.checkpoint_every_iters", 0, ">= 1"),
+    ("train.log_every_iters", 0, ">= 1"),
+    ("train.val_every_epochs", 0, ">= 1"),
+    ("train.warmup_iters", -5, ">= 0"),
+    ("train.lr_factor", 0, "> 0 and <= 1"),
+    ("train.lr_step_epochs", 0, ">= 1"),
+    ("train.seed", -1, ">= 0 and <= 4294967295"),
+    ("data.anchor_jitter", -2, ">= 0 (or null)"),
+    ("data.ignore_label", 300, ">= 0 and <= 255"),
+    ("model.classes", 0, ">= 1"),
+    ("model.base_width", 0, ">= 1"),
+])
+def test_out_of_range_values_name_file_key_value_and_range(key, value, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config("synthetic", ["%s=%r" % (key, value)])
+    msg = str(err.value)
+    assert msg == "%s: %s = %r is out of range: must be %s" % (SYNTHETIC, key, value, expected)
+
+
+@pytest.mark.parametrize("scales", ["[0]", "[-1.0]", "[1.0, 0]", "[]"])
+def test_scales_must_be_positive(scales):
+    with pytest.raises(ConfigError, match=r"synthetic.yaml: data.scales = .*: must be a "
+                                          r"non-empty list of numbers > 0"):
+        load_config("synthetic", ["data.scales=%s" % scales])
+
+
+def test_in_range_edges_are_accepted():
+    cfg = load_config("synthetic", ["train.max_iters=null", "train.clip_gradient=0",
+                                    "data.num_workers=0", "train.momentum=0", "train.wd=0",
+                                    "train.max_iters=1", "train.epochs=1"])
+    assert cfg["train"]["max_iters"] == 1 and cfg["data"]["num_workers"] == 0
+
+
+def test_every_numeric_key_has_a_range():
+    from duc_hdc.config import RANGES, SCHEMA
+
+    numeric = {"%s.%s" % (s, k) for s, spec in SCHEMA.items() if isinstance(spec, dict)
+               for k, (types, _) in spec.items()
+               if int in (types if isinstance(types, tuple) else (types,))
+               or float in (types if isinstance(types, tuple) else (types,))}
+    numeric -= {"model.cell_width"}  # closed choices
+    assert numeric <= set(RANGES), sorted(numeric - set(RANGES))
+
+
+@pytest.mark.parametrize("text,what", [("", "an empty file"), ("- 1\n- 2\n", "a list"),
+                                       ("just a string\n", "a str")])
+def test_top_level_must_be_a_mapping(tmp_path, text, what):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    for overrides in (None, ["train.lr=0.1"]):
+        with pytest.raises(ConfigError) as err:
+            load_config(str(path), overrides)
+        assert str(err.value).startswith("%s: the top level of a recipe must be a mapping "
+                                         "with sections" % path)
+        assert str(err.value).endswith("got %s" % what)
+
+
+def test_resume_config_applies_only_extending_keys():
+    from duc_hdc.config import RESUME_KEYS, resume_config
+
+    saved = load_config("synthetic", ["train.keep_last=10"])
+    merged, changed = resume_config(saved, overrides=["train.epochs=60", "train.keep_last=10",
+                                                      "train.out_dir=elsewhere"])
+    assert merged["train"]["epochs"] == 60 and merged["train"]["keep_last"] == 10
+    assert merged["train"]["out_dir"] == saved["train"]["out_dir"]
+    assert changed == [("train.epochs", 48, 60)]
+    with pytest.raises(ConfigError, match=r"--resume: train\.lr is 0\.004 in the run being "
+                                          r"resumed, 0\.5 now.*only train\.epochs, "
+                                          r"train\.max_iters.*--set train\.lr=0\.5 --set "
+                                          r"model\.init_params=R/ckpt\.params"):
+        resume_config(saved, overrides=["train.lr=0.5"], init_params_hint="R/ckpt.params")
+    # a whole recipe: every key compared; the saved one's other settings must be repeated
+    with pytest.raises(ConfigError, match=r"train\.keep_last is 10 in the run being resumed, 2"):
+        resume_config(saved, cfg=load_config("synthetic"))
+    assert set(RESUME_KEYS) >= {"train.epochs", "train.max_iters", "train.log_every_iters"}
