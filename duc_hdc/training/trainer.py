@@ -30,12 +30,11 @@ from mxnet import autograd, gluon
 from ..config import ConfigError, model_overrides, save_config
 from ..models.network import get_model
 from ..models.sidecar import write_sidecar
+from . import distributed as dist
+from .errors import TrainingError  # noqa: F401  (re-exported: the CLI and tests import it here)
+from .schedule import learning_rate  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a non-finite loss); the message says where and what is kept."""
 
 
 # ------------------------------------------------------------------------------------- devices
@@ -45,10 +44,20 @@ def parse_devices(gpus=None, cpu_devices=1):
     Several CPU contexts (``mx.cpu(0)``, ``mx.cpu(1)``) exercise the multi-device code path on
     machines without GPUs.
     """
-    if gpus:
-        ids = [int(g) for g in str(gpus).split(",") if g.strip()]
-        if not ids:
-            raise ConfigError("--gpus: expected ids like 0,1,2, got %r" % (gpus,))
+    if gpus is not None and str(gpus).strip():
+        try:
+            ids = [int(g) for g in str(gpus).split(",") if g.strip()]
+        except ValueError:
+            ids = []
+        if not ids or min(ids) < 0:
+            raise ConfigError("--gpus %s: expected GPU ids like 0 or 0,1,2" % (gpus,))
+        count = mx.context.num_gpus()
+        if count == 0:
+            raise ConfigError("--gpus %s: this MXNet sees no GPU (CPU-only build or no device); "
+                              "drop --gpus to train on the CPU" % (gpus,))
+        if max(ids) >= count:
+            raise ConfigError("--gpus %s: this machine has %d GPU(s) (ids 0..%d)"
+                              % (gpus, count, count - 1))
         return [mx.gpu(i) for i in ids]
     return [mx.cpu(i) for i in range(max(1, int(cpu_devices)))]
 
@@ -70,25 +79,6 @@ class SegmentationLoss(gluon.HybridBlock):
         target = F.where(valid, label, F.zeros_like(label))
         nll = -F.pick(F.log_softmax(pred, axis=1), target, axis=1)
         return F.sum(nll * valid) / F.maximum(F.sum(valid), 1.0)
-
-
-# ------------------------------------------------------------------------------- lr schedule
-def learning_rate(iteration, train_cfg, iters_per_epoch, total_iters):
-    """The learning rate at ``iteration`` (0-based): a pure function, so resume is exact."""
-    base = float(train_cfg["lr"])
-    warmup = int(train_cfg["warmup_iters"])
-    if warmup and iteration < warmup:
-        return base * (iteration + 1) / warmup
-    kind = train_cfg["lr_schedule"]
-    if kind == "constant":
-        return base
-    if kind == "step":
-        epoch = iteration // max(1, iters_per_epoch)
-        return base * float(train_cfg["lr_factor"]) ** (epoch // int(train_cfg["lr_step_epochs"]))
-    # poly, over the iterations after warm-up
-    span = max(1, total_iters - warmup)
-    progress = min(1.0, (iteration - warmup) / span)
-    return base * (1.0 - progress) ** float(train_cfg["lr_power"])
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -115,13 +105,6 @@ def _atomic_json(path, doc):
     os.replace(tmp, path)
 
 
-def _setup_file_log(run_dir):
-    handler = logging.FileHandler(os.path.join(run_dir, "train.log"))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("duc_hdc").addHandler(handler)
-    return handler
-
-
 class Checkpointer:
     """Atomic checkpoints in ``run_dir/checkpoints``; keeps the last ``keep_last``."""
 
@@ -136,7 +119,7 @@ class Checkpointer:
         # at any point leaves the previous checkpoint as the one resumed
         net.save_parameters(stem + ".params.tmp")
         os.replace(stem + ".params.tmp", stem + ".params")
-        trainer.save_states(stem + ".states.tmp")
+        dist.save_trainer_states(trainer, stem + ".states.tmp")
         os.replace(stem + ".states.tmp", stem + ".states")
         _atomic_json(stem + ".json", state)
         _atomic_json(os.path.join(self.dir, "latest.json"), dict(checkpoint=stem))
@@ -237,13 +220,6 @@ def plot_curves(metrics_path, out_path):
 
 
 # ----------------------------------------------------------------------------------- train
-def _make_kvstore(name):
-    if name.startswith("dist"):
-        kv = mx.kv.create(name)
-        return kv, kv.rank, kv.num_workers
-    return name, 0, 1
-
-
 def train(cfg, ctx=None, resume=None, progress=True, validator=None):
     """Train as ``cfg`` says; returns a summary dict (run_dir, iterations, best, checksum).
 
@@ -265,7 +241,7 @@ def train(cfg, ctx=None, resume=None, progress=True, validator=None):
     ctx = ctx or [mx.cpu()]
     run_dir = resume or cfg["train"]["out_dir"]
     os.makedirs(run_dir, exist_ok=True)
-    handler = _setup_file_log(run_dir)
+    handler = dist.rank_log_handler(run_dir)  # train.log, or train.rank<N>.log
     try:
         return _train(cfg, ctx, run_dir, resume, progress, validator)
     finally:
@@ -299,7 +275,10 @@ def _train(cfg, ctx, run_dir, resume, progress, validator):
         from mxnet.contrib import amp
 
         amp.init()
-    kvstore, rank, num_workers = _make_kvstore(train_cfg["kvstore"])
+    kvstore, rank, num_workers = dist.make_kvstore(train_cfg["kvstore"])
+    dist.set_log_rank(rank)
+    if num_workers > 1:
+        dist.check_same_checkpoint(kvstore, rank, num_workers, stem, run_dir)
     if rank == 0:
         save_config(cfg, os.path.join(run_dir, "config.yaml"))
     mx.random.seed(train_cfg["seed"])
@@ -313,22 +292,6 @@ def _train(cfg, ctx, run_dir, resume, progress, validator):
         optimizer_params["momentum"] = float(train_cfg["momentum"])
     if train_cfg["clip_gradient"]:
         optimizer_params["clip_gradient"] = float(train_cfg["clip_gradient"])
-    # under a parameter server each worker updates its own copy from the summed gradients
-    # (identical on every worker), which keeps optimizer states local and savable
-    trainer = gluon.Trainer(net.collect_params(), train_cfg["optimizer"], optimizer_params,
-                            kvstore=kvstore,
-                            update_on_kvstore=False if num_workers > 1 or
-                            str(train_cfg["kvstore"]).startswith("dist") else None)
-    if stem:
-        net.load_parameters(stem + ".params", ctx=ctx)
-        trainer.load_states(stem + ".states")
-        log.info("resumed from %s: epoch %d, batch %d, iteration %d", stem, state["epoch"],
-                 state["batch"], state["iteration"])
-    if train_cfg["amp"]:
-        amp.init_trainer(trainer)
-    if num_workers > 1:
-        _synchronize_start(net, trainer, kvstore, num_workers)
-
     base = SegRecordDataset(data_cfg["train_rec"])
     batch_size = train_cfg["batch_size_per_device"] * len(ctx)
     shard = (rank, num_workers)
@@ -338,6 +301,22 @@ def _train(cfg, ctx, run_dir, resume, progress, validator):
                           "%d" % (data_cfg["train_rec"], len(base), num_workers, batch_size))
     # the schedule spans the recipe's epochs; max_iters only stops early (same lr curve)
     schedule_iters = iters_per_epoch * train_cfg["epochs"]
+    # sync modes: each worker updates its own copy from the summed gradients (identical on every
+    # worker), optimizer states local and savable; dist_async: the servers hold the optimizer
+    trainer = dist.build_trainer(net, train_cfg["kvstore"], kvstore, train_cfg["optimizer"],
+                                 optimizer_params, len(ctx), num_workers,
+                                 schedule=(train_cfg, iters_per_epoch, schedule_iters),
+                                 iteration=state["iteration"])
+    if stem:
+        net.load_parameters(stem + ".params", ctx=ctx)
+        dist.load_trainer_states(trainer, stem + ".states", state["iteration"])
+        log.info("resumed from %s: epoch %d, batch %d, iteration %d", stem, state["epoch"],
+                 state["batch"], state["iteration"])
+    if train_cfg["amp"]:
+        amp.init_trainer(trainer)
+    if num_workers > 1:
+        dist.synchronize_start(net, trainer, kvstore, num_workers, params_checksum)
+
     total_iters = schedule_iters
     if train_cfg["max_iters"]:
         total_iters = min(total_iters, train_cfg["max_iters"])
@@ -358,7 +337,7 @@ def _train(cfg, ctx, run_dir, resume, progress, validator):
             if state["iteration"] >= total_iters or state["batch"] >= iters_per_epoch:
                 break
             lr = learning_rate(state["iteration"], train_cfg, iters_per_epoch, schedule_iters)
-            trainer.set_learning_rate(lr)
+            dist.set_learning_rate(trainer, lr)
             datas = gluon.utils.split_and_load(data, ctx, even_split=False)
             labels = gluon.utils.split_and_load(label, ctx, even_split=False)
             with autograd.record():
@@ -369,7 +348,7 @@ def _train(cfg, ctx, run_dir, resume, progress, validator):
                 else:
                     autograd.backward(losses)
             # each device's loss is a mean over its valid pixels; average devices and workers
-            trainer.step(len(ctx) * num_workers)
+            trainer.step(dist.step_size(train_cfg["kvstore"], len(ctx), num_workers))
             loss = float(sum(l.asscalar() for l in losses) / len(losses))
             if not math.isfinite(loss):
                 raise TrainingError(
@@ -429,43 +408,6 @@ def _progress_bar(total, initial, enabled):
 def _append_jsonl(path, row):
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
-
-
-def _synchronize_start(net, trainer, kvstore, num_workers):
-    """Give every worker worker 0's parameters before the first iteration, and check it.
-
-    ``gluon.Trainer`` broadcasts the initial parameters lazily, key by key, at its first
-    ``step``; on one machine a worker was seen to keep a parameter of its own through that
-    broadcast (dist_sync, 2 workers: about 1 run in 5; one ps-lite barrier per key, cf.
-    apache/mxnet#7893). Here the broadcast happens before training, every worker waits for all
-    the others and pulls every parameter again (a pull changes nothing on the servers), then
-    the workers compare their parameter checksums through the kvstore.
-
-    Raises
-    ------
-    TrainingError
-        The workers still hold different parameters.
-    """
-    # Trainer has no public call for this; these are the ones its first step() makes
-    trainer._init_kvstore()
-    if trainer._params_to_init:
-        trainer._init_params()
-    mx.nd.waitall()
-    kvstore._barrier()
-    for idx, param in enumerate(trainer._params):
-        kvstore.pull(idx, param.list_data(), priority=-idx)
-    mx.nd.waitall()
-    # every worker pushes its checksum's 32 bytes; the servers sum them (exact in float32)
-    mine = np.frombuffer(bytes.fromhex(params_checksum(net)), np.uint8).astype(np.float32)
-    key = len(trainer._params)  # a key the trainer does not use
-    kvstore.init(key, mx.nd.zeros(mine.shape))
-    kvstore._barrier()
-    total = mx.nd.zeros(mine.shape)
-    kvstore.pushpull(key, mx.nd.array(mine), out=total)
-    if not np.array_equal(total.asnumpy(), mine * num_workers):
-        raise TrainingError("the %d workers hold different parameters after the kvstore "
-                            "broadcast; not training on diverged copies" % num_workers)
-    kvstore._barrier()
 
 
 def _checkpoint(checkpointer, net, trainer, cfg, state, rank):
