@@ -151,6 +151,34 @@ def test_start_check_compares_checkpoints_through_the_kvstore(kvstore, tmp_path,
 
 
 @pytest.mark.slow
+def test_resume_refuses_a_run_directory_the_ranks_see_differently(tiny_recs, tmp_path, capfd):  # noqa: F811,E501
+    """Two "machines" that do not share the run directory: the second worker to start sees,
+    in its own mount namespace, a stale copy (its latest.json one checkpoint behind). Resume
+    stops at the start check instead of training ranks from different checkpoints."""
+    run, stale = tmp_path / "run", tmp_path / "stale"
+    rc = launch(train_command(tiny_recs, run, "dist_sync", "train.epochs=2", "train.max_iters=2",
+                              "train.checkpoint_every_iters=1"), 2, 1, timeout=120, env=ENV)
+    assert rc == 0, "".join(capfd.readouterr())[-3000:]
+    shutil.copytree(run, stale)
+    pointer = stale / "checkpoints" / "latest.json"
+    doc = json.load(open(pointer))
+    doc["checkpoint"] = doc["checkpoint"].replace("ckpt-00000002", "ckpt-00000001")
+    pointer.write_text(json.dumps(doc))
+    capfd.readouterr()
+    view = ('if ! mkdir "$0.first" 2>/dev/null; then mount --bind "$1" "$0"; fi; '
+            'shift; exec "$@"')
+    command = ["unshare", "-m", "sh", "-c", view, str(run), str(stale)] + resume_command(
+        run, "train.epochs=2", "train.max_iters=4")
+    rc = launch(command, 2, 1, timeout=120, env=ENV)
+    err = capfd.readouterr().err
+    assert rc != 0
+    assert re.search(r"the 2 workers see different checkpoints in \S+ \(rank 0: [0-9a-f]{16}; "
+                     r"rank 1: [0-9a-f]{16}\); the run directory must be on a filesystem every "
+                     r"machine shares", err), err[-3000:]
+    assert [r["iteration"] for r in metrics(run) if r["kind"] == "train"] == [1, 2]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("differ", [False, True])
 def test_start_check_compares_the_workers_parameters(differ, capfd):
     """synchronize_start gives every worker rank 0's parameters (initialized with other seeds
@@ -231,8 +259,9 @@ def test_dist_async_trains_and_resumes_without_optimizer_state(tiny_recs, tmp_pa
 
 
 # ----------------------------------------------------------------------------- faults
-def _processes(job, role):
-    """pids of this job's processes in ``role`` (found by their environment)."""
+def _processes(job, role=None):
+    """pids of this job's ``role`` processes (None: any process of the job, the remote guards
+    and workers included), found by their environment."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -244,8 +273,10 @@ def _processes(job, role):
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if (b"DUC_HDC_TEST_JOB=" + job.encode()) in env and \
-                (b"DMLC_ROLE=" + role.encode()) in env and b"import mxnet" in argv:
+        if (b"DUC_HDC_TEST_JOB=" + job.encode()) not in env or int(pid) == os.getpid():
+            continue
+        if role is None or ((b"DMLC_ROLE=" + role.encode()) in env and
+                            argv[1:3] == [b"-c", b"import mxnet"]):
             found.append(int(pid))
     return found
 
@@ -275,9 +306,9 @@ def _run_and_kill(command, role, run, **kwargs):
     assert len(result["killed"]) == 1, result
     # nothing of the job is left running, here or on the "remote" host
     deadline = time.time() + 15
-    while time.time() < deadline and any(_processes(job, r) for r in ("server", "scheduler")):
+    while time.time() < deadline and _processes(job):
         time.sleep(0.2)
-    assert not any(_processes(job, r) for r in ("server", "scheduler"))
+    assert not _processes(job)
     return rc, ended - result["at"]
 
 
@@ -392,6 +423,12 @@ def test_ssh_killed_server_ends_the_job_and_the_run_resumes(sshd, tiny_recs, tmp
     assert rc == 128 + signal.SIGKILL  # passed back through the remote guard and ssh
     assert seconds < 60
     _check_resume(run, capfd, **ssh)
+
+
+def test_mpi_launcher_needs_mpirun(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no mpirun on it
+    with pytest.raises(LaunchError, match="--launcher mpi: mpirun not found on PATH"):
+        launch(["true"], 1, launcher="mpi")
 
 
 def test_ssh_connection_failure_ends_the_job(sshd, tmp_path):

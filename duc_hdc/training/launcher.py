@@ -28,6 +28,7 @@ stopping the local ssh client stops the remote process too.
 import logging
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -229,6 +230,9 @@ def launch(command, num_workers, num_servers=1, launcher=None, hostfile=None, ti
     if launcher == "local" and hostfile:
         raise LaunchError("--launcher local runs every process here; drop --hostfile or use "
                           "--launcher ssh")
+    if launcher == "mpi" and not shutil.which("mpirun"):
+        raise LaunchError("--launcher mpi: mpirun not found on PATH (install Open MPI or MPICH, "
+                          "or use --launcher ssh)")
     hosts = read_hostfile(hostfile) if hostfile else None
     root = scheduler_address(launcher, hosts, host_ip)
     base = dict(os.environ)
