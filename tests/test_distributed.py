@@ -73,7 +73,7 @@ def test_dist_kvstore_without_launch_names_the_option(tiny_recs, tmp_path, monke
     cfg = load_config("synthetic", ["data.train_rec=%s" % tiny_recs["train"],
                                     "train.out_dir=%s" % (tmp_path / "run"),
                                     "train.kvstore=dist_sync"])
-    with pytest.raises(ConfigError, match="DMLC_ROLE/DMLC_NUM_WORKER/DMLC_PS_ROOT_URI is not"):
+    with pytest.raises(ConfigError, match="DMLC_ROLE/DMLC_NUM_WORKER/DMLC_PS_ROOT_URI are not set"):
         train(cfg, progress=False)
 
 
@@ -224,6 +224,19 @@ def test_dist_sync_two_workers_identical_checksums_and_a_log_per_rank(tiny_recs,
 
 
 @pytest.mark.slow
+def test_dist_device_sync_two_workers_two_devices_each(tiny_recs, tmp_path, capfd):  # noqa: F811
+    run = tmp_path / "run"
+    command = train_command(tiny_recs, run, "dist_device_sync", "train.epochs=2",
+                            "train.batch_size_per_device=1") + ["--cpu-devices", "2"]
+    rc = launch(command, 2, 1, timeout=120, env=ENV)
+    text = "".join(capfd.readouterr())
+    assert rc == 0, text[-3000:]
+    assert "on cpu(0),cpu(1): 4 iterations (2 per epoch), batch 2 per worker, 2 worker(s)" in text
+    sums = checksums(text)
+    assert len(sums) == 2 and sums[0] == sums[1], text[-3000:]
+
+
+@pytest.mark.slow
 def test_dist_async_trains_and_resumes_without_optimizer_state(tiny_recs, tmp_path, capfd):  # noqa: F811,E501
     run = tmp_path / "run"
     rc = launch(train_command(tiny_recs, run, "dist_async", "train.epochs=2",
@@ -342,6 +355,7 @@ def test_killed_scheduler_ends_the_job_and_the_run_resumes(tiny_recs, tmp_path, 
     _check_resume(run, capfd)
 
 
+@pytest.mark.slow
 def test_a_dying_worker_stops_the_job(tmp_path):
     script = (
         "import os, mxnet as mx\n"
@@ -431,6 +445,7 @@ def test_mpi_launcher_needs_mpirun(tmp_path, monkeypatch):
         launch(["true"], 1, launcher="mpi")
 
 
+@pytest.mark.slow
 def test_ssh_connection_failure_ends_the_job(sshd, tmp_path):
     """A host ssh cannot log into (no key): ssh's 255 ends the whole job, nothing hangs."""
     hosts = tmp_path / "hosts"

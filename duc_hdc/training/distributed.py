@@ -59,10 +59,11 @@ def check_launch_env(name, environ=None):
         return
     missing = [k for k in ("DMLC_ROLE", "DMLC_NUM_WORKER", "DMLC_PS_ROOT_URI") if k not in environ]
     if missing:
+        missing = missing[0] + " is" if len(missing) == 1 else "/".join(missing) + " are"
         raise ConfigError(
-            "--kvstore/train.kvstore=%s runs under a parameter-server job, and %s is not set: "
+            "--kvstore/train.kvstore=%s runs under a parameter-server job, and %s not set: "
             "start it with `duc-hdc launch -n WORKERS -s SERVERS -- duc-hdc train ...`, or use "
-            "train.kvstore=device on one machine" % (name, "/".join(missing)))
+            "train.kvstore=device on one machine" % (name, missing))
 
 
 def make_kvstore(name):
