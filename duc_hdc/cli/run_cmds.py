@@ -1,5 +1,6 @@
 """Commands that train: train, launch."""
 import argparse
+import shlex
 import sys
 
 import duc_hdc
@@ -47,8 +48,10 @@ def cmd_launch(args):
     if not command:
         raise ValueError("launch: give the worker command after --, e.g. -- duc-hdc train "
                          "--config synthetic --kvstore dist_sync")
-    return launch(command, args.num_workers, args.num_servers, hostfile=args.hostfile,
-                  timeout=args.timeout)
+    ssh_options = [part for opt in (args.ssh_option or []) for part in shlex.split(opt)]
+    return launch(command, args.num_workers, args.num_servers, launcher=args.launcher,
+                  hostfile=args.hostfile, timeout=args.timeout, grace=args.grace,
+                  ssh_options=ssh_options, host_ip=args.host_ip)
 
 
 def cmd_report(args):
@@ -87,13 +90,24 @@ def register(sub):
                         "weights, found by sha256)")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("launch", help="start a parameter-server job: scheduler, servers, workers",
+    s = sub.add_parser("launch", help="start a parameter-server job (dist_sync, dist_device_sync, "
+                                      "dist_async): scheduler, servers, workers",
                        description="Run COMMAND as the workers of a parameter-server job, e.g. "
                                    "duc-hdc launch -n 2 -s 1 -- duc-hdc train --config "
                                    "cityscapes --kvstore dist_sync")
     s.add_argument("-n", "--num-workers", type=options.positive_int, required=True)
     s.add_argument("-s", "--num-servers", type=options.positive_int, default=1)
-    s.add_argument("--hostfile", help="hosts for servers and workers (ssh); default: all local")
+    s.add_argument("--launcher", choices=("local", "ssh", "mpi"),
+                   help="how processes start (default: ssh with --hostfile, else local)")
+    s.add_argument("--hostfile", help="hosts for servers and workers, dmlc_tracker's format: "
+                                      "host, host:port (ssh port) or host slots=N")
+    s.add_argument("--ssh-option", action="append", metavar="ARG",
+                   help='extra ssh arguments, e.g. --ssh-option "-i ~/.ssh/job_key" (repeatable)')
+    s.add_argument("--host-ip", metavar="ADDR",
+                   help="the scheduler's address as the other hosts reach it (default: this "
+                        "machine's, from dmlc_tracker)")
     s.add_argument("--timeout", type=float, help="stop the job after this many seconds")
+    s.add_argument("--grace", type=float, default=5.0,
+                   help="seconds a stopped job's processes get before SIGKILL (default 5)")
     s.add_argument("command", nargs=argparse.REMAINDER, help="-- then the worker command")
     s.set_defaults(func=cmd_launch)

@@ -6,6 +6,7 @@ import mxnet as mx
 import numpy as np
 
 from ..config import ConfigError, model_overrides
+from ..devices import contexts
 from ..models.network import get_model
 
 log = logging.getLogger(__name__)
@@ -13,17 +14,13 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------- devices
 def parse_devices(gpus=None, cpu_devices=1):
-    """``--gpus 0,1`` -> [gpu(0), gpu(1)]; otherwise ``cpu_devices`` CPU contexts.
+    """``--gpus 0,1`` -> [gpu(0), gpu(1)] (refused, naming the option, where this MXNet sees
+    no such GPU); otherwise ``cpu_devices`` CPU contexts (:func:`duc_hdc.devices.contexts`).
 
     Several CPU contexts (``mx.cpu(0)``, ``mx.cpu(1)``) exercise the multi-device code path on
     machines without GPUs.
     """
-    if gpus:
-        ids = [int(g) for g in str(gpus).split(",") if g.strip()]
-        if not ids:
-            raise ConfigError("--gpus: expected ids like 0,1,2, got %r" % (gpus,))
-        return [mx.gpu(i) for i in ids]
-    return [mx.cpu(i) for i in range(max(1, int(cpu_devices)))]
+    return contexts(gpus if gpus is not None and str(gpus).strip() else None, cpu_devices)
 
 
 # -------------------------------------------------------------------------- initialization

@@ -16,12 +16,10 @@ import mxnet as mx
 import numpy as np
 
 from ..fileio import atomic_json, atomic_path, sha256sum
+from .distributed import save_trainer_states
+from .errors import TrainingError
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a non-finite loss); the message says where and what is kept."""
 
 
 # ------------------------------------------------------------------------------- arrays
@@ -125,7 +123,7 @@ class Checkpointer:
         with atomic_path(stem + ".params") as tmp:
             net.save_parameters(tmp)
         with atomic_path(stem + ".states") as tmp:
-            trainer.save_states(tmp)
+            save_trainer_states(trainer, tmp)
         for ext in self.EXTS:
             path = stem + ext
             files[ext[1:]] = dict(name=os.path.basename(path), size=os.path.getsize(path),

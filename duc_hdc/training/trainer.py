@@ -33,12 +33,14 @@ from ..config import ConfigError, resume_config, save_config
 from ..fileio import atomic_path
 from ..models.sidecar import write_sidecar
 from .build import amp_target_dtype, build_network, build_transform, parse_devices
-from .checkpoints import (Checkpointer, TrainingError, gradient_sum_sq, loss_scaler_state,
+from . import distributed as dist
+from .checkpoints import (Checkpointer, gradient_sum_sq, loss_scaler_state,
                           non_finite_arrays, params_checksum, restore_loss_scaler,
                           sync_replica_statistics)
+from .errors import TrainingError
 from .loss import SegmentationLoss
 from .runlog import append_jsonl as _append_jsonl
-from .runlog import plot_curves, progress_bar as _progress_bar, setup_file_log
+from .runlog import plot_curves, progress_bar as _progress_bar
 from .schedule import learning_rate
 
 __all__ = ["train", "resumed_config", "parse_devices", "build_network", "build_transform", "plot_curves",
@@ -49,13 +51,6 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------- train
-def _make_kvstore(name):
-    if name.startswith("dist"):
-        kv = mx.kv.create(name)
-        return kv, kv.rank, kv.num_workers
-    return name, 0, 1
-
-
 def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=None):
     """Train as ``cfg`` says; returns a summary dict (run_dir, iterations, best, checksum).
 
@@ -84,7 +79,7 @@ def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=N
         raise ConfigError("train: a recipe is needed unless resuming a run")
     run_dir = resume or cfg["train"]["out_dir"]
     os.makedirs(run_dir, exist_ok=True)
-    handler = setup_file_log(run_dir)
+    handler = dist.rank_log_handler(run_dir)  # train.log, or train.rank<N>.log
     try:
         return _train(cfg, ctx, run_dir, resume, progress, validator, overrides)
     finally:
@@ -118,18 +113,17 @@ def resumed_config(run_dir, cfg=None, overrides=None, ctx=None):
     return _resume_point(cfg, ctx or [mx.cpu()], run_dir, overrides)[1]
 
 
-def _build_trainer(net, train_cfg, kvstore, num_workers):
+def _build_trainer(net, train_cfg, kvstore, num_workers, num_devices, schedule, iteration):
     optimizer_params = dict(learning_rate=float(train_cfg["lr"]), wd=float(train_cfg["wd"]))
     if train_cfg["optimizer"] in ("sgd", "nag"):
         optimizer_params["momentum"] = float(train_cfg["momentum"])
     if train_cfg["clip_gradient"]:
         optimizer_params["clip_gradient"] = float(train_cfg["clip_gradient"])
-    # under a parameter server each worker updates its own copy from the summed gradients
-    # (identical on every worker), which keeps optimizer states local and savable
-    return gluon.Trainer(net.collect_params(), train_cfg["optimizer"], optimizer_params,
-                         kvstore=kvstore,
-                         update_on_kvstore=False if num_workers > 1 or
-                         str(train_cfg["kvstore"]).startswith("dist") else None)
+    # sync modes: each worker updates its own copy from the summed gradients (identical on every
+    # worker), optimizer states local and savable; dist_async: the servers hold the optimizer
+    return dist.build_trainer(net, train_cfg["kvstore"], kvstore, train_cfg["optimizer"],
+                              optimizer_params, num_devices, num_workers, schedule=schedule,
+                              iteration=iteration)
 
 
 def _train(cfg, ctx, run_dir, resume, progress, validator, overrides):
@@ -149,7 +143,10 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides):
 
         amp.init(target_dtype=amp_dtype)  # process-wide, before the network is built
         log.info("mixed precision: mxnet AMP, %s", amp_dtype)
-    kvstore, rank, num_workers = _make_kvstore(train_cfg["kvstore"])
+    kvstore, rank, num_workers = dist.make_kvstore(train_cfg["kvstore"])
+    dist.set_log_rank(rank)
+    if num_workers > 1:  # every rank resumes the same checkpoint (a shared run directory)
+        dist.check_same_checkpoint(kvstore, rank, num_workers, stem, run_dir)
     if saved is not None and saved.get("num_workers", num_workers) != num_workers:
         raise ConfigError("--resume: the run had %d distributed worker(s), now %d: each "
                           "worker's shard of the data would differ. Resume with %d workers, "
@@ -163,23 +160,6 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides):
     net.hybridize(static_alloc=True, static_shape=True)
     loss_fn = SegmentationLoss(data_cfg["ignore_label"])
     loss_fn.hybridize()
-    trainer = _build_trainer(net, train_cfg, kvstore, num_workers)
-    if stem:
-        net.load_parameters(stem + ".params", ctx=ctx)
-        bad = non_finite_arrays(net)
-        if bad:  # verified files holding NaN: written so, never trained from
-            raise TrainingError("%s.params holds non-finite values in %s (%d arrays); not "
-                                "training from damaged weights" % (stem, bad[0], len(bad)))
-        trainer.load_states(stem + ".states")
-        log.info("resumed from %s: epoch %d, batch %d, iteration %d", stem, state["epoch"],
-                 state["batch"], state["iteration"])
-    if amp_dtype:
-        amp.init_trainer(trainer)
-        if saved is not None:
-            restore_loss_scaler(trainer, saved.get("loss_scaler"))
-    if num_workers > 1:
-        _synchronize_start(net, trainer, kvstore, num_workers)
-
     base = SegRecordDataset(data_cfg["train_rec"])
     batch_size = train_cfg["batch_size_per_device"] * len(ctx)
     shard = (rank, num_workers)
@@ -189,6 +169,25 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides):
                           "%d" % (data_cfg["train_rec"], len(base), num_workers, batch_size))
     # the schedule spans the recipe's epochs; max_iters only stops early (same lr curve)
     schedule_iters = iters_per_epoch * train_cfg["epochs"]
+    trainer = _build_trainer(net, train_cfg, kvstore, num_workers, len(ctx),
+                             (train_cfg, iters_per_epoch, schedule_iters), state["iteration"])
+    if stem:
+        net.load_parameters(stem + ".params", ctx=ctx)
+        bad = non_finite_arrays(net)
+        if bad:  # verified files holding NaN: written so, never trained from
+            raise TrainingError("%s.params holds non-finite values in %s (%d arrays); not "
+                                "training from damaged weights" % (stem, bad[0], len(bad)))
+        dist.load_trainer_states(trainer, stem + ".states", state["iteration"])
+        log.info("resumed from %s: epoch %d, batch %d, iteration %d", stem, state["epoch"],
+                 state["batch"], state["iteration"])
+    if amp_dtype:
+        amp.init_trainer(trainer)
+        if saved is not None:
+            restore_loss_scaler(trainer, saved.get("loss_scaler"))
+    if num_workers > 1:
+        dist.synchronize_start(net, trainer, kvstore, num_workers,
+                               lambda n: params_checksum(n, trainable_only=True))
+
     total_iters = schedule_iters
     if train_cfg["max_iters"]:
         total_iters = min(total_iters, train_cfg["max_iters"])
@@ -211,7 +210,7 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides):
             if state["iteration"] >= total_iters or state["batch"] >= iters_per_epoch:
                 break
             lr = learning_rate(state["iteration"], train_cfg, iters_per_epoch, schedule_iters)
-            trainer.set_learning_rate(lr)
+            dist.set_learning_rate(trainer, lr)
             datas = gluon.utils.split_and_load(data, ctx, even_split=False)
             labels = gluon.utils.split_and_load(label, ctx, even_split=False)
             with autograd.record():
@@ -227,7 +226,7 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides):
                                gradient_sum_sq(trainer._params, ctx), epoch, state, lr,
                                last_ckpt)
             # each device's loss is a mean over its valid pixels; average devices and workers
-            trainer.step(len(ctx) * num_workers)
+            trainer.step(dist.step_size(train_cfg["kvstore"], len(ctx), num_workers))
             running = loss if running is None else 0.9 * running + 0.1 * loss
             state["iteration"] += 1
             state["batch"] += 1
@@ -304,43 +303,6 @@ def _synced_and_finite(net, what, last_ckpt):
         raise TrainingError("non-finite values in %s (%d arrays) before writing %s; stopping. "
                             "The last good checkpoint is %s" % (bad[0], len(bad), what,
                                                                 last_ckpt or "(none yet)"))
-
-
-def _synchronize_start(net, trainer, kvstore, num_workers):
-    """Give every worker worker 0's parameters before the first iteration, and check it.
-
-    ``gluon.Trainer`` broadcasts the initial parameters lazily, key by key, at its first
-    ``step``; on one machine a worker was seen to keep a parameter of its own through that
-    broadcast (dist_sync, 2 workers: about 1 run in 5; one ps-lite barrier per key, cf.
-    apache/mxnet#7893). Here the broadcast happens before training, every worker waits for all
-    the others and pulls every parameter again (a pull changes nothing on the servers), then
-    the workers compare their parameter checksums through the kvstore.
-
-    Raises
-    ------
-    TrainingError
-        The workers still hold different parameters.
-    """
-    # Trainer has no public call for this; these are the ones its first step() makes
-    trainer._init_kvstore()
-    if trainer._params_to_init:
-        trainer._init_params()
-    mx.nd.waitall()
-    kvstore._barrier()
-    for idx, param in enumerate(trainer._params):
-        kvstore.pull(idx, param.list_data(), priority=-idx)
-    mx.nd.waitall()
-    # every worker pushes its checksum's 32 bytes; the servers sum them (exact in float32)
-    mine = np.frombuffer(bytes.fromhex(params_checksum(net)), np.uint8).astype(np.float32)
-    key = len(trainer._params)  # a key the trainer does not use
-    kvstore.init(key, mx.nd.zeros(mine.shape))
-    kvstore._barrier()
-    total = mx.nd.zeros(mine.shape)
-    kvstore.pushpull(key, mx.nd.array(mine), out=total)
-    if not np.array_equal(total.asnumpy(), mine * num_workers):
-        raise TrainingError("the %d workers hold different parameters after the kvstore "
-                            "broadcast; not training on diverged copies" % num_workers)
-    kvstore._barrier()
 
 
 def _checkpoint(run, state, last_ckpt):

@@ -1,0 +1,303 @@
+"""Starting a parameter-server job (``dist_sync``, ``dist_device_sync``, ``dist_async``).
+
+``duc-hdc launch -n WORKERS -s SERVERS [--launcher local|ssh|mpi] [--hostfile FILE] -- duc-hdc
+train ...`` starts one scheduler (always on this machine, as mxnet's own ``tools/launch.py``
+does), the servers and the workers with the ``DMLC_*`` environment ps-lite reads. Servers and the
+scheduler are plain ``python -c "import mxnet"`` processes: importing mxnet with
+``DMLC_ROLE=server`` or ``scheduler`` runs that role.
+
+mxnet 1.9.1 installs its launcher (``mxnet/tools/launch.py``) and the ``dmlc_tracker`` package
+(local, ssh, mpi, sge, yarn submitters). This module follows its submitters' conventions: the
+same hostfile syntax (``host``, ``host:port``, ``host slots=N``; so one hostfile serves both),
+the same placement (servers first, then workers, round-robin over the hosts), the ssh command
+(``cd`` to this directory, export the environment, run the command) and it uses
+``dmlc_tracker.tracker.get_host_ip`` (the scheduler's address) and
+``dmlc_tracker.mpi.get_mpi_env`` (``-x``/``-env`` flags for Open MPI / MPICH). It does not call
+``dmlc_tracker``'s ``submit`` functions: they run every process in a daemon thread through
+``subprocess.check_call`` (no handle to stop the others when one fails; a failing thread only
+raises in itself), wait with ``Thread.isAlive`` (removed in Python 3.9: they fail on 3.11),
+and their ssh command is not quoted and leaves the remote process running when ssh dies.
+
+The watchdog: every process is owned here. When any of them (worker, server, scheduler, an ssh
+or mpirun client) exits with an error, the others would wait forever in a kvstore barrier, so
+the launcher stops them all (SIGTERM, then SIGKILL after ``grace`` s) and returns the failed
+process's exit code (128 + N for a signal N), within ``poll + 2 * grace`` seconds. Over ssh each
+remote command runs under a small guard that stops it when its ssh connection ends, so
+stopping the local ssh client stops the remote process too.
+"""
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+log = logging.getLogger(__name__)
+
+LAUNCHERS = ("local", "ssh", "mpi")
+
+#: environment passed to remote processes (ssh, mpi) besides the DMLC_* role variables
+_FORWARD_PREFIXES = ("DMLC_", "PS_", "OMP_", "KMP_", "MXNET_", "DUC_HDC_")
+_FORWARD_KEYS = ("PYTHONPATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV")
+
+#: runs ``argv[1:]`` on the remote host; stops it when stdin (the ssh connection) closes, and
+#: exits with its code (128 + N for signal N, as a shell reports it)
+_REMOTE_GUARD = (
+    "import os,signal,subprocess,sys,threading,time\n"
+    "p=subprocess.Popen(sys.argv[1:],stdin=subprocess.DEVNULL,start_new_session=True)\n"
+    "def watch():\n"
+    "    try:\n"
+    "        while os.read(0,65536): pass\n"
+    "    except OSError: pass\n"
+    "    for s in (signal.SIGTERM,signal.SIGKILL):\n"
+    "        try: os.killpg(p.pid,s)\n"
+    "        except OSError: return\n"
+    "        time.sleep(3)\n"
+    "threading.Thread(target=watch,daemon=True).start()\n"
+    "rc=p.wait()\n"
+    "sys.exit(rc if rc>=0 else 128-rc)\n")
+
+
+class LaunchError(ValueError):
+    """The launch options are inconsistent; the message names the option."""
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def read_hostfile(path):
+    """``[(host, port or None), ...]`` from a dmlc_tracker hostfile.
+
+    One host a line: ``host``, ``host:port`` (ssh port) or ``host slots=N`` (the mpi form; the
+    slots are mpirun's business); ``#`` comments and blank lines are ignored.
+    """
+    try:
+        with open(path) as f:
+            lines = [line.split("#")[0].strip() for line in f]
+    except OSError as e:
+        raise LaunchError("--hostfile %s: %s" % (path, e.strerror)) from e
+    hosts = []
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        line = line.split("slots=")[0].strip()
+        host, _, port = line.partition(":")
+        if not host or (port and not port.isdigit()) or " " in host:
+            raise LaunchError("--hostfile %s line %d: %r is not host, host:port or host slots=N"
+                              % (path, number, line))
+        hosts.append((host, int(port) if port else None))
+    if not hosts:
+        raise LaunchError("--hostfile %s lists no hosts" % path)
+    return hosts
+
+
+def _is_loopback(host):
+    try:
+        return socket.gethostbyname(host).startswith("127.")
+    except OSError:
+        return False
+
+
+def scheduler_address(launcher, hosts, host_ip=None):
+    """The address the scheduler listens on and every process connects to."""
+    if host_ip:
+        return host_ip
+    if launcher == "local" or (hosts and all(_is_loopback(h) for h, _ in hosts)):
+        return "127.0.0.1"
+    from dmlc_tracker.tracker import get_host_ip
+
+    return get_host_ip("auto")
+
+
+def _forwarded(env):
+    return {k: v for k, v in sorted(env.items())
+            if k.startswith(_FORWARD_PREFIXES) or k in _FORWARD_KEYS}
+
+
+def ssh_command(host, port, command, env, ssh_options=(), cwd=None):
+    """The ssh client's argv running ``command`` on ``host`` under the remote guard.
+
+    ``env`` is exported on the remote side (DMLC_*, PS_*, OMP_*, MXNET_*, DUC_HDC_*,
+    PYTHONPATH, ...); the remote command starts in ``cwd`` (default: this directory), which
+    must exist there (a shared filesystem, or the same layout on every host).
+    """
+    exports = " ".join("%s=%s" % (k, shlex.quote(str(v))) for k, v in _forwarded(env).items())
+    guard = [sys.executable, "-c", _REMOTE_GUARD]
+    remote = "cd %s && exec env %s %s" % (shlex.quote(cwd or os.getcwd()), exports,
+                                          " ".join(shlex.quote(c) for c in guard + command))
+    argv = ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "BatchMode=yes"] + list(ssh_options)
+    if port:
+        argv += ["-p", str(port)]
+    return argv + [host, remote]
+
+
+def mpi_command(count, command, env, hostfile=None):
+    """``mpirun -n COUNT [--hostfile F] <env flags> command`` (dmlc_tracker's mpi submitter)."""
+    from dmlc_tracker.mpi import get_mpi_env
+
+    argv = ["mpirun", "-n", str(count)]
+    if hostfile:
+        argv += ["--hostfile", hostfile]
+    return argv + shlex.split(get_mpi_env(_forwarded(env))) + list(command)
+
+
+class _Proc:
+    def __init__(self, role, index, popen, where="local"):
+        self.role, self.index, self.popen, self.where = role, index, popen, where
+
+    @property
+    def name(self):
+        return "%s %d (pid %d, %s)" % (self.role, self.index, self.popen.pid, self.where)
+
+
+def _start(role, index, argv, env, where="local"):
+    # own session: stopping the job signals the whole process group (the command's children)
+    popen = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE if where != "local" else None,
+                             start_new_session=True)
+    return _Proc(role, index, popen, where)
+
+
+def _stop(procs, grace):
+    for p in procs:
+        if p.popen.poll() is None:
+            try:
+                os.killpg(p.popen.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.time() + grace
+    for p in procs:
+        while p.popen.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        if p.popen.poll() is None:
+            try:
+                os.killpg(p.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.popen.wait()
+        if p.popen.stdin:
+            p.popen.stdin.close()
+
+
+def exit_code(returncode):
+    """A process's exit status as a shell reports it: 128 + N for a signal N."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+def launch(command, num_workers, num_servers=1, launcher=None, hostfile=None, timeout=None,
+           poll=0.2, grace=5.0, env=None, ssh_options=(), host_ip=None):
+    """Run ``command`` as the ``num_workers`` workers of a parameter-server job; returns an exit
+    code (0, the first failed process's code, 124 on ``timeout``, 130 on Ctrl-C).
+
+    Parameters
+    ----------
+    command : list of str
+        The worker command, e.g. ``[sys.executable, '-m', 'duc_hdc.cli', 'train', '--config',
+        'x.yaml', '--kvstore', 'dist_sync']``.
+    num_workers, num_servers : int
+    launcher : {'local', 'ssh', 'mpi'}, optional
+        Default: ``ssh`` with a hostfile, else ``local`` (every process on 127.0.0.1).
+    hostfile : str, optional
+        dmlc_tracker hostfile (:func:`read_hostfile`); needed by ``ssh``, passed to mpirun.
+    timeout : float, optional
+        Stop everything and fail (124) after this many seconds.
+    poll, grace : float
+        Seconds between checks; seconds a stopped process gets before SIGKILL.
+    env : dict, optional
+        Extra environment for every process (forwarded over ssh / mpi when its name starts
+        with DMLC_, PS_, OMP_, KMP_, MXNET_ or DUC_HDC_).
+    ssh_options : list of str
+        Extra ssh client arguments, e.g. ``['-i', KEY, '-F', CONFIG]``.
+    host_ip : str, optional
+        The scheduler's address as the other hosts reach it (default: found by dmlc_tracker).
+    """
+    if num_workers < 1 or num_servers < 1:
+        raise LaunchError("-n/--num-workers and -s/--num-servers: need at least one worker and "
+                          "one server, got -n %d -s %d" % (num_workers, num_servers))
+    if not command:
+        raise LaunchError("no worker command given (put it after --)")
+    launcher = launcher or ("ssh" if hostfile else "local")
+    if launcher not in LAUNCHERS:
+        raise LaunchError("--launcher %s: expected one of %s" % (launcher, ", ".join(LAUNCHERS)))
+    if launcher == "ssh" and not hostfile:
+        raise LaunchError("--launcher ssh needs --hostfile (one host or host:port a line)")
+    if launcher == "local" and hostfile:
+        raise LaunchError("--launcher local runs every process here; drop --hostfile or use "
+                          "--launcher ssh")
+    if launcher == "mpi" and not shutil.which("mpirun"):
+        raise LaunchError("--launcher mpi: mpirun not found on PATH (install Open MPI or MPICH, "
+                          "or use --launcher ssh)")
+    hosts = read_hostfile(hostfile) if hostfile else None
+    root = scheduler_address(launcher, hosts, host_ip)
+    base = dict(os.environ)
+    base.update({k: str(v) for k, v in (env or {}).items()})
+    base.update(DMLC_PS_ROOT_URI=root, DMLC_PS_ROOT_PORT=str(free_port(
+        "127.0.0.1" if root.startswith("127.") else "")),
+        DMLC_NUM_SERVER=str(num_servers), DMLC_NUM_WORKER=str(num_workers))
+    role_cmd = [sys.executable, "-c", "import mxnet"]
+    procs = [_start("scheduler", 0, role_cmd,
+                    dict(base, DMLC_ROLE="scheduler", DMLC_NODE_HOST=root))]
+    try:
+        if launcher == "mpi":
+            for role, count, cmd in (("server", num_servers, role_cmd),
+                                     ("worker", num_workers, list(command))):
+                role_env = dict(base, DMLC_ROLE=role)
+                procs.append(_start(role + "s", 0, mpi_command(count, cmd, role_env, hostfile),
+                                    role_env, "mpirun"))
+        else:
+            # dmlc_tracker's order: servers first, then workers, round-robin over the hosts
+            for i in range(num_servers + num_workers):
+                role, index = ("server", i) if i < num_servers else ("worker", i - num_servers)
+                cmd = role_cmd if role == "server" else list(command)
+                if hosts:
+                    host, port = hosts[i % len(hosts)]
+                    role_env = dict(base, DMLC_ROLE=role, DMLC_NODE_HOST=host)
+                    where = "ssh %s%s" % (host, ":%d" % port if port else "")
+                    procs.append(_start(role, index, ssh_command(host, port, cmd, role_env,
+                                                                 ssh_options), role_env, where))
+                else:
+                    procs.append(_start(role, index, cmd,
+                                        dict(base, DMLC_ROLE=role, DMLC_NODE_HOST=root)))
+    except OSError as e:
+        _stop(procs, grace)
+        raise LaunchError("--launcher %s: cannot start %s (%s)" % (launcher, e.filename,
+                                                                   e.strerror)) from e
+    workers = [p for p in procs if p.role.startswith("worker")]
+    log.info("launched (%s) scheduler on %s:%s, %d server(s), %d worker(s)", launcher, root,
+             base["DMLC_PS_ROOT_PORT"], num_servers, num_workers)
+    return _watch(procs, workers, timeout, poll, grace)
+
+
+def _watch(procs, workers, timeout, poll, grace):
+    start = time.time()
+    try:
+        while True:
+            failed = [p for p in procs if p.popen.poll() not in (None, 0)]
+            if failed:
+                p = failed[0]
+                code = exit_code(p.popen.returncode)
+                log.error("%s exited with code %d; stopping the job", p.name, code)
+                _stop(procs, grace)
+                return code
+            if all(w.popen.poll() == 0 for w in workers):
+                # the workers finished; servers and scheduler leave once told, else stop them
+                deadline = time.time() + max(grace, 10.0)
+                while any(p.popen.poll() is None for p in procs) and time.time() < deadline:
+                    time.sleep(poll)
+                _stop(procs, grace)
+                log.info("all %d workers finished", len(workers))
+                return 0
+            if timeout and time.time() - start > timeout:
+                log.error("job still running after %.0f s (--timeout); stopping it", timeout)
+                _stop(procs, grace)
+                return 124
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        _stop(procs, grace)
+        return 130
