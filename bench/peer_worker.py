@@ -48,9 +48,9 @@ def _ov(path, shape, precision, calib=None):
     if precision == "int8":
         import nncf
 
-        data = np.load(calib)
-        model = nncf.quantize(model, nncf.Dataset([data[i:i + 1] for i in range(len(data))]),
-                              subset_size=len(data))
+        data = np.load(calib)  # (K, 3, H, W): one calibration batch of the model's size each
+        items = [np.repeat(data[i:i + 1], shape[0], axis=0) for i in range(len(data))]
+        model = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
     hint = {"f32": "f32", "bf16": "bf16", "int8": "bf16"}[precision]
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
                                                  "PERFORMANCE_HINT": "LATENCY"})
@@ -86,6 +86,11 @@ def info():
 
 
 def main():
+    # the replies get a private copy of stdout; whatever the libraries print (NNCF does) goes
+    # to stderr and cannot break the protocol
+    proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     runners, inputs = {}, {}
     for line in sys.stdin:
         req = json.loads(line)
@@ -120,8 +125,8 @@ def main():
         except Exception as err:  # noqa: BLE001 (a failing peer is reported, not fatal)
             traceback.print_exc(file=sys.stderr)
             reply = dict(error="%s: %s" % (type(err).__name__, err))
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+        proto.write(json.dumps(reply) + "\n")
+        proto.flush()
 
 
 if __name__ == "__main__":

@@ -145,11 +145,13 @@ def measure(keys, net, shape, rounds, peers, onnx_path, tmp, notes):
             tag = "%s_%dx%dx%d" % (key, n, h, w)
             inp, out, cal = (os.path.join(tmp, tag + s) for s in ("_x.npy", "_y.npy", "_c.npy"))
             np.save(inp, xn)
-            np.save(cal, calib)
+            # OpenVINO's model is reshaped to the input's size: NNCF calibrates at that size
+            np.save(cal, np.random.RandomState(1).normal(0, 50, (2, c, h, w)).astype(np.float32))
             reply = peers.ask(cmd="load", name=tag, kind=key, onnx=onnx_path, input=inp,
                               output=out, calib=cal)
             if "error" in reply:
-                notes.append("%s: not measured (%s)" % (CANDIDATES[key], reply["error"]))
+                notes.append("%s at %dx%d batch %d: not measured (%s)" % (
+                    CANDIDATES[key], h, w, n, reply["error"].strip().splitlines()[-1][:300]))
                 continue
             diff = _rel(ref, np.load(out))
             notes.append("%s at %dx%d batch %d: max relative difference to ours fp32 %.2g"
@@ -201,6 +203,13 @@ def targets(med):
             CANDIDATES[d] for d in dens), bound, ratio, "met" if ratio <= bound else "NOT met"))
 
 
+def load_average():
+    try:
+        return "load average %.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        return "load average unknown"
+
+
 def _size(text):
     h, w = (int(v) for v in text.lower().split("x"))
     if h % 8 or w % 8:
@@ -230,7 +239,9 @@ def main(argv=None):
     batch4 = None if args.batch4 == "none" else _size(args.batch4)
     if args.quick:
         sizes, batch4 = [(64, 128)], (64, 128)
+    started = time.time()
     state = runtime.amx_state()
+    print("%s at the start (the CPU may be shared)" % load_average())
     print("machine: %s, %d cores, OMP_NUM_THREADS=%s" % (runtime.cpu_model(), os.cpu_count(),
                                                          os.environ.get("OMP_NUM_THREADS")))
     print("AMX: %s" % (state["reason"] if "amx_tile" in runtime.cpu_flags() or state["enabled"]
@@ -277,6 +288,7 @@ def main(argv=None):
                 peers.close()
     if notes:
         print("\nnotes:\n" + "\n".join("- " + n for n in notes))
+    print("\n%s at the end; total %.0f s" % (load_average(), time.time() - started))
 
 
 if __name__ == "__main__":
