@@ -37,7 +37,8 @@ from .int8 import (DEFAULT_QUANTIZE_EXCLUDE, DUC_HEAD_LAYERS, QUANTIZED_KIND, ca
 
 __all__ = ["InferenceNet", "graph_of", "fold_batchnorm", "fold_constants", "inference_graph",
            "symbol_block", "optimized_block", "fp16_block", "bf16_block", "bf16_graph",
-           "check_bf16", "conv_summary", "inference_runner", "precision_of", "PRECISIONS",
+           "check_bf16", "conv_summary", "inference_runner", "precision_of", "precision_graph",
+           "PRECISIONS",
            "quantize_net", "calibration_batch", "calibration_images", "save_quantized",
            "load_quantized", "count_quantized_ops", "QUANTIZED_KIND",
            "mkldnn_available", "DUC_HEAD_LAYERS", "DEFAULT_QUANTIZE_EXCLUDE"]
@@ -166,3 +167,35 @@ def inference_runner(net, precision="fp32", ctx=None, calib_images=None, calib_m
         raise ValueError("--precision int8 needs calibration images (e.g. --calib-rec "
                          "TRAIN.rec), or an INT8 model written by `duc-hdc quantize`")
     return quantize_net(net, calib_images, calib_mode=calib_mode, ctx=ctx)
+
+
+def precision_graph(net, precision="fp32", calib_images=None, calib_mode="naive"):
+    """The portable graph of ``net`` in ``precision`` for ``export --precision``:
+    ``(symbol, arg_params, aux_params)`` with input ``data`` (float32), no backend applied.
+
+    ``fp32``: BatchNorm and constants folded (:func:`inference_graph`; the ONNX export may
+    keep using the network itself). ``bf16``: :func:`bf16_graph` (MXNet with oneDNN only: ONNX
+    has no use for it). ``int8``: the quantized, MKLDNN-fused graph of :func:`quantize_net`
+    (what :func:`save_quantized` writes).
+
+    Save the bf16 symbol with ``sym.save(path, remove_amp_cast=False)``: MXNet's default
+    drops AMP's casts from the JSON, and the reloaded graph then fails ("requires uniform
+    type").
+    """
+    if precision not in PRECISIONS:
+        raise ValueError("--precision %r: choose one of %s" % (precision, ", ".join(PRECISIONS)))
+    if precision == "fp32":
+        return inference_graph(net)
+    if precision == "bf16":
+        check_bf16()
+        return bf16_graph(net)
+    if calib_images is None:
+        raise ValueError("--precision int8 needs calibration images (e.g. --calib-rec "
+                         "TRAIN.rec)")
+    qnet = quantize_net(net, calib_images, calib_mode=calib_mode)
+    sym = qnet.symbol()
+    names = set(sym.list_arguments())
+    args, auxs = {}, {}
+    for name, param in qnet.collect_params().items():
+        (args if name in names else auxs)[name] = param.data()
+    return sym, args, auxs
