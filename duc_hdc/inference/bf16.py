@@ -3,8 +3,9 @@
 The conversion order that keeps both BatchNorm folding and the MKLDNN fusion (found by trying
 both, shown by ``tests/test_optimize.py::test_bf16_graph_keeps_folding_and_fusion``):
 
-1. fold BatchNorm and the head's constant padding (:func:`duc_hdc.inference.folding.inference_graph`),
-   giving a plain Convolution / Activation / elemwise_add graph;
+1. fold BatchNorm and the head's constant padding
+   (:func:`duc_hdc.inference.folding.inference_graph`), giving a plain Convolution /
+   Activation / elemwise_add graph;
 2. ``mxnet.contrib.amp.convert_model(..., target_dtype='bfloat16', cast_optional_params=True)``
    on that symbol: the convolutions and their weights and biases become bfloat16, one cast at
    the input and one where a float32-only operator follows;
