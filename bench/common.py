@@ -9,8 +9,9 @@ REPO = os.path.dirname(HERE)
 
 
 def reference_symbol():
-    """The original release's graph (../shared/reference beside the repository)."""
-    candidates = [os.environ.get("DUC_HDC_REFERENCE", ""),
+    """The original release's graph: tests/data (carried in the repository), or
+    ``$DUC_HDC_REFERENCE``."""
+    candidates = [os.environ.get("DUC_HDC_REFERENCE", ""), os.path.join(REPO, "tests", "data"),
                   os.path.join(REPO, "..", "shared", "reference")]
     for path in candidates:
         full = os.path.join(path, "tusimple_duc_hdc_cityscapes-symbol.json")

@@ -7,14 +7,14 @@ This module is the package's face: it composes the layers (``models`` + ``hub`` 
 :func:`get_model`, ``training`` + ``evaluation`` for :func:`train`) and sets up the process
 before mxnet loads.
 """
-import os
+from . import runtime as _runtime
 
 __version__ = "0.1.0"
 
-# MXNet's OpenMP pool defaults to half the cores (measured 2x slower on 2 cores); it reads the
-# variable once, when mxnet is first imported, so set it before anything imports mxnet.
-if "OMP_NUM_THREADS" not in os.environ:
-    os.environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+# Before anything imports mxnet (oneDNN and OpenMP read these once, when they initialize):
+# OMP_NUM_THREADS = all cores, and AMX where the CPU has it and the kernel grants the tile
+# permission (duc_hdc.runtime; DUC_HDC_NO_AMX=1 opts out).
+_runtime.setup_process()
 
 
 def get_model(name, pretrained=False, root=None, ctx=None, **overrides):

@@ -9,9 +9,13 @@ import pytest
 from duc_hdc import cli, get_model
 from duc_hdc.inference.loader import artifact_prefix
 from duc_hdc.models.sidecar import write_sidecar
-from duc_hdc.inference.graphs import (DUC_HEAD_LAYERS, InferenceNet, count_quantized_ops,
-                              fold_batchnorm, fold_constants, graph_of, load_quantized, optimized_block,
-                              quantize_net, save_quantized, symbol_block)
+from duc_hdc import runtime
+from duc_hdc.inference.graphs import (DUC_HEAD_LAYERS, InferenceNet, check_bf16, conv_summary,
+                                      count_quantized_ops, fold_batchnorm, fold_constants,
+                                      graph_of, inference_runner, load_quantized,
+                                      precision_graph,
+                                      optimized_block, quantize_net, save_quantized,
+                                      symbol_block)
 from duc_hdc.inference.segmenter import Segmenter
 
 K = 5
@@ -238,13 +242,127 @@ def test_int8_save_load_round_trip(int8, tmp_path):
         load_quantized(str(tmp_path / "nothing"))
 
 
+# ------------------------------------------------------------------------------ bf16
+BF16 = runtime.bf16_support()  # 'amx', 'avx512_bf16' or None on this CPU
+
+
+def test_bf16_graph_keeps_folding_and_fusion():
+    """Fold BatchNorm -> AMP bfloat16 -> optimize_for('MKLDNN'): every convolution of the
+    partitioned graph is a fused bf16 ``_sg_mkldnn_conv`` with the same bias / ReLU / sum
+    post-ops as the fp32 graph, and no BatchNorm is left."""
+    net = _net(seed=2, classes=19)
+    x = mx.nd.array(np.stack([_scene(64, 128, s, net.normalization) for s in (30, 31)]))
+    if BF16 is None:  # a CPU without AVX512_BF16 / AMX_BF16: refused, with a message
+        with pytest.raises(ValueError, match="neither AMX"):
+            inference_runner(net, "bf16")
+        return
+    fp32, bf16 = inference_runner(net, "fp32"), inference_runner(net, "bf16")
+    assert bf16.kind == "bf16" and bf16.bf16_engine == BF16
+    want, got = fp32(x).asnumpy(), bf16(x).asnumpy()
+    assert got.dtype == np.float32 and got.shape == want.shape
+    convs32, convs16 = conv_summary(fp32.symbol()), conv_summary(bf16.symbol())
+    assert len(convs16) == 27 and {c["op"] for c in convs16} == {"_sg_mkldnn_conv"}
+    assert {c["dtype"] for c in convs16} == {"bfloat16"}
+    assert {c["dtype"] for c in convs32} == {"float32"}
+    # the same fusion as fp32: bias everywhere (folded BatchNorm), ReLU and residual sums
+    assert [(c["bias"], c["post_ops"]) for c in convs16] == \
+        [(c["bias"], c["post_ops"]) for c in convs32]
+    posts = [tuple(c["post_ops"]) for c in convs16]
+    assert all(c["bias"] for c in convs16)
+    assert posts.count(("relu",)) == 11 and posts.count(("sum", "relu")) == 8
+    assert posts.count(("sum",)) == 3  # the DUC head's branch sums
+    assert "BatchNorm" not in bf16.symbol().tojson()
+    # bfloat16 keeps 8 bits of mantissa: close to fp32, not equal
+    assert 1e-4 < _rel(want, got) < 0.05
+
+
+def test_bf16_is_refused_or_warned_by_cpu(caplog):
+    with pytest.raises(ValueError, match="neither AMX .* nor AVX512_BF16"):
+        check_bf16(flags={"avx2", "avx512f"}, environ={})
+    with caplog.at_level("WARNING"):
+        assert check_bf16(flags={"avx512f", "avx512_bf16"}, environ={}) == "avx512_bf16"
+    assert "slower" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert check_bf16(flags={"amx_tile", "amx_bf16", "avx512_bf16"},
+                          environ={"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"}) == "amx"
+    assert "slower" not in caplog.text
+
+
+def test_precision_graph_for_export(tmp_path):
+    """``export --precision``: the portable bf16 graph saves, reloads and computes what the
+    bf16 inference graph computes; fp32 is the folded graph."""
+    net = _net(seed=5)
+    x = mx.nd.array(_scene(32, 64, 50, net.normalization)[None])
+    sym, args, auxs = precision_graph(net, "fp32")
+    assert "BatchNorm" not in _ops(sym)
+    assert _rel(net(x).asnumpy(), symbol_block(sym, args, auxs)(x).asnumpy()) <= 1e-4
+    if BF16 is None:
+        with pytest.raises(ValueError, match="neither AMX"):
+            precision_graph(net, "bf16")
+        return
+    sym, args, auxs = precision_graph(net, "bf16")
+    assert {str(a.dtype) for a in args.values()} != {"float32"}
+    prefix = str(tmp_path / "bf16")
+    sym.save(prefix + "-symbol.json", remove_amp_cast=False)  # the default drops AMP's casts
+    mx.nd.save(prefix + "-0000.params", dict({"arg:" + k: v for k, v in args.items()},
+                                             **{"aux:" + k: v for k, v in auxs.items()}))
+    block = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                         prefix + "-0000.params")
+    got = block(x).astype("float32").asnumpy()
+    want = inference_runner(net, "bf16")(x).asnumpy()
+    # unfused, the bias and ReLU round to bf16 on their own: close to the fused graph
+    # (measured 0.011 relative), not equal
+    assert _rel(want, got) < 0.05 and (want.argmax(1) == got.argmax(1)).mean() >= 0.95
+    with pytest.raises(ValueError, match="calibration images"):
+        precision_graph(net, "int8")
+
+
+def test_precision_agreement_with_fp32():
+    """Accuracy cost of bf16 and int8 (with AMX where it is on) against fp32, a random-weight
+    network at 19 classes (many near-ties): argmax agreement over 4 street-like scenes."""
+    net = _net(seed=0, variant="v1s", classes=19)
+    calib = np.stack([_scene(64, 128, s, net.normalization) for s in range(4)])
+    x = mx.nd.array(np.stack([_scene(64, 128, s, net.normalization) for s in (40, 41, 42, 43)]))
+    want = inference_runner(net, "fp32")(x).asnumpy().argmax(1)
+    int8 = inference_runner(net, "int8", calib_images=calib)
+    agree8 = float((int8(x).asnumpy().argmax(1) == want).mean())
+    # measured 0.78-0.81 over seeds 0-2, the same with and without AMX (the same int8
+    # arithmetic); int8 steps of 1/127 of each layer's range flip near-ties
+    assert agree8 >= 0.75
+    if BF16 is None:
+        return
+    agree16 = float((inference_runner(net, "bf16")(x).asnumpy().argmax(1) == want).mean())
+    assert agree16 >= 0.98  # measured 0.994-0.995 over seeds 0-2
+    assert agree16 > agree8
+
+
+def test_inference_runner_choices(int8):
+    net, qnet = int8
+    fused = inference_runner(net, "fp32")
+    assert fused.kind == "fused"
+    assert inference_runner(net, None).kind == "fused"
+    assert inference_runner(net, "fp32", optimize=False) is net
+    with pytest.raises(ValueError, match="choose one of fp32, bf16, int8"):
+        inference_runner(net, "fp16")
+    with pytest.raises(ValueError, match="needs calibration images"):
+        inference_runner(net, "int8")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        inference_runner(net, "int8", ctx=mx.gpu(0), calib_images=np.zeros((1, 3, 8, 8)))
+    # a compiled graph is run as it is, in its own precision only
+    assert inference_runner(qnet, None) is qnet and inference_runner(qnet, "int8") is qnet
+    with pytest.raises(ValueError, match="compiled int8 graph"):
+        inference_runner(qnet, "bf16")
+
+
 # ------------------------------------------------------------------------------ commands
 def test_benchmark_command_prints_latency(capsys):
     code = cli.main(["benchmark", "--model", "duc_hdc_resnet18", "--classes", "5",
                      "--base-width", "8", "--shape", "1,3,32,64", "--iters", "2"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "mode fused" in out and "latency: median" in out and "2 runs after 1 warm-up" in out
+    assert "precision fp32 (fused graph)" in out and "latency: median" in out
+    assert "2 runs after 1 warm-up" in out and "oneDNN ISA: " in out
     assert "images/s" in out and "GFLOP/s" in out and "peak memory" in out
 
 

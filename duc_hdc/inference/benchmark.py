@@ -1,15 +1,21 @@
 """``duc-hdc benchmark``: latency, throughput, GFLOP/s and peak memory of one inference path.
 
-Modes (the same network, weights random unless ``params`` are given):
+Precisions (the same network, weights random unless ``params`` are given), as
+:func:`duc_hdc.inference.graphs.inference_runner` builds them for predict and evaluate:
 
 ``fp32``
-    The network hybridized with ``static_alloc=True, static_shape=True``.
-``fused``
-    :func:`duc_hdc.inference.graphs.optimized_block`: BatchNorm folded, MKLDNN subgraph fusion (the
-    default inference path of ``Segmenter`` on CPU).
+    :func:`duc_hdc.inference.graphs.optimized_block`: BatchNorm folded, MKLDNN subgraph fusion
+    (the default inference path of ``Segmenter`` on CPU). With ``graph='plain'``: the network
+    hybridized with ``static_alloc=True, static_shape=True``, unfused.
+``bf16``
+    :func:`duc_hdc.inference.bf16.bf16_block`: folded, AMP bfloat16, MKLDNN-fused (AMX or
+    AVX512_BF16 CPUs).
 ``int8``
-    :func:`duc_hdc.inference.graphs.quantize_net`, calibrated on random images (speed only; for the
-    accuracy cost use ``duc-hdc quantize``).
+    :func:`duc_hdc.inference.int8.quantize_net`, calibrated on random images (speed only; for
+    the accuracy cost use ``duc-hdc quantize`` or ``bench/accuracy.py``).
+
+The report names the CPU, whether AMX is on (:mod:`duc_hdc.runtime`) and the ISA oneDNN
+dispatches to.
 
 GPU options (``gpus``, ``fp16`` through ``mx.contrib.amp.convert_hybrid_block``, cuDNN
 autotuning through ``MXNET_CUDNN_AUTOTUNE_DEFAULT``) are wired but were never measured on the
@@ -25,10 +31,38 @@ import time
 import mxnet as mx
 import numpy as np
 
-__all__ = ["MODES", "count_flops", "build_inference", "time_inference", "run_benchmark",
-           "peak_rss_mib", "check_gpu_options", "set_cudnn_autotune", "format_report"]
+from .. import runtime
+from .graphs import PRECISIONS
 
-MODES = ("fp32", "fused", "int8")
+__all__ = ["MODES", "PRECISIONS", "GRAPHS", "resolve_mode", "count_flops", "build_inference",
+           "time_inference", "run_benchmark", "peak_rss_mib", "check_gpu_options",
+           "set_cudnn_autotune", "format_report"]
+
+#: the former ``--mode`` spellings -> (precision, graph)
+MODES = {"fp32": ("fp32", "plain"), "fused": ("fp32", "fused"), "int8": ("int8", "fused"),
+         "bf16": ("bf16", "fused")}
+#: ``graph``: the compiled graph of the precision, or (fp32 only) the plain network
+GRAPHS = ("fused", "plain")
+
+
+def resolve_mode(precision=None, graph=None, mode=None):
+    """``(precision, graph)`` from ``--precision`` / ``graph``, or from the former ``--mode``
+    (fp32 = plain network, fused, int8). Default: ``('fp32', 'fused')``."""
+    if mode is not None:
+        if mode not in MODES:
+            raise ValueError("mode %r: choose one of %s" % (mode, ", ".join(MODES)))
+        if precision is not None and MODES[mode][0] != precision:
+            raise ValueError("--mode %s and --precision %s contradict each other"
+                             % (mode, precision))
+        precision, graph = MODES[mode][0], graph or MODES[mode][1]
+    precision, graph = precision or "fp32", graph or "fused"
+    if precision not in PRECISIONS:
+        raise ValueError("--precision %r: choose one of %s" % (precision, ", ".join(PRECISIONS)))
+    if graph not in GRAPHS:
+        raise ValueError("graph %r: choose one of %s" % (graph, ", ".join(GRAPHS)))
+    if graph == "plain" and precision != "fp32":
+        raise ValueError("the plain (unfused) network runs in fp32 only, not %s" % precision)
+    return precision, graph
 
 
 def peak_rss_mib():
@@ -145,13 +179,15 @@ def _random_images(shape, seed=0):
     return np.random.RandomState(seed).normal(0, 50, shape).astype(np.float32)
 
 
-def build_inference(net, mode, shape, ctx=None, fp16=False, calib_images=None):
-    """The callable that runs ``net`` in ``mode`` on inputs of ``shape``.
+def build_inference(net, precision="fp32", shape=None, ctx=None, fp16=False, calib_images=None,
+                    graph="fused"):
+    """The callable that runs ``net`` in ``precision`` on inputs of ``shape``.
 
     Parameters
     ----------
     net : DUCHDC
-    mode : {'fp32', 'fused', 'int8'}
+    precision : {'fp32', 'bf16', 'int8'}
+        Also the former mode names ('fused', and 'fp32' with ``graph='plain'``).
     shape : tuple
         (N, 3, H, W).
     ctx : mx.Context, optional
@@ -160,33 +196,28 @@ def build_inference(net, mode, shape, ctx=None, fp16=False, calib_images=None):
     calib_images : numpy.ndarray, optional
         For 'int8': calibration images (default: two random images at 1/4 of ``shape``'s area;
         the thresholds do not depend on the input size).
+    graph : {'fused', 'plain'}
 
     Returns
     -------
     callable
         ``runner(x) -> NDArray``.
     """
-    from .graphs import fp16_block, optimized_block, quantize_net
+    from .graphs import fp16_block, inference_runner
 
+    if precision == "fused":
+        precision = "fp32"
+    precision, graph = resolve_mode(precision, graph)
     ctx = ctx or mx.cpu()
-    if mode not in MODES:
-        raise ValueError("mode %r: choose one of %s" % (mode, ", ".join(MODES)))
     if fp16:
-        if mode == "int8":
-            raise ValueError("--fp16 and --mode int8 exclude each other")
+        if precision != "fp32":
+            raise ValueError("--fp16 and --precision %s exclude each other" % precision)
         return fp16_block(net, ctx)
-    if mode == "fp32":
-        net.hybridize(static_alloc=True, static_shape=True)
-        return net
-    if mode == "fused":
-        return optimized_block(net, backend="MKLDNN" if ctx.device_type == "cpu" else None,
-                               ctx=ctx)
-    if ctx.device_type != "cpu":
-        raise ValueError("--mode int8 runs on the CPU only (MKLDNN)")
-    if calib_images is None:
+    if precision == "int8" and calib_images is None and ctx.device_type == "cpu":
         n, c, h, w = shape
         calib_images = _random_images((2, c, max(8, h // 16 * 8), max(8, w // 16 * 8)), seed=1)
-    return quantize_net(net, calib_images, calib_mode="naive")
+    return inference_runner(net, precision, ctx=ctx, calib_images=calib_images,
+                            optimize=graph == "fused")
 
 
 def time_inference(runner, x, iters, warmup=1):
@@ -201,8 +232,9 @@ def time_inference(runner, x, iters, warmup=1):
     return times
 
 
-def run_benchmark(model, shape, iters=10, mode="fused", classes=None, params=None,
-                  gpus=None, fp16=False, cudnn_autotune=None, warmup=1, **overrides):
+def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
+                  gpus=None, fp16=False, cudnn_autotune=None, warmup=1, precision=None,
+                  graph=None, probe_isa=True, **overrides):
     """Everything ``duc-hdc benchmark`` does; returns a dict of measurements.
 
     Parameters
@@ -213,18 +245,27 @@ def run_benchmark(model, shape, iters=10, mode="fused", classes=None, params=Non
         (N, 3, H, W), H and W multiples of 8.
     iters : int
         Timed runs after ``warmup`` untimed ones.
-    mode : {'fp32', 'fused', 'int8'}
+    precision : {'fp32', 'bf16', 'int8'}, optional
+        Default fp32.
+    graph : {'fused', 'plain'}, optional
+        fp32 only: 'plain' times the network itself, unfused.
+    mode : {'fp32', 'fused', 'int8', 'bf16'}, optional
+        The former spelling (``fp32`` = plain network); see :func:`resolve_mode`.
     classes : int, optional
         For a generic model name.
     params : str, optional
         Weights to load.
     gpus, fp16, cudnn_autotune
         See :func:`check_gpu_options`.
+    probe_isa : bool
+        Report the ISA oneDNN dispatches to (:func:`duc_hdc.runtime.onednn_isa`, a child
+        process, cached).
     **overrides
         Further model settings (``base_width``, ...).
     """
     from ..models.network import get_model
 
+    precision, graph = resolve_mode(precision, graph, mode)
     shape = tuple(int(s) for s in shape)
     if len(shape) != 4 or shape[1] != 3 or shape[2] % 8 or shape[3] % 8 or min(shape) < 1:
         raise ValueError("--shape must be N,3,H,W with H and W multiples of 8, got %s"
@@ -237,26 +278,36 @@ def run_benchmark(model, shape, iters=10, mode="fused", classes=None, params=Non
         net.load_parameters(params, ctx=ctx)
     flops = count_flops(net(mx.sym.var("data")), shape)
     build_start = time.perf_counter()
-    runner = build_inference(net, mode, shape, ctx=ctx, fp16=fp16)
+    runner = build_inference(net, precision, shape, ctx=ctx, fp16=fp16, graph=graph)
     x = mx.nd.array(_random_images(shape), ctx=ctx)
     times = time_inference(runner, x, iters, warmup=warmup)
     build_s = time.perf_counter() - build_start - sum(times)
     med = statistics.median(times)
-    return dict(model=model, shape=list(shape), mode=mode, ctx=str(ctx), fp16=bool(fp16),
-                iters=iters, warmup=warmup, times=times, median_s=med, min_s=min(times),
-                max_s=max(times), spread=(max(times) - min(times)) / med,
+    amx = runtime.amx_state()
+    return dict(model=model, shape=list(shape), precision=precision, graph=graph,
+                mode=graph if precision == "fp32" else precision, ctx=str(ctx),
+                fp16=bool(fp16), iters=iters, warmup=warmup, times=times, median_s=med,
+                min_s=min(times), max_s=max(times), spread=(max(times) - min(times)) / med,
                 images_per_s=shape[0] / med, gflop=flops / 1e9, gflops_per_s=flops / 1e9 / med,
                 peak_rss_mib=peak_rss_mib(), setup_s=build_s,
-                omp_threads=os.environ.get("OMP_NUM_THREADS"))
+                omp_threads=os.environ.get("OMP_NUM_THREADS"), cpu=runtime.cpu_model(),
+                amx=amx["enabled"], amx_reason=amx["reason"],
+                onednn_isa=runtime.onednn_isa() if probe_isa else None)
 
 
 def format_report(r):
     """The lines ``duc-hdc benchmark`` prints."""
     shape = "x".join(map(str, r["shape"]))
-    return "\n".join([
-        "model %s, input %s, mode %s%s on %s (OMP_NUM_THREADS=%s)"
-        % (r["model"], shape, r["mode"], " fp16" if r["fp16"] else "", r["ctx"],
+    graph = " (%s graph)" % r["graph"] if r.get("graph") and r["precision"] == "fp32" else ""
+    lines = [
+        "model %s, input %s, precision %s%s%s on %s (OMP_NUM_THREADS=%s)"
+        % (r["model"], shape, r["precision"], graph, " fp16" if r["fp16"] else "", r["ctx"],
            r["omp_threads"]),
+        "cpu: %s; %s" % (r.get("cpu", "?"), r.get("amx_reason", "")),
+    ]
+    if r.get("onednn_isa"):
+        lines.append("oneDNN ISA: %s" % r["onednn_isa"])
+    lines += [
         "latency: median %.1f ms, min %.1f ms, max %.1f ms, spread %.0f%% (%d runs after %d "
         "warm-up)" % (1e3 * r["median_s"], 1e3 * r["min_s"], 1e3 * r["max_s"],
                       100 * r["spread"], r["iters"], r["warmup"]),
@@ -264,4 +315,5 @@ def format_report(r):
         "compute: %.4g GFLOP per batch (conv + FC MACs x 2), %.1f GFLOP/s"
         % (r["gflop"], r["gflops_per_s"]),
         "peak memory: %.0f MiB (process peak RSS)" % r["peak_rss_mib"],
-    ])
+    ]
+    return "\n".join(lines)

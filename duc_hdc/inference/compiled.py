@@ -1,0 +1,140 @@
+"""The compiled inference graph container and the helpers that build one.
+
+:class:`InferenceNet` is what every fast path returns (:mod:`.graphs` fused fp32,
+:mod:`.bf16`, :mod:`.int8`): an inference-only ``SymbolBlock`` callable like the network,
+carrying the network's ``config`` (classes, cell width, normalization).
+"""
+import mxnet as mx
+import numpy as np
+
+__all__ = ["InferenceNet", "symbol_block", "mkldnn_available"]
+
+
+def mkldnn_available():
+    """True when this MXNet build has the MKLDNN (oneDNN) CPU backend."""
+    return mx.runtime.Features().is_enabled("MKLDNN")
+
+
+# ------------------------------------------------------------------------------ the container
+class InferenceNet(object):
+    """An inference-only graph of a DUC-HDC network, callable like the network.
+
+    Parameters
+    ----------
+    config : dict
+        The source network's settings (``net.config``): classes, cell width, normalization.
+    kind : str
+        What the graph is: ``'fused'`` (fp32, folded, MKLDNN subgraphs), ``'folded'`` (fp32,
+        BatchNorm and constants folded, no backend), ``'bf16'`` (folded, bfloat16, MKLDNN
+        subgraphs) or ``'int8'``.
+    block : gluon.SymbolBlock
+        The graph (input ``data``) with its parameters.
+    backend : str, optional
+        Subgraph backend applied when the graph is first run (``optimize_for``), e.g. 'MKLDNN'.
+
+    Notes
+    -----
+    ``net(x)`` takes (N, 3, H, W) float32, normalized with :attr:`normalization`, H and W
+    multiples of 8, and returns logits (N, classes, H // cell_width, W // cell_width). The
+    graph is partitioned once, at its first call; a new input size re-plans memory only
+    (static shapes), no re-partitioning.
+    """
+
+    def __init__(self, config, kind, block, backend=None):
+        self.config = dict(config)
+        self.kind = kind
+        self.backend = backend
+        self.classes = int(config["classes"])
+        self.cell_width = int(config["cell_width"])
+        self.block = block
+        self._ready = False
+
+    @property
+    def normalization(self):
+        """The input normalization: dict(mean=(r, g, b), std=(r, g, b) or None), 0..255 scale."""
+        std = self.config.get("std")
+        return dict(mean=tuple(self.config["mean"]), std=None if std is None else tuple(std))
+
+    def collect_params(self):
+        """The graph's parameters (a ``ParameterDict``)."""
+        return self.block.collect_params()
+
+    def hybridize(self, *args, **kwargs):
+        """No-op: the graph is already compiled (present so callers can treat it as a net)."""
+
+    def symbol(self):
+        """The graph (partitioned once it has run)."""
+        return self.block._cached_graph[1]
+
+    def __call__(self, x):
+        if not self._ready:
+            if self.backend:
+                self.block.optimize_for(x, backend=self.backend, static_alloc=True,
+                                        static_shape=True)
+            else:
+                self.block.hybridize(static_alloc=True, static_shape=True)
+            self._ready = True
+        out = self.block(x)
+        if out.dtype != np.float32:  # a reduced-precision graph's output: logits are float32
+            out = out.astype("float32")
+        return out
+
+    def __repr__(self):
+        return "InferenceNet(kind=%r, classes=%d, cell_width=%d, backend=%r)" % (
+            self.kind, self.classes, self.cell_width, self.backend)
+
+
+# ------------------------------------------------------------------------------ graphs
+def _network_config(net):
+    config = getattr(net, "config", None)
+    if not isinstance(config, dict) or "classes" not in config:
+        raise TypeError("expected a DUCHDC network (with .config), got %s" % type(net).__name__)
+    return config
+
+
+def _param_context(net):
+    for param in net.collect_params().values():
+        try:
+            return param.list_ctx()[0]
+        except RuntimeError:
+            break
+    return mx.cpu()
+
+
+def _value(array):
+    """An array, or the array a lazy entry (a zero-argument callable) computes."""
+    return array() if callable(array) else array
+
+
+def _data_block(sym, params=None):
+    """``gluon.SymbolBlock`` of ``sym`` with a float32 input ``data`` (SymbolBlock.imports
+    leaves the input untyped, and warns)."""
+    return mx.gluon.SymbolBlock(sym, [mx.sym.var("data", dtype="float32")], params=params)
+
+
+def symbol_block(sym, args, auxs, ctx=None):
+    """A ``gluon.SymbolBlock`` (input ``data``) holding ``sym`` with its parameters loaded."""
+    ctx = ctx or mx.cpu()
+    block = _data_block(sym)
+    params = {"arg:%s" % k: v for k, v in args.items()}
+    params.update({"aux:%s" % k: v for k, v in auxs.items()})
+    block.collect_params().load_dict(params, ctx=ctx, cast_dtype=True, dtype_source="saved")
+    return block
+
+
+def _parameter_dict(arrays, ctx):
+    """A ParameterDict holding copies of ``arrays`` (name -> NDArray, or a callable returning
+    one), for inference. Entries are removed from ``arrays`` as they are loaded, so that no
+    second full copy of the weights is ever held."""
+    params = mx.gluon.ParameterDict("")
+    for name in sorted(arrays):
+        array = _value(arrays.pop(name))
+        param = params.get(name, shape=array.shape, dtype=array.dtype, grad_req="null",
+                           allow_deferred_init=True)
+        param._load_init(array, ctx)
+        del array
+    return params
+
+
+def _attr_bool(value):
+    return str(value).lower() in ("true", "1")

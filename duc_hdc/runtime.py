@@ -1,0 +1,288 @@
+"""Process set-up before mxnet loads, and what the CPU's oneDNN actually runs.
+
+Imported by ``duc_hdc/__init__.py`` before anything imports mxnet; must never import mxnet
+itself (the variables it sets are read once, when oneDNN / OpenMP initialize).
+
+``OMP_NUM_THREADS``
+    MXNet's OpenMP pool defaults to half the cores (measured 2x slower on 2 cores): set to all
+    cores unless the user set it.
+AMX (Intel Advanced Matrix Extensions)
+    MXNet 1.9.1 bundles oneDNN 2.4, whose AMX kernels (bf16 and int8 matrix tiles) are off
+    unless ``DNNL_MAX_CPU_ISA=AVX512_CORE_AMX``. Setting the variable alone ends in SIGILL:
+    Linux lets a process use the tile registers only after it asked with
+    ``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``, which oneDNN 2.4 does not do.
+    :func:`setup_process` asks when ``/proc/cpuinfo`` reports ``amx_tile`` and the user set
+    neither ``DNNL_MAX_CPU_ISA`` nor ``ONEDNN_MAX_CPU_ISA``, and sets the ISA only when the
+    kernel granted it (:func:`amx_decision` is the pure decision). ``DUC_HDC_NO_AMX=1`` opts
+    out. The permission is per process and not inherited across ``exec`` while the variable
+    is: a child process that uses mxnet must ``import duc_hdc`` first (which asks again).
+
+:func:`onednn_isa` reports the ISA oneDNN dispatches to (from one convolution run with
+``DNNL_VERBOSE`` in a child process), :func:`environment_report` the lines of ``duc-hdc env``.
+"""
+import ctypes
+import ctypes.util
+import logging
+import os
+import platform
+import re
+import subprocess
+import sys
+
+__all__ = ["setup_process", "amx_decision", "request_amx_permission", "cpu_flags", "cpu_model",
+           "amx_state", "onednn_isa", "parse_isa", "bf16_support", "environment_report",
+           "format_environment",
+           "OPT_OUT", "ISA_VARS", "AMX_ISA"]
+
+log = logging.getLogger(__name__)
+
+#: set to 1 (or true/yes) to leave AMX off
+OPT_OUT = "DUC_HDC_NO_AMX"
+#: the variables through which a user chooses oneDNN's ISA (both spellings of oneDNN 2.x)
+ISA_VARS = ("DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA")
+AMX_ISA = "AVX512_CORE_AMX"
+
+ARCH_REQ_XCOMP_PERM = 0x1023
+XFEATURE_XTILEDATA = 18
+SYS_ARCH_PRCTL_X86_64 = 158
+
+#: what setup_process decided and why (read by amx_state)
+_STATE = {}
+
+
+def cpu_flags(path="/proc/cpuinfo"):
+    """The CPU feature flags of ``/proc/cpuinfo`` (a set; empty where there is none)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_model(path="/proc/cpuinfo"):
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _truthy(value):
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _allows_amx(value):
+    """True when a ``DNNL_MAX_CPU_ISA`` value lets oneDNN use AMX (``AVX512_CORE_AMX``,
+    ``ALL``)."""
+    value = str(value).strip().upper()
+    return "AMX" in value or value == "ALL"
+
+
+def amx_decision(flags, environ, request_permission):
+    """Whether oneDNN will use AMX in this process: ``(enabled, reason, updates)``.
+
+    Pure: ``request_permission`` (a zero-argument callable returning True when the kernel
+    granted the tile permission) is called only where AMX would be used, and ``updates`` (the
+    environment variables to set) is returned, not applied.
+
+    - ``DUC_HDC_NO_AMX`` set: AMX off (an inherited AMX ISA is lowered to ``AVX512_CORE_BF16``).
+    - ``DNNL_MAX_CPU_ISA`` / ``ONEDNN_MAX_CPU_ISA`` set: the user's (or the parent process's)
+      choice stands; where it allows AMX on an AMX CPU the permission is still requested,
+      because it is per process (a child started with ``exec`` does not inherit it: setting
+      the ISA alone kills it with SIGILL, measured), and if refused the ISA is lowered to
+      ``AVX512_CORE_BF16``.
+    - Neither set: AMX on when the CPU reports ``amx_tile`` and the kernel grants the
+      permission (``DNNL_MAX_CPU_ISA=AVX512_CORE_AMX``); off otherwise.
+
+    Parameters
+    ----------
+    flags : set of str
+        CPU flags (:func:`cpu_flags`).
+    environ : mapping
+        The environment (``os.environ``).
+    request_permission : callable
+        E.g. :func:`request_amx_permission`.
+
+    Returns
+    -------
+    (bool, str, dict)
+    """
+    user = [(var, environ[var]) for var in ISA_VARS if environ.get(var)]
+    lower = {var: "AVX512_CORE_BF16" for var, value in user if _allows_amx(value)}
+    if _truthy(environ.get(OPT_OUT, "")):
+        return False, "AMX off: %s=%s" % (OPT_OUT, environ.get(OPT_OUT)), lower
+    if user:
+        chosen = ", ".join("%s=%s" % kv for kv in user)
+        if not lower:
+            return False, "oneDNN ISA chosen by the user: %s" % chosen, {}
+        if "amx_tile" not in flags:
+            return False, ("oneDNN ISA chosen by the user: %s; AMX not available (the CPU does "
+                           "not report amx_tile)" % chosen), {}
+        if request_permission():
+            return True, ("AMX enabled (oneDNN ISA chosen by the user or the parent process: "
+                          "%s; tile permission granted)" % chosen), {}
+        return False, ("AMX not enabled: the kernel refused the tile permission (arch_prctl "
+                       "ARCH_REQ_XCOMP_PERM); %s lowered to AVX512_CORE_BF16 (else SIGILL)"
+                       % chosen), lower
+    if "amx_tile" not in flags:
+        return False, "AMX not available (the CPU does not report amx_tile)", {}
+    if not request_permission():
+        return False, ("AMX not enabled: the kernel refused the tile permission "
+                       "(arch_prctl ARCH_REQ_XCOMP_PERM)"), {}
+    return (True, "AMX enabled (%s=%s, tile permission granted)" % (ISA_VARS[0], AMX_ISA),
+            {ISA_VARS[0]: AMX_ISA})
+
+
+def request_amx_permission():
+    """Ask Linux for the AMX tile data permission (``arch_prctl(ARCH_REQ_XCOMP_PERM,
+    XFEATURE_XTILEDATA)``); True when granted. False on any other OS or architecture, or
+    where the call fails (kernels before 5.16 do not know it)."""
+    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        rc = libc.syscall(ctypes.c_long(SYS_ARCH_PRCTL_X86_64),
+                          ctypes.c_long(ARCH_REQ_XCOMP_PERM),
+                          ctypes.c_ulong(XFEATURE_XTILEDATA))
+    except (OSError, AttributeError):
+        return False
+    if rc != 0:
+        log.debug("arch_prctl(ARCH_REQ_XCOMP_PERM) failed: errno %d", ctypes.get_errno())
+    return rc == 0
+
+
+def setup_process(environ=None, flags=None, request_permission=request_amx_permission):
+    """The process set-up ``import duc_hdc`` does before mxnet loads.
+
+    Sets ``OMP_NUM_THREADS`` (all cores) unless set, and enables AMX where
+    :func:`amx_decision` says so. Returns the decision's reason (also kept for
+    :func:`amx_state`). Has no effect on oneDNN once mxnet has been imported.
+    """
+    environ = os.environ if environ is None else environ
+    if "OMP_NUM_THREADS" not in environ:
+        environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+    if environ is os.environ and "mxnet" in sys.modules:
+        log.debug("mxnet was imported before duc_hdc: the oneDNN ISA is already fixed")
+    enable, reason, updates = amx_decision(cpu_flags() if flags is None else flags, environ,
+                                           request_permission)
+    environ.update(updates)
+    if updates and not enable:
+        log.warning("%s", reason)
+    if environ is os.environ:
+        _STATE.update(enabled=enable, reason=reason)
+    return reason
+
+
+def amx_state():
+    """dict(enabled=bool, reason=str): what :func:`setup_process` decided in this process."""
+    return dict(_STATE) if _STATE else dict(enabled=False, reason="setup_process not run")
+
+
+def bf16_support(flags=None, environ=None):
+    """How this CPU runs bfloat16: ``'amx'``, ``'avx512_bf16'`` (no AMX kernels: slower) or
+    None (cannot run it).
+
+    AMX counts only where it is enabled in this process (the tile permission granted and
+    ``DNNL_MAX_CPU_ISA`` allowing it).
+    """
+    flags = cpu_flags() if flags is None else flags
+    environ = os.environ if environ is None else environ
+    isa = (environ.get(ISA_VARS[0]) or environ.get(ISA_VARS[1]) or "").upper()
+    if "amx_bf16" in flags and "amx_tile" in flags and "AMX" in isa:
+        return "amx"
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return "avx512_bf16"
+    return None
+
+
+# ------------------------------------------------------------------------------ oneDNN ISA
+_PROBE = r"""
+import duc_hdc, mxnet as mx
+x = mx.nd.ones((1, 16, 16, 16))
+w = mx.nd.ones((16, 16, 3, 3))
+mx.nd.Convolution(x, w, kernel=(3, 3), pad=(1, 1), num_filter=16, no_bias=True).wait_to_read()
+"""
+_ISA_CACHE = {}
+
+
+def parse_isa(verbose_text):
+    """The ISA line of oneDNN's verbose output (``dnnl_verbose,info,cpu,isa:...``), or None."""
+    for line in verbose_text.splitlines():
+        m = re.match(r"^(?:dnnl|mkldnn|onednn)_verbose,info,cpu,isa:(.*)$", line.strip())
+        if m:
+            return m.group(1).strip()
+    return None
+
+
+def onednn_isa(refresh=False, timeout=120):
+    """The CPU ISA oneDNN dispatches to in a process set up as this one (e.g. "Intel AVX-512
+    with AVX512BW, AVX512VL, and AVX512DQ extensions" or "... with Intel AMX"): one convolution
+    run in a child process with ``DNNL_VERBOSE=1``; cached per process. None when the child
+    fails or prints no ISA line.
+    """
+    key = tuple(os.environ.get(v, "") for v in ISA_VARS + (OPT_OUT,))
+    if key in _ISA_CACHE and not refresh:
+        return _ISA_CACHE[key]
+    env = dict(os.environ, DNNL_VERBOSE="1", MKLDNN_VERBOSE="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, universal_newlines=True, env=env,
+                              timeout=timeout)
+        isa = parse_isa(proc.stdout) if proc.returncode == 0 else None
+        if proc.returncode:
+            log.warning("oneDNN ISA probe exited with status %d", proc.returncode)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log.warning("oneDNN ISA probe failed: %s", err)
+        isa = None
+    _ISA_CACHE[key] = isa
+    return isa
+
+
+def environment_report(probe=True):
+    """What ``duc-hdc env`` prints: CPU, matrix engines, AMX decision, oneDNN ISA, threads.
+
+    Returns a list of ``(key, value)`` pairs (strings); the versions of mxnet and numpy are
+    read from package metadata, without importing them.
+    """
+    from importlib import metadata
+
+    def version(dist):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    flags = cpu_flags()
+    engines = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
+                           "amx_bf16", "amx_int8") if f in flags]
+    state = amx_state()
+    bf16 = bf16_support(flags)
+    rows = [("cpu", "%s, %d cores" % (cpu_model(), os.cpu_count() or 1)),
+            ("cpu flags", " ".join(engines) or "none of avx2/avx512/amx"),
+            ("amx", state["reason"]),
+            ("bf16", {"amx": "AMX (fast)", "avx512_bf16": "AVX512_BF16 without AMX (slow)",
+                      None: "not supported by this CPU"}[bf16]),
+            ("DNNL_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "(unset)")),
+            ("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "(unset)")),
+            ("python", platform.python_version()),
+            ("mxnet", version("mxnet")), ("numpy", version("numpy"))]
+    if probe:
+        rows.append(("oneDNN ISA", onednn_isa() or "unknown (probe failed)"))
+    return rows
+
+
+def format_environment(rows):
+    """``environment_report`` rows as aligned text lines."""
+    width = max(len(k) for k, _ in rows)
+    return "\n".join("%-*s  %s" % (width, k, v) for k, v in rows)
+

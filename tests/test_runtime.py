@@ -1,0 +1,213 @@
+"""Process set-up before mxnet loads: OMP threads, the AMX decision, the oneDNN ISA report."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from duc_hdc import runtime
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AMX_FLAGS = {"avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}
+
+
+class Permission(object):
+    """A stand-in for arch_prctl: records whether it was asked."""
+
+    def __init__(self, granted):
+        self.granted, self.calls = granted, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.granted
+
+
+def _clean_env(**extra):
+    env = {k: v for k, v in os.environ.items()
+           if k not in runtime.ISA_VARS + (runtime.OPT_OUT, "OMP_NUM_THREADS")}
+    env["PYTHONPATH"] = REPO
+    env.update(extra)
+    return env
+
+
+# ------------------------------------------------------------------------------ the decision
+@pytest.mark.parametrize("flags, environ, granted, want, reason, asked, updates", [
+    (AMX_FLAGS, {}, True, True, "AMX enabled", 1, {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"}),
+    (AMX_FLAGS - {"amx_tile"}, {}, True, False, "AMX not available", 0, {}),
+    (AMX_FLAGS, {"DNNL_MAX_CPU_ISA": "AVX512_CORE"}, True, False,
+     "chosen by the user: DNNL_MAX_CPU_ISA=AVX512_CORE", 0, {}),
+    (AMX_FLAGS, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, True, False,
+     "chosen by the user: ONEDNN_MAX_CPU_ISA=AVX2", 0, {}),
+    (AMX_FLAGS, {}, False, False, "refused the tile permission", 1, {}),
+    (AMX_FLAGS, {"DUC_HDC_NO_AMX": "1"}, True, False, "AMX off: DUC_HDC_NO_AMX=1", 0, {}),
+    (AMX_FLAGS, {"DUC_HDC_NO_AMX": "0"}, True, True, "AMX enabled", 1,
+     {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"}),
+    (set(), {}, True, False, "AMX not available", 0, {}),
+    # an AMX ISA set by the user, or inherited from a parent duc_hdc process: the permission
+    # is per process (not inherited across exec), so it is asked for again ...
+    (AMX_FLAGS, {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"}, True, True, "AMX enabled", 1, {}),
+    # ... and where it is refused the ISA is lowered rather than left to end in SIGILL
+    (AMX_FLAGS, {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"}, False, False, "lowered", 1,
+     {"DNNL_MAX_CPU_ISA": "AVX512_CORE_BF16"}),
+    (AMX_FLAGS, {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX", "DUC_HDC_NO_AMX": "1"}, True, False,
+     "AMX off", 0, {"DNNL_MAX_CPU_ISA": "AVX512_CORE_BF16"}),
+    (AMX_FLAGS - {"amx_tile"}, {"ONEDNN_MAX_CPU_ISA": "ALL"}, True, False,
+     "AMX not available", 0, {}),
+], ids=["amx", "no-amx-flag", "user-dnnl-isa", "user-onednn-isa", "refused", "opt-out",
+        "opt-out-0", "no-flags", "inherited-amx-isa", "inherited-amx-isa-refused",
+        "inherited-amx-isa-opt-out", "user-all-no-amx"])
+def test_amx_decision(flags, environ, granted, want, reason, asked, updates):
+    permission = Permission(granted)
+    enable, why, changes = runtime.amx_decision(flags, environ, permission)
+    assert enable is want and reason in why and changes == updates
+    # the permission is asked for only when it would be used
+    assert permission.calls == asked
+
+
+def test_setup_process_sets_the_isa_only_when_granted():
+    env = {}
+    runtime.setup_process(env, flags=AMX_FLAGS, request_permission=Permission(True))
+    assert env["DNNL_MAX_CPU_ISA"] == "AVX512_CORE_AMX"
+    assert env["OMP_NUM_THREADS"] == str(os.cpu_count())
+    for flags, granted, env in [(AMX_FLAGS, False, {}), (set(), True, {}),
+                                (AMX_FLAGS, True, {"DUC_HDC_NO_AMX": "yes"})]:
+        runtime.setup_process(env, flags=flags, request_permission=Permission(granted))
+        assert "DNNL_MAX_CPU_ISA" not in env
+    env = {"DNNL_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}
+    runtime.setup_process(env, flags=AMX_FLAGS, request_permission=Permission(True))
+    assert env == {"DNNL_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}  # the user's choice
+
+
+def test_bf16_support_per_cpu():
+    assert runtime.bf16_support(AMX_FLAGS, {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"}) == "amx"
+    # AMX present but not enabled (refused, opted out): the AVX512_BF16 kernels
+    assert runtime.bf16_support(AMX_FLAGS, {}) == "avx512_bf16"
+    assert runtime.bf16_support({"avx512f", "avx512_bf16"}, {}) == "avx512_bf16"
+    assert runtime.bf16_support({"avx2", "avx512f"}, {}) is None  # e.g. AMD EPYC (Zen 2/3)
+
+
+def test_parse_isa_reads_onednn_verbose():
+    text = ("dnnl_verbose,info,oneDNN v2.4.4 (commit abc)\n"
+            "dnnl_verbose,info,cpu,runtime:OpenMP\n"
+            "dnnl_verbose,info,cpu,isa:Intel AVX-512 with Intel DL Boost and bfloat16 support "
+            "and Intel AMX with bfloat16 and 8-bit integer support\n"
+            "dnnl_verbose,exec,cpu,convolution,...\n")
+    assert runtime.parse_isa(text).endswith("Intel AMX with bfloat16 and 8-bit integer support")
+    assert runtime.parse_isa("mkldnn_verbose,info,cpu,isa:Intel AVX2\n") == "Intel AVX2"
+    assert runtime.parse_isa("nothing here\n") is None
+
+
+# ------------------------------------------------------------------------------ this machine
+def _decision_here(environ):
+    """What import duc_hdc must decide on this machine, decided independently of it: the CPU
+    flags read here, and the permission asked here (a process asks for itself)."""
+    flags = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    return runtime.amx_decision(flags, environ, runtime.request_amx_permission)[0]
+
+
+_CHILD = r"""
+import json, sys
+import duc_hdc, os
+from duc_hdc import runtime
+state = runtime.amx_state()
+print("STATE " + json.dumps(dict(state, isa=os.environ.get("DNNL_MAX_CPU_ISA"),
+                                 omp=os.environ.get("OMP_NUM_THREADS"))), flush=True)
+import mxnet as mx, numpy as np
+from duc_hdc import get_model
+from duc_hdc.inference.graphs import quantize_net, inference_runner, count_quantized_ops
+mx.random.seed(0)
+net = get_model("duc_hdc_resnet18", classes=5, base_width=8)
+calib = np.random.RandomState(0).normal(0, 50, (1, 3, 32, 64)).astype(np.float32)
+q = quantize_net(net, calib)
+x = mx.nd.array(np.random.RandomState(1).normal(0, 50, (1, 3, 32, 64)))
+out = q(x).asnumpy()
+assert np.isfinite(out).all() and count_quantized_ops(q)["int8_conv"] == 27
+print("INT8 OK", flush=True)
+try:
+    b = inference_runner(net, "bf16")
+except ValueError as err:
+    print("BF16 REFUSED " + str(err), flush=True)
+else:
+    assert np.isfinite(b(x).asnumpy()).all()
+    print("BF16 OK", flush=True)
+"""
+
+
+def _run_child(**env):
+    proc = subprocess.run([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True,
+                          env=_clean_env(DNNL_VERBOSE="1", MKLDNN_VERBOSE="1", **env),
+                          timeout=300)
+    lines = proc.stdout.splitlines()
+    state = [json.loads(ln[6:]) for ln in lines if ln.startswith("STATE ")]
+    convs = [ln for ln in lines if ",exec,cpu,convolution," in ln]
+    return proc, state[0] if state else None, convs
+
+
+@pytest.mark.slow
+def test_import_decides_and_int8_convolution_runs():
+    """``import duc_hdc`` in a fresh process makes this machine's decision; the INT8 (and
+    bf16, where the CPU has it) convolutions then run (no SIGILL), on AMX when it is on."""
+    proc, state, convs = _run_child()
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "INT8 OK" in proc.stdout
+    enabled = _decision_here({})
+    assert state["enabled"] is enabled
+    assert state["isa"] == ("AVX512_CORE_AMX" if enabled else None)
+    assert state["omp"] == str(os.cpu_count())
+    int8 = [c for c in convs if "src_u8" in c or "src_s8" in c]
+    assert int8, "no int8 convolution in the oneDNN log"
+    amx = [c for c in int8 if "amx" in c]
+    if enabled:
+        assert amx, int8[:3]  # oneDNN dispatched int8 convolutions to the AMX tiles
+    else:
+        assert not amx
+    bf16 = runtime.bf16_support(environ={"DNNL_MAX_CPU_ISA": state["isa"] or ""})
+    if bf16 is None:
+        assert "BF16 REFUSED" in proc.stdout and "neither AMX" in proc.stdout
+    else:
+        assert "BF16 OK" in proc.stdout
+        bf16_convs = [c for c in convs if "src_bf16" in c]
+        assert bf16_convs and (not enabled or any("amx_bf16" in c for c in bf16_convs))
+
+
+@pytest.mark.slow
+def test_opt_out_leaves_amx_off():
+    proc, state, convs = _run_child(DUC_HDC_NO_AMX="1")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert state["enabled"] is False and state["isa"] is None
+    assert "DUC_HDC_NO_AMX" in state["reason"]
+    assert convs and not any("amx" in c for c in convs)
+
+
+@pytest.mark.slow
+def test_onednn_isa_reports_what_runs():
+    isa = runtime.onednn_isa()
+    assert isa, "the oneDNN probe printed no ISA line"
+    assert ("AMX" in isa) is runtime.amx_state()["enabled"]
+    assert runtime.onednn_isa() is isa  # cached
+    rows = dict(runtime.environment_report())
+    assert rows["oneDNN ISA"] == isa and rows["amx"] == runtime.amx_state()["reason"]
+    assert rows["cpu"].startswith(runtime.cpu_model())
+    text = runtime.format_environment(runtime.environment_report())
+    assert "oneDNN ISA" in text and "OMP_NUM_THREADS" in text
+
+
+@pytest.mark.slow
+def test_child_inheriting_the_amx_isa_asks_again():
+    """A process started by a duc_hdc process inherits DNNL_MAX_CPU_ISA=AVX512_CORE_AMX but not
+    the tile permission (Linux keeps it per process, not across exec): its bf16 / int8
+    convolutions died with SIGILL (exit -4) until ``import duc_hdc`` asked again."""
+    proc, state, convs = _run_child(DNNL_MAX_CPU_ISA="AVX512_CORE_AMX")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "INT8 OK" in proc.stdout
+    enabled = _decision_here({"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"})
+    assert state["enabled"] is enabled
+    if enabled:
+        assert any("amx" in c for c in convs)
