@@ -4,11 +4,19 @@ import sys
 from . import options
 
 
-def _segmenter_options(args):
+def _segmenter(args):
+    """The Segmenter the model, device, protocol and precision options name."""
+    import duc_hdc
+
+    from ..inference.segmenter import Segmenter
+
     ctx = options.devices(args)[0]
-    return dict(ctx=ctx, scales=args.scales, flip=args.flip, mode=args.mode,
-                crop_size=args.crop_size, stride=args.stride, batch_size=args.batch_size,
-                fp16=args.fp16)
+    net = duc_hdc.load(args.model, params=args.params, config=args.config,
+                       classes=args.classes, ctx=ctx)
+    return Segmenter(net, ctx=ctx, scales=args.scales, flip=args.flip, mode=args.mode,
+                     crop_size=args.crop_size, stride=args.stride, batch_size=args.batch_size,
+                     fp16=args.fp16, precision=args.precision,
+                     calib_images=options.calibration(args, net))
 
 
 def cmd_evaluate(args):
@@ -18,7 +26,7 @@ def cmd_evaluate(args):
         config=args.config, model=args.model, params=args.params, classes=args.classes,
         rec=args.rec, root=args.root, split=args.split, dataset_name=args.dataset,
         save_dir=args.out, out_json=args.out_json, limit=args.limit, report_dir=args.report,
-        worst=args.worst, progress=options.progress(args), **_segmenter_options(args))
+        worst=args.worst, progress=options.progress(args), segmenter=lambda: _segmenter(args))
     print(metric.per_class_table(class_names(summary["dataset"], metric.num_classes)))
     pixacc, miou = metric.get()
     print("%d images: mIoU %.4f, pixel accuracy %.4f" % (summary["images"], miou, pixacc))
@@ -32,11 +40,12 @@ def cmd_evaluate(args):
 
 
 def cmd_predict(args):
-    from ..inference.predict import prediction_report, run_prediction
+    from ..inference.predict import default_dataset, predict_paths, prediction_report
 
-    result = run_prediction(args.inputs, args.out, model=args.model, params=args.params,
-                            config=args.config, classes=args.classes, dataset=args.dataset,
-                            progress=options.progress(args), **_segmenter_options(args))
+    segmenter = _segmenter(args)
+    result = predict_paths(segmenter, args.inputs, args.out,
+                           dataset=args.dataset or default_dataset(segmenter.classes),
+                           progress=options.progress(args))
     lines, problems, status = prediction_report(result, args.out)
     for line in lines:
         print(line)
@@ -58,6 +67,7 @@ def _inference_options(s):
     g.add_argument("--batch-size", type=options.positive_int, default=1,
                    help="windows per forward pass")
     options.add_devices(s)
+    options.add_precision(s)
     options.add_progress(s)
 
 

@@ -95,8 +95,19 @@ def cmd_export(args):
     source = args.params or args.model
     name = args.model if args.model in MODEL_SPECS else os.path.basename(
         os.path.splitext(str(source or args.config))[0])
-    result = export_model(net, args.out, args.shape, onnx=args.onnx, check=not args.no_check,
-                          weights=None if args.random_weights else source, name=name)
+    weights = None if args.random_weights else source
+    if args.precision in ("bf16", "int8"):
+        from ..inference.export import export_compiled
+
+        if args.onnx:
+            raise ValueError("--onnx exports fp32 (ONNX Runtime and OpenVINO pick their own "
+                             "precision); drop --onnx or --precision %s" % args.precision)
+        result = export_compiled(net, args.out, args.precision,
+                                 calib_images=options.calibration(args, net), weights=weights,
+                                 name=name)
+    else:
+        result = export_model(net, args.out, args.shape, onnx=args.onnx,
+                              check=not args.no_check, weights=weights, name=name)
     print("prefix %s (--out is a %s)" % (result["prefix"], result["out_is"]))
     for path in result["files"]:
         print("wrote %s" % path)
@@ -138,8 +149,13 @@ def cmd_benchmark(args):
     from ..inference.benchmark import format_report, run_benchmark
     from ..fileio import atomic_json
 
+    if args.config:
+        raise ValueError("benchmark --config: time a model name (random weights) or an "
+                         "artifact (--model FILE.params / PREFIX); the recipe's model is "
+                         "--model <its model.name> with --base-width etc.")
     overrides = {"base_width": args.base_width} if args.base_width else {}
     result = run_benchmark(args.model, args.shape, iters=args.iters, mode=args.mode,
+                           precision=args.precision, graph="plain" if args.plain else None,
                            classes=args.classes, params=args.params,
                            gpus=None if args.cpu else args.gpus, fp16=args.fp16,
                            cudnn_autotune=args.cudnn_autotune, warmup=args.warmup, **overrides)
@@ -150,7 +166,19 @@ def cmd_benchmark(args):
     return 0
 
 
+def cmd_env(args):
+    from .. import runtime
+
+    print(runtime.format_environment(runtime.environment_report(probe=not args.no_probe)))
+    return 0
+
+
 def register(sub):
+    s = sub.add_parser("env", help="the CPU, AMX decision, oneDNN ISA in use, versions")
+    s.add_argument("--no-probe", action="store_true",
+                   help="skip running one convolution to read the ISA oneDNN uses")
+    s.set_defaults(func=cmd_env)
+
     s = sub.add_parser("models", help="list the model names get_model accepts")
     s.set_defaults(func=cmd_models)
 
@@ -208,6 +236,7 @@ def register(sub):
                         "or folder (ending in / or existing -> DIR/<model name>)")
     s.add_argument("--onnx", action="store_true", help="also write PREFIX.onnx")
     s.add_argument("--no-check", action="store_true", help="skip the reload comparison")
+    options.add_precision(s)
     options.add_devices(s)
     options.add_progress(s)
     s.set_defaults(func=cmd_export)
@@ -244,10 +273,7 @@ def register(sub):
                                    "folded + MKLDNN fusion, the CPU default of predict and "
                                    "evaluate), int8 (post-training quantization; speed only, "
                                    "see `duc-hdc quantize` for accuracy).")
-    s.add_argument("--model", required=True, help="model name (see `duc-hdc models`)")
-    s.add_argument("--params", help="weights to load (default: random)")
-    s.add_argument("--classes", type=options.positive_int,
-                   help="classes for a generic model name")
+    options.add_model(s)
     s.add_argument("--base-width", type=options.positive_int,
                    help="narrower network (tests, quick looks)")
     s.add_argument("--shape", type=options.shape, required=True,
@@ -255,8 +281,13 @@ def register(sub):
     s.add_argument("--iters", type=options.positive_int, default=10,
                    help="timed runs (default 10)")
     s.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
-    s.add_argument("--mode", choices=("fp32", "fused", "int8"), default="fused",
-                   help="inference path (default fused)")
+    options.add_precision(s, calibration=False)
+    s.add_argument("--plain", action="store_true",
+                   help="fp32: the hybridized network itself, not the fused graph")
+    s.add_argument("--mode", choices=("fp32", "fused", "int8"),
+                   help="former spelling: fused = --precision fp32, fp32 = --plain, "
+                        "int8 = --precision int8")
     options.add_devices(s)
+    options.add_progress(s)
     s.add_argument("--json", help="also write the measurements to this JSON file")
     s.set_defaults(func=cmd_benchmark)

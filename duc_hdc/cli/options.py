@@ -110,3 +110,30 @@ def devices(args, cpu_devices=1):
 
 def progress(args):
     return not getattr(args, "no_progress", False)
+
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def add_precision(s, calibration=True):
+    """--precision fp32|bf16|int8 (and, for int8 on a network, --calib-rec / --num-calib)."""
+    g = s.add_argument_group("precision")
+    g.add_argument("--precision", choices=PRECISIONS,
+                   help="fp32 (default: BatchNorm folded, MKLDNN-fused), bf16 (AMX or "
+                        "AVX512_BF16 CPUs), int8 (an INT8 model, or quantized with --calib-rec)")
+    if calibration:
+        g.add_argument("--calib-rec", metavar="REC",
+                       help="--precision int8 on a network: .rec whose images calibrate it")
+        g.add_argument("--num-calib", type=positive_int, default=4,
+                       help="calibration images, spread over --calib-rec (default 4)")
+
+
+def calibration(args, net):
+    """The normalized calibration batch --precision int8 needs for a network, else None."""
+    if getattr(args, "precision", None) != "int8" or not getattr(args, "calib_rec", None):
+        if getattr(args, "calib_rec", None):
+            raise ValueError("--calib-rec calibrates --precision int8; give --precision int8")
+        return None
+    from ..inference.graphs import calibration_images
+
+    return calibration_images(args.calib_rec, args.num_calib, net.normalization)

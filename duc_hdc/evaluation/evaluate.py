@@ -203,7 +203,8 @@ def _weights_file(model, params):
 
 def run_evaluation(config=None, model=None, params=None, classes=None, rec=None, root=None,
                    split="val", dataset_name=None, save_dir=None, out_json=None, limit=None,
-                   progress=True, report_dir=None, worst=8, **segmenter_kwargs):
+                   progress=True, report_dir=None, worst=8, segmenter=None,
+                   **segmenter_kwargs):
     """Everything ``duc-hdc evaluate`` does: build the model and data, evaluate, write JSON.
 
     The model comes from ``config`` (a recipe; weights from ``params``), ``model`` (a zoo or
@@ -211,6 +212,9 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
     data from ``rec``, ``root`` + ``split``, or the config's ``data.val_rec``. With
     ``report_dir``, also an HTML report there (:func:`duc_hdc.evaluation.report.
     write_evaluation_report`) showing the ``worst`` images with the lowest per-image mIoU.
+    ``segmenter``: a :class:`Segmenter` already built (or a callable returning one, called
+    after the report folder is checked) instead of one built from the model arguments and
+    ``segmenter_kwargs``; the model arguments then only describe it in the outputs.
 
     Returns
     -------
@@ -232,8 +236,11 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
         keeper = WorstImages(worst)
     else:
         keeper = None
-    segmenter = Segmenter.from_name(model, params=params, config=config, classes=classes,
-                                    **segmenter_kwargs)
+    if segmenter is None:
+        segmenter = Segmenter.from_name(model, params=params, config=config, classes=classes,
+                                        **segmenter_kwargs)
+    elif not isinstance(segmenter, Segmenter):
+        segmenter = segmenter()
     if config:
         cfg = load_config(config)
         rec = rec or (None if root else cfg["data"].get("val_rec"))

@@ -263,19 +263,19 @@ def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
     **overrides
         Further model settings (``base_width``, ...).
     """
-    from ..models.network import get_model
+    from ..models.network import MODEL_SPECS, get_model
+    from .export import parse_shape
+    from .loader import load
 
     precision, graph = resolve_mode(precision, graph, mode)
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 4 or shape[1] != 3 or shape[2] % 8 or shape[3] % 8 or min(shape) < 1:
-        raise ValueError("--shape must be N,3,H,W with H and W multiples of 8, got %s"
-                         % ",".join(map(str, shape)))
+    shape = parse_shape(shape)
     if iters < 1:
         raise ValueError("--iters must be >= 1, got %d" % iters)
     ctx = check_gpu_options(gpus, fp16, cudnn_autotune)
-    net = get_model(model, ctx=ctx, classes=classes, **overrides)
-    if params:
-        net.load_parameters(params, ctx=ctx)
+    if model in MODEL_SPECS and not params:  # timing: random weights of a model name
+        net = get_model(model, ctx=ctx, classes=classes, **overrides)
+    else:  # an artifact, or a name with its weights: the one loader
+        net = load(model, params=params, classes=classes, overrides=overrides, ctx=ctx)
     flops = count_flops(net(mx.sym.var("data")), shape)
     build_start = time.perf_counter()
     runner = build_inference(net, precision, shape, ctx=ctx, fp16=fp16, graph=graph)

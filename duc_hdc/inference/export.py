@@ -20,6 +20,7 @@ import os
 import mxnet as mx
 import numpy as np
 
+from ..fileio import atomic_path
 from ..models.sidecar import write_sidecar
 
 log = logging.getLogger(__name__)
@@ -222,3 +223,44 @@ def export_model(net, out, shape, onnx=False, check=True, weights=None, name=Non
         if check:
             result["onnx_diff"] = check_onnx(net, onnx_path, shapes)
     return result
+
+
+#: ``kind`` of a bf16 export's sidecar
+BF16_EXPORT_KIND = "duc-hdc-bf16"
+
+
+def export_compiled(net, out, precision, calib_images=None, weights=None, name=None):
+    """``export --precision bf16|int8``: the compiled graph, as ``PREFIX-symbol.json``,
+    ``PREFIX-0000.params`` and ``PREFIX.json`` (the one loader takes it back as ``PREFIX``).
+
+    bf16: BatchNorm folded, converted by AMP (:func:`duc_hdc.inference.graphs.precision_graph`);
+    MXNet with oneDNN runs it (ONNX has no use for it). int8: quantized on ``calib_images``
+    (what ``duc-hdc quantize`` writes). Shape-free graphs: one export serves every input size.
+    """
+    from .graphs import precision_graph, quantize_net, save_quantized
+
+    prefix, out_is = export_prefix(out, name or default_name(net))
+    log.info("exporting %s to prefix %s (--out %s is a %s)", precision, prefix, out, out_is)
+    if weights is None:
+        log.warning("exporting untrained weights (random initialization): %s will not segment "
+                    "anything", prefix)
+    if precision == "int8":
+        if calib_images is None:
+            raise ValueError("export --precision int8 needs --calib-rec REC (calibration "
+                             "images)")
+        files = save_quantized(quantize_net(net, calib_images), prefix, weights=weights)
+    elif precision == "bf16":
+        sym, args, auxs = precision_graph(net, "bf16")
+        arrays = {"arg:%s" % k: v.copyto(mx.cpu()) for k, v in args.items()}
+        arrays.update({"aux:%s" % k: v.copyto(mx.cpu()) for k, v in auxs.items()})
+        sym_path, params_path = prefix + "-symbol.json", prefix + "-0000.params"
+        with atomic_path(sym_path) as tmp:
+            sym.save(tmp, remove_amp_cast=False)  # the default drops AMP's casts: unloadable
+        with atomic_path(params_path) as tmp:
+            mx.nd.save(tmp, arrays)
+        files = [sym_path, params_path,
+                 write_sidecar(params_path, net.config, path=prefix + ".json",
+                               kind=BF16_EXPORT_KIND, weights=weights)]
+    else:
+        raise ValueError("--precision %r: export_compiled writes bf16 or int8" % (precision,))
+    return dict(prefix=prefix, out_is=out_is, trained=weights is not None, files=files)

@@ -26,7 +26,9 @@ from ..hub import zoo
 from ..models.network import MODEL_SPECS, build_model, model_names
 from ..models.network import resolve_settings as get_model_settings
 from ..models.sidecar import SidecarError, read_sidecar, sidecar_path
-from .export import EXPORT_KIND
+from .compiled import InferenceNet, _data_block
+from .export import BF16_EXPORT_KIND, EXPORT_KIND
+from .bf16 import BF16_KIND
 from .graphs import QUANTIZED_KIND, load_quantized
 
 __all__ = ["load", "load_params_checked", "artifact_prefix", "check_finite"]
@@ -131,13 +133,26 @@ def artifact_prefix(path):
         raise FileNotFoundError("%s-symbol.json has no sidecar %s.json with its model settings "
                                 "(duc-hdc export and quantize write it)" % (path, path))
     kind = read_sidecar(path + ".json").get("kind")
-    if kind not in (EXPORT_KIND, QUANTIZED_KIND):
-        raise ValueError("%s.json: kind %r; an export says %r, an INT8 model %r"
-                         % (path, kind, EXPORT_KIND, QUANTIZED_KIND))
+    if kind not in _PREFIX_KINDS:
+        raise ValueError("%s.json: kind %r; an export says %r, a bf16 export %r, an INT8 model "
+                         "%r" % (path, kind, EXPORT_KIND, BF16_EXPORT_KIND, QUANTIZED_KIND))
     return path, kind
 
 
+_PREFIX_KINDS = (EXPORT_KIND, BF16_EXPORT_KIND, QUANTIZED_KIND)
+
+
 def _from_prefix(prefix, kind, ctx, head_padding):
+    if kind == BF16_EXPORT_KIND:  # a compiled bf16 graph: runs as it is (MKLDNN fusion)
+        doc = read_sidecar(prefix + ".json")
+        block = _data_block(mx.sym.load(prefix + "-symbol.json"))
+        try:
+            block.collect_params().load(prefix + "-0000.params", ctx=ctx, cast_dtype=True,
+                                        dtype_source="saved")
+        except (AssertionError, mx.base.MXNetError, RuntimeError, ValueError):
+            raise ValueError("%s-0000.params does not fit %s-symbol.json (truncated or from "
+                             "another export?)" % (prefix, prefix)) from None
+        return InferenceNet(doc["model"], BF16_KIND, block, backend="MKLDNN")
     if kind == QUANTIZED_KIND:
         for suffix in ("-0000.params",):
             if not os.path.isfile(prefix + suffix):
@@ -161,7 +176,7 @@ def _from_params_file(path, ctx, head_padding):
         raise FileNotFoundError("parameters %s not found" % path)
     side = sidecar_path(path)
     doc = read_sidecar(side, what=path)
-    if doc.get("kind") in (EXPORT_KIND, QUANTIZED_KIND):
+    if doc.get("kind") in _PREFIX_KINDS:
         return _from_prefix(side[:-len(".json")], doc["kind"], ctx, head_padding)
     net = _build(doc["model"], side, ctx, head_padding)
     return load_params_checked(net, path, ctx)

@@ -178,6 +178,13 @@ class Segmenter(object):
         ``hybridize`` is on. The graph holds a copy of the weights taken now: build a new
         Segmenter after changing them. A network that is already an inference graph
         (:class:`duc_hdc.inference.graphs.InferenceNet`, e.g. an INT8 model) runs as it is.
+    precision : {None, 'fp32', 'bf16', 'int8'}
+        ``bf16``: the folded, MKLDNN-fused graph in bfloat16 (CPUs with AMX or AVX512_BF16);
+        ``int8``: quantized, calibrated on ``calib_images`` (normalized (N, 3, H, W)); see
+        :func:`duc_hdc.inference.graphs.inference_runner`. None / fp32: the default path. A
+        compiled graph (an INT8 model) runs in its own precision.
+    calib_images : numpy.ndarray, optional
+        For ``precision='int8'`` on a network.
     fp16 : bool
         GPU only: run the network in float16 with MXNet AMP
         (:func:`duc_hdc.inference.graphs.fp16_block`); scores are averaged in float32. Unmeasured
@@ -191,7 +198,8 @@ class Segmenter(object):
     """
 
     def __init__(self, net, ctx=None, scales=(1.0,), flip=False, mode="whole", crop_size=None,
-                 stride=None, batch_size=1, hybridize=True, optimize=None, fp16=False):
+                 stride=None, batch_size=1, hybridize=True, optimize=None, fp16=False,
+                 precision=None, calib_images=None):
         for attr in ("classes", "cell_width", "normalization"):
             if not hasattr(net, attr):
                 raise TypeError("Segmenter needs a DUCHDC network (with .%s), got %s"
@@ -238,20 +246,26 @@ class Segmenter(object):
         elif crop_size is not None or stride is not None:
             raise ValueError("crop_size and stride apply to mode 'sliding' only (mode is %r)"
                              % mode)
-        self.runner = self._inference_graph(net, hybridize, optimize, fp16)
+        self.precision = precision
+        self.runner = self._inference_graph(net, hybridize, optimize, fp16, precision,
+                                            calib_images)
 
-    def _inference_graph(self, net, hybridize, optimize, fp16=False):
-        """What ``_forward`` runs: the network, its fused graph (see ``optimize``) or its
-        float16 version (``fp16``)."""
-        from .graphs import InferenceNet, fp16_block, optimized_block
+    def _inference_graph(self, net, hybridize, optimize, fp16=False, precision=None,
+                         calib_images=None):
+        """What ``_forward`` runs: the network, its fused graph (see ``optimize``), its
+        float16 version (``fp16``), or its bf16 / int8 graph (``precision``)."""
+        from .graphs import InferenceNet, fp16_block, inference_runner, optimized_block
 
         if isinstance(net, InferenceNet):
             if fp16:
                 raise ValueError("fp16 applies to a network, not to a compiled %s graph"
                                  % net.kind)
-            return net
+            # a compiled graph runs in its own precision; another one is refused there
+            return inference_runner(net, precision, ctx=self.ctx)
         if fp16:
             return fp16_block(net, self.ctx)
+        if precision in ("bf16", "int8"):
+            return inference_runner(net, precision, ctx=self.ctx, calib_images=calib_images)
         if optimize is None:
             optimize = bool(hybridize) and self.ctx.device_type == "cpu"
         if hybridize:
@@ -309,7 +323,10 @@ class Segmenter(object):
     @property
     def settings(self):
         """The inference settings, JSON-ready (recorded with evaluation results)."""
+        from .graphs import precision_of
+
         return dict(mode=self.mode, scales=list(self.scales), flip=self.flip,
+                    precision=precision_of(self.runner),
                     crop_size=None if self.crop_size is None else list(self.crop_size),
                     stride=None if self.stride is None else list(self.stride),
                     normalization=dict(mean=list(self.mean),
