@@ -48,12 +48,10 @@ def train(cfg, ctx=None, resume=None, progress=True, overrides=None):
     ``overrides`` (``a.b=v`` strings) checked against what a resume may change.
     """
     from .evaluation.evaluate import recipe_validator
-    from .training.trainer import resumed_config
     from .training.trainer import train as _train
 
-    effective = resumed_config(resume, cfg, overrides, ctx) if resume else cfg
     return _train(cfg, ctx=ctx, resume=resume, progress=progress, overrides=overrides,
-                  validator=recipe_validator(effective))
+                  validator_for=recipe_validator)
 
 
 __all__ = ["__version__", "get_model", "load", "train"]

@@ -454,3 +454,14 @@ def test_ssh_connection_failure_ends_the_job(sshd, tmp_path):
                 ssh_options=["-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
                              "-i", "/nonexistent", "-o", "LogLevel=QUIET"])
     assert rc == 255
+
+
+def test_a_run_stopping_before_its_rank_is_known_still_writes_its_log(tmp_path):
+    """Records logged before the kvstore exists (e.g. a refused resume) land in train.log."""
+    import logging
+
+    handler = dist.rank_log_handler(str(tmp_path))
+    logging.getLogger("duc_hdc").warning("refused before the rank was known")
+    logging.getLogger("duc_hdc").removeHandler(handler)
+    handler.close()
+    assert "refused before the rank was known" in (tmp_path / "train.log").read_text()

@@ -32,11 +32,11 @@ import mxnet as mx
 import numpy as np
 
 from .. import runtime
+from ..devices import contexts
 from .graphs import PRECISIONS
 
 __all__ = ["MODES", "PRECISIONS", "GRAPHS", "resolve_mode", "count_flops", "build_inference",
-           "time_inference", "run_benchmark", "peak_rss_mib", "check_gpu_options",
-           "set_cudnn_autotune", "format_report"]
+           "time_inference", "run_benchmark", "peak_rss_mib", "format_report"]
 
 #: the former ``--mode`` spellings -> (precision, graph)
 MODES = {"fp32": ("fp32", "plain"), "fused": ("fp32", "fused"), "int8": ("int8", "fused"),
@@ -138,43 +138,6 @@ def count_flops(sym, data_shape, **input_shapes):
     return 2 * macs
 
 
-def check_gpu_options(gpus=None, fp16=False, cudnn_autotune=None, flag="--gpus"):
-    """Validate the GPU options; returns the context to run on.
-
-    Raises
-    ------
-    ValueError
-        A GPU option on a machine (or MXNet build) without GPUs: the options are wired but
-        unmeasured on CPU-only machines.
-    """
-    wanted = [name for name, on in ((flag, gpus is not None), ("--fp16", fp16),
-                                    ("--cudnn-autotune", cudnn_autotune is not None)) if on]
-    if not wanted:
-        return mx.cpu()
-    count = mx.context.num_gpus()
-    if count == 0:
-        raise ValueError("%s need(s) a GPU, and this MXNet sees none (CPU-only build or no "
-                         "device). GPU inference (fp16 AMP, cuDNN autotuning) is wired but "
-                         "unmeasured here; drop the option to run on the CPU"
-                         % " and ".join(wanted))
-    ids = [int(g) for g in str(gpus if gpus is not None else "0").split(",") if g.strip()]
-    bad = [g for g in ids if g >= count]
-    if bad:
-        raise ValueError("%s %s: this machine has %d GPU(s) (ids 0..%d)"
-                         % (flag, gpus, count, count - 1))
-    set_cudnn_autotune(cudnn_autotune)
-    return mx.gpu(ids[0])
-
-
-def set_cudnn_autotune(level):
-    """``MXNET_CUDNN_AUTOTUNE_DEFAULT`` = ``level`` (0, 1, 2); None leaves it as it is.
-
-    Read by the convolution operators when they are created, so call it before the first run.
-    """
-    if level is not None:
-        os.environ["MXNET_CUDNN_AUTOTUNE_DEFAULT"] = str(int(level))
-
-
 def _random_images(shape, seed=0):
     return np.random.RandomState(seed).normal(0, 50, shape).astype(np.float32)
 
@@ -256,7 +219,7 @@ def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
     params : str, optional
         Weights to load.
     gpus, fp16, cudnn_autotune
-        See :func:`check_gpu_options`.
+        See :func:`duc_hdc.devices.contexts`.
     probe_isa : bool
         Report the ISA oneDNN dispatches to (:func:`duc_hdc.runtime.onednn_isa`, a child
         process, cached).
@@ -271,7 +234,7 @@ def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
     shape = parse_shape(shape)
     if iters < 1:
         raise ValueError("--iters must be >= 1, got %d" % iters)
-    ctx = check_gpu_options(gpus, fp16, cudnn_autotune)
+    ctx = contexts(gpus, fp16=fp16, cudnn_autotune=cudnn_autotune)[0]
     if model in MODEL_SPECS and not params:  # timing: random weights of a model name
         net = get_model(model, ctx=ctx, classes=classes, **overrides)
     else:  # an artifact, or a name with its weights: the one loader

@@ -282,9 +282,10 @@ class RankLogHandler(logging.Handler):
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
     def open(self, rank):
-        name = "train.log" if rank == 0 else "train.rank%d.log" % rank
-        if rank is None:
+        if rank is None:  # the run stopped before its kvstore existed
             name = "train.pid%d.log" % os.getpid() if "DMLC_ROLE" in os.environ else "train.log"
+        else:
+            name = "train.log" if rank == 0 else "train.rank%d.log" % rank
         self.file = logging.FileHandler(os.path.join(self.run_dir, name))
         self.file.setFormatter(self.formatter)
         for record in self.buffer:

@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------- train
-def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=None):
+def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=None,
+          validator_for=None):
     """Train as ``cfg`` says; returns a summary dict (run_dir, iterations, best, checksum).
 
     Parameters
@@ -71,6 +72,9 @@ def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=N
         ``train.val_every_epochs`` when ``data.val_rec`` is set. Training does not know the
         evaluation layer: :func:`duc_hdc.train` passes
         :func:`duc_hdc.evaluation.evaluate.recipe_validator`. Without one, no validation runs.
+    validator_for : callable, optional
+        ``validator_for(cfg) -> validator``, called with the config the run continues under
+        (the saved one when resuming), when no ``validator`` is given.
     overrides : list of str, optional
         With ``resume``: the user's ``a.b=v`` settings, checked as above.
     """
@@ -81,7 +85,7 @@ def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=N
     os.makedirs(run_dir, exist_ok=True)
     handler = dist.rank_log_handler(run_dir)  # train.log, or train.rank<N>.log
     try:
-        return _train(cfg, ctx, run_dir, resume, progress, validator, overrides)
+        return _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_for)
     finally:
         logging.getLogger("duc_hdc").removeHandler(handler)
         handler.close()
@@ -126,7 +130,7 @@ def _build_trainer(net, train_cfg, kvstore, num_workers, num_devices, schedule, 
                               iteration=iteration)
 
 
-def _train(cfg, ctx, run_dir, resume, progress, validator, overrides):
+def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_for=None):
     from ..data import SegRecordDataset
     from ..data.loader import build_train_loader, epoch_indices
 
@@ -134,6 +138,8 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides):
     stem = saved = None
     if resume:
         stem, cfg, state, saved = _resume_point(cfg, ctx, run_dir, overrides)
+    if validator is None and validator_for is not None:
+        validator = validator_for(cfg)
     train_cfg, data_cfg = cfg["train"], cfg["data"]
     # built from the run's own config (a resumed run keeps its keep_last)
     checkpointer = Checkpointer(run_dir, train_cfg["keep_last"])
