@@ -73,3 +73,25 @@ def print_table(title, rows, extra_cols=None):
     for name, med, spread, ratio in rows:
         extra = "".join(" %s |" % extra_cols[c].get(name, "") for c in (extra_cols or {}))
         print("| %s | %.3f | %.0f%% | %.3f |%s" % (name, med, 100 * spread, ratio, extra))
+
+
+def original_runner(x):
+    """Inference of the release's graph (tests/data) on ``mx.mod.Module`` for input ``x``:
+    ``(run, symbol, label_shape)``; ``run()`` does one forward pass and waits for it."""
+    import mxnet as mx
+
+    sym = mx.sym.load(reference_symbol())
+    n, _, h, w = x.shape
+    label = (n, 16 * (h // 8) * (w // 8))  # r*r sub-pixels of each 1/8 cell (cell width 2)
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=["seg_loss_label"],
+                        context=mx.cpu())
+    mod.bind(data_shapes=[("data", x.shape)], label_shapes=[("seg_loss_label", label)],
+             for_training=False)
+    mod.init_params(mx.init.Xavier())
+    batch = mx.io.DataBatch([x], [mx.nd.zeros(label)])
+
+    def run():
+        mod.forward(batch, is_train=False)
+        mod.get_outputs()[0].wait_to_read()
+    return run, sym, label
+

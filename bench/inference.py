@@ -41,7 +41,7 @@ import duc_hdc  # noqa: E402,F401  (OMP_NUM_THREADS before mxnet)
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common import alternate, machine, print_table, reference_symbol, summarize  # noqa: E402
+from common import alternate, machine, original_runner, print_table, summarize  # noqa: E402
 
 #: candidate key -> table name (table order; the first is the baseline)
 CANDIDATES = {
@@ -87,18 +87,7 @@ def build(key, h, w, int8_model=None):
 
     x = _input(h, w)
     if key == "original":
-        sym = mx.sym.load(reference_symbol())
-        label = (1, 16 * (h // 8) * (w // 8))  # r*r sub-pixels of each 1/8 cell (cell width 2)
-        mod = mx.mod.Module(sym, data_names=["data"], label_names=["seg_loss_label"],
-                            context=mx.cpu())
-        mod.bind(data_shapes=[("data", x.shape)], label_shapes=[("seg_loss_label", label)],
-                 for_training=False)
-        mod.init_params(mx.init.Xavier())
-        batch = mx.io.DataBatch([x], [mx.nd.zeros(label)])
-
-        def run():
-            mod.forward(batch, is_train=False)
-            mod.get_outputs()[0].wait_to_read()
+        run, sym, label = original_runner(x)
         return run, count_flops(sym, x.shape, seg_loss_label=label)
     if key in ("fp32", "fused", "bf16", "int8"):
         # FLOPs from the graph of a network without weights (no memory spent on them)

@@ -39,7 +39,7 @@ import duc_hdc  # noqa: E402,F401  (threads and AMX before mxnet)
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common import reference_symbol  # noqa: E402
+from common import original_runner  # noqa: E402
 from duc_hdc import runtime  # noqa: E402
 
 PEERS_PYTHON = os.path.join(HERE, ".venv-peers", "bin", "python")
@@ -89,20 +89,7 @@ class Peers(object):
 
 
 def _original(x):
-    sym = mx.sym.load(reference_symbol())
-    n, _, h, w = x.shape
-    label = (n, 16 * (h // 8) * (w // 8))  # r*r sub-pixels of each 1/8 cell (cell width 2)
-    mod = mx.mod.Module(sym, data_names=["data"], label_names=["seg_loss_label"],
-                        context=mx.cpu())
-    mod.bind(data_shapes=[("data", x.shape)], label_shapes=[("seg_loss_label", label)],
-             for_training=False)
-    mod.init_params(mx.init.Xavier())
-    batch = mx.io.DataBatch([x], [mx.nd.zeros(label)])
-
-    def run():
-        mod.forward(batch, is_train=False)
-        mod.get_outputs()[0].wait_to_read()
-    return run
+    return original_runner(x)[0]
 
 
 def build_ours(key, net, x, calib):

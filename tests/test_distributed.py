@@ -25,7 +25,6 @@ from duc_hdc.devices import DeviceError
 from duc_hdc.training import distributed as dist
 from duc_hdc.training.distributed import LaunchError, launch, read_hostfile
 from duc_hdc.training.trainer import learning_rate, params_checksum, parse_devices, train
-from test_train import tiny_recs  # noqa: F401  (module fixture: tiny synthetic RecordIO)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -64,7 +63,7 @@ def metrics(run_dir):
 
 
 # --------------------------------------------------------------------------- start checks
-def test_dist_kvstore_without_launch_names_the_option(tiny_recs, tmp_path, monkeypatch):  # noqa: F811,E501
+def test_dist_kvstore_without_launch_names_the_option(tiny_recs, tmp_path, monkeypatch):  # noqa: E501
     for key in ("DMLC_ROLE", "DMLC_NUM_WORKER", "DMLC_PS_ROOT_URI"):
         monkeypatch.delenv(key, raising=False)
     for name in dist.DIST_KVSTORES:
@@ -151,7 +150,7 @@ def test_start_check_compares_checkpoints_through_the_kvstore(kvstore, tmp_path,
 
 
 @pytest.mark.slow
-def test_resume_refuses_a_run_directory_the_ranks_see_differently(tiny_recs, tmp_path, capfd):  # noqa: F811,E501
+def test_resume_refuses_a_run_directory_the_ranks_see_differently(tiny_recs, tmp_path, capfd):  # noqa: E501
     """Two "machines" that do not share the run directory: the second worker to start sees,
     in its own mount namespace, a stale copy (its latest.json one checkpoint behind). Resume
     stops at the start check instead of training ranks from different checkpoints."""
@@ -206,7 +205,7 @@ def test_start_check_compares_the_workers_parameters(differ, capfd):
 
 
 @pytest.mark.slow
-def test_dist_sync_two_workers_identical_checksums_and_a_log_per_rank(tiny_recs, tmp_path,  # noqa: F811,E501
+def test_dist_sync_two_workers_identical_checksums_and_a_log_per_rank(tiny_recs, tmp_path,  # noqa: E501
                                                                      capfd):
     run = tmp_path / "run"
     rc = launch(train_command(tiny_recs, run, "dist_sync", "train.epochs=2",
@@ -237,7 +236,7 @@ def test_dist_device_sync_two_workers_two_devices_each(tiny_recs, tmp_path, capf
 
 
 @pytest.mark.slow
-def test_dist_async_trains_and_resumes_without_optimizer_state(tiny_recs, tmp_path, capfd):  # noqa: F811,E501
+def test_dist_async_trains_and_resumes_without_optimizer_state(tiny_recs, tmp_path, capfd):  # noqa: E501
     run = tmp_path / "run"
     rc = launch(train_command(tiny_recs, run, "dist_async", "train.epochs=2",
                               "train.max_iters=2", "train.momentum=0.9",
@@ -344,7 +343,7 @@ def _check_resume(run, capfd, **kwargs):
 
 
 @pytest.mark.slow
-def test_killed_scheduler_ends_the_job_and_the_run_resumes(tiny_recs, tmp_path, capfd):  # noqa: F811,E501
+def test_killed_scheduler_ends_the_job_and_the_run_resumes(tiny_recs, tmp_path, capfd):  # noqa: E501
     run = tmp_path / "run"
     rc, seconds = _run_and_kill(train_command(tiny_recs, run, "dist_sync", "train.epochs=50",
                                               "train.checkpoint_every_iters=2"),
@@ -412,7 +411,7 @@ def sshd(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_ssh_two_workers_one_server_identical_checksums(sshd, tiny_recs, tmp_path, capfd):  # noqa: F811,E501
+def test_ssh_two_workers_one_server_identical_checksums(sshd, tiny_recs, tmp_path, capfd):  # noqa: E501
     run = tmp_path / "run"
     rc = launch(train_command(tiny_recs, run, "dist_sync", "train.epochs=1",
                               "train.checkpoint_every_iters=1"), 2, 1, launcher="ssh",
@@ -427,7 +426,7 @@ def test_ssh_two_workers_one_server_identical_checksums(sshd, tiny_recs, tmp_pat
 
 
 @pytest.mark.slow
-def test_ssh_killed_server_ends_the_job_and_the_run_resumes(sshd, tiny_recs, tmp_path, capfd):  # noqa: F811,E501
+def test_ssh_killed_server_ends_the_job_and_the_run_resumes(sshd, tiny_recs, tmp_path, capfd):  # noqa: E501
     run = tmp_path / "run"
     ssh = dict(launcher="ssh", hostfile=sshd["hostfile"], ssh_options=sshd["ssh_options"])
     rc, seconds = _run_and_kill(train_command(tiny_recs, run, "dist_sync", "train.epochs=50",

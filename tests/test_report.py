@@ -15,7 +15,6 @@ from duc_hdc.config import load_config
 from duc_hdc.data import SegRecordDataset
 from duc_hdc.data.datasets import convert_cityscapes
 from duc_hdc.data.labels import colorize, get_table
-from duc_hdc.demo.synthetic import make_synthetic_cityscapes
 from duc_hdc.evaluation import report
 from duc_hdc.evaluation.evaluate import run_evaluation
 from duc_hdc.evaluation.metrics import SegmentationMetric
@@ -203,15 +202,10 @@ def test_protocol_text():
 
 # ------------------------------------------------------------------------------ a real run
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tiny_recs, tmp_path_factory):
     """A real tiny training run (8 iterations, 2 validations) and an evaluation of its weights."""
     root = tmp_path_factory.mktemp("report-run")
-    make_synthetic_cityscapes(str(root / "cityscapes"), num_train=8, num_val=2, size=(64, 128),
-                              seed=1, progress=False)
-    recs = {}
-    for split in ("train", "val"):
-        convert_cityscapes(str(root / "cityscapes"), split, str(root / split), progress=False)
-        recs[split] = str(root / split) + ".rec"
+    recs = tiny_recs
     run = str(root / "run")
     cfg = load_config("synthetic", [
         "data.train_rec=%s" % recs["train"], "data.val_rec=%s" % recs["val"],

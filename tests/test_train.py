@@ -8,25 +8,11 @@ import numpy as np
 import pytest
 
 from duc_hdc.config import ConfigError, apply_overrides, load_config, validate
-from duc_hdc.data.datasets import convert_cityscapes
-from duc_hdc.demo.synthetic import make_synthetic_cityscapes
 import duc_hdc
 from duc_hdc import train
 from duc_hdc.models.sidecar import sidecar_path
 from duc_hdc.training.trainer import (Checkpointer, SegmentationLoss, TrainingError, learning_rate,
                                       params_checksum)
-
-
-@pytest.fixture(scope="module")
-def tiny_recs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic_cityscapes(str(root / "cityscapes"), num_train=8, num_val=2, size=(64, 128),
-                              seed=1, progress=False)
-    recs = {}
-    for split in ("train", "val"):
-        convert_cityscapes(str(root / "cityscapes"), split, str(root / split), progress=False)
-        recs[split] = str(root / split) + ".rec"
-    return recs
 
 
 def tiny_config(recs, out_dir, *extra):
