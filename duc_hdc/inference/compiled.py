@@ -69,10 +69,8 @@ class InferenceNet(object):
     def __call__(self, x):
         if not self._ready:
             if self.backend:
-                self.block.optimize_for(x, backend=self.backend, static_alloc=True,
-                                        static_shape=True)
-            else:
-                self.block.hybridize(static_alloc=True, static_shape=True)
+                self.block = _partitioned(self.block, self.backend)
+            self.block.hybridize(static_alloc=True, static_shape=True)
             self._ready = True
         out = self.block(x)
         if out.dtype != np.float32:  # a reduced-precision graph's output: logits are float32
@@ -85,6 +83,21 @@ class InferenceNet(object):
 
 
 # ------------------------------------------------------------------------------ graphs
+def _partitioned(block, backend):
+    """``block`` (a SymbolBlock) with its graph partitioned for ``backend`` (MXNet's subgraph
+    API), the same parameters.
+
+    The symbol is partitioned without its arguments, not with ``block.optimize_for(x)``: given
+    the arguments, MXNet 1.9.1 checks them against the partitioned graph by position and fails
+    on a chain of fused convolution sums whose weights differ in shape ("Error in operator
+    sg_mkldnn_conv_1: ... Shape inconsistent, Provided = [16,16,1,2], inferred shape =
+    (16,16,2,3)"; equal shapes pass unnoticed); :mod:`.splitting` builds such chains.
+    """
+    inputs, out = block._cached_graph
+    return mx.gluon.SymbolBlock(out.optimize_for(backend), inputs,
+                                params=block.collect_params())
+
+
 def _network_config(net):
     config = getattr(net, "config", None)
     if not isinstance(config, dict) or "classes" not in config:

@@ -31,6 +31,7 @@ from .bf16 import BF16_KIND, bf16_block, bf16_graph, check_bf16, conv_summary
 from .compiled import (InferenceNet, _data_block, _network_config, _param_context,
                        _parameter_dict, mkldnn_available, symbol_block)
 from .folding import fold_batchnorm, fold_constants, graph_of, inference_graph
+from .splitting import split_input_channels, splitting_helps
 from .int8 import (DEFAULT_QUANTIZE_EXCLUDE, DUC_HEAD_LAYERS, QUANTIZED_KIND, calibration_batch,
                    calibration_images, count_quantized_ops, load_quantized, quantize_net,
                    save_quantized)
@@ -54,7 +55,8 @@ _KIND_PRECISION = {"fused": "fp32", "folded": "fp32", BF16_KIND: "bf16", "int8":
 
 def optimized_block(net, backend="MKLDNN", ctx=None):
     """The fast fp32 inference graph of ``net``: BatchNorm and the head's weight padding
-    folded (:func:`inference_graph`), MKLDNN subgraphs fused.
+    folded (:func:`inference_graph`), the head's wide convolutions split by input channels
+    where oneDNN runs AVX-512 kernels (:func:`split_input_channels`), MKLDNN subgraphs fused.
 
     Parameters
     ----------
@@ -78,6 +80,8 @@ def optimized_block(net, backend="MKLDNN", ctx=None):
                  "context %s" % ctx if ctx.device_type != "cpu" else "MXNet built without it")
         backend = None
     sym, args, auxs = inference_graph(net, lazy=True)
+    if backend == "MKLDNN" and splitting_helps():
+        sym, args, auxs = split_input_channels((sym, args, auxs), lazy=True)
     arrays = dict(args, **auxs)
     del args, auxs
     params = _parameter_dict(arrays, ctx)

@@ -1,0 +1,177 @@
+"""Input-channel splitting of the head's wide convolutions (duc_hdc.inference.splitting)."""
+import json
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from duc_hdc import get_model, runtime
+from duc_hdc.inference import bf16 as bf16_module
+from duc_hdc.inference import graphs, splitting
+from duc_hdc.inference.compiled import symbol_block
+from duc_hdc.inference.folding import inference_graph
+from duc_hdc.inference.graphs import conv_summary, inference_runner
+from duc_hdc.inference.splitting import split_input_channels, splitting_helps
+
+BF16 = runtime.bf16_support() is not None
+AVX512 = ["avx512f", "avx512bw", "avx512dq", "avx512vl"]
+
+
+def _net(seed=0):
+    """ResNet-18-DUC-HDC at width 8: the head reads 64 channels (split at 16: 4 chunks)."""
+    mx.random.seed(seed)
+    net = get_model("duc_hdc_resnet18", classes=19, base_width=8)
+    rng = np.random.RandomState(seed)
+    for name, param in net.collect_params().items():
+        if name.endswith(("gamma", "beta", "running_mean")):
+            param.set_data(mx.nd.array(rng.uniform(-0.5, 1.5, param.shape)))
+        elif name.endswith("running_var"):
+            param.set_data(mx.nd.array(rng.uniform(0.3, 3.0, param.shape)))
+    return net
+
+
+def _convs(sym):
+    return [n for n in json.loads(sym.tojson())["nodes"] if n["op"] == "Convolution"]
+
+
+def _rel(want, got):
+    return float(np.abs(want - got).max() / np.abs(want).max())
+
+
+def test_split_graph_computes_the_same_as_the_unsplit_graph():
+    net = _net()
+    x = mx.nd.array(np.random.RandomState(1).uniform(-2, 2, (2, 3, 64, 96)).astype("float32"))
+    sym, args, auxs = inference_graph(net)
+    head = [n for n in _convs(sym) if "head" in n["name"]]
+    assert len(head) == 4 and len(_convs(sym)) == 27
+    split_sym, split_args, split_auxs = split_input_channels((sym, args, auxs), channels=16)
+    convs = _convs(split_sym)
+    # each of the 4 head branches (64 input channels) becomes 4 convolutions of 16 (so do the
+    # backbone's 3x3 convolutions wider than 16: the pass is not specific to the head)
+    chunks = [n for n in convs if "head" in n["name"]]
+    assert len(chunks) == 16 and len(convs) > 27 - 4 + 16
+    assert {split_args[n["name"] + "_weight"].shape for n in chunks} == {(320, 16, 3, 3)}
+    # the split weights and biases are gone; every convolution reads parameters it has
+    assert not [k for k in args if "head" in k and k in split_args]
+    assert set(split_sym.list_arguments()) - {"data"} == set(split_args)
+    # dilations and paddings carried over: 4 chunks per rate
+    rates = sorted(n["attrs"]["dilate"] for n in chunks)
+    assert rates == sorted(n["attrs"]["dilate"] for n in head for _ in range(4))
+    want = symbol_block(sym, args, auxs)(x).asnumpy()
+    got = symbol_block(split_sym, split_args, split_auxs)(x).asnumpy()
+    assert _rel(want, got) < 1e-5
+
+
+def test_fused_split_graph_is_one_chain_of_fused_convolutions(monkeypatch):
+    """The fp32 fused graph with the split: equal to the network; the 16 head convolutions are
+    ``_sg_mkldnn_conv`` with the branch sum fused (one chain: 15 sum post-ops)."""
+    net = _net(seed=3)
+    x = mx.nd.array(np.random.RandomState(2).uniform(-2, 2, (1, 3, 64, 128)).astype("float32"))
+    want = net(x).asnumpy()
+    monkeypatch.setattr(splitting, "SPLIT_CHANNELS", 16)
+    monkeypatch.setattr(graphs, "splitting_helps", lambda: True)
+    fused = graphs.optimized_block(net)
+    got = fused(x).asnumpy()
+    assert _rel(want, got) < 1e-4
+    head = [c for c in conv_summary(fused.symbol()) if "head" in c["weight"]]
+    assert len(head) == 16 and {c["op"] for c in head} == {"_sg_mkldnn_conv"}
+    assert [tuple(c["post_ops"]) for c in head].count(("sum",)) == 15
+    monkeypatch.setattr(graphs, "splitting_helps", lambda: False)
+    unsplit = graphs.optimized_block(net)
+    assert len([c for c in conv_summary(unsplit.symbol()) if "head" in c["weight"]]) == 4
+
+
+def _graph(ic, kernel, group=1, name="c"):
+    d = mx.sym.var("data")
+    y = mx.sym.Convolution(d, kernel=kernel, pad=tuple(k // 2 for k in kernel),
+                           num_filter=8, num_group=group, name=name)
+    rng = np.random.RandomState(0)
+    args = {"%s_weight" % name: mx.nd.array(rng.normal(0, 1, (8, ic // group) + kernel)),
+            "%s_bias" % name: mx.nd.array(rng.normal(0, 1, (8,)))}
+    return y, args, {}
+
+
+@pytest.mark.parametrize("ic,kernel,group,split", [
+    (64, (3, 3), 1, True),    # wide 3x3: split
+    (64, (1, 1), 1, False),   # 1x1: oneDNN's 1x1 kernels do not slow down with width
+    (64, (3, 3), 2, False),   # grouped: left alone
+    (50, (3, 3), 1, False),   # 50 does not split into equal chunks of <= 16
+    (16, (3, 3), 1, False),   # not wider than a chunk
+])
+def test_what_is_split(ic, kernel, group, split):
+    sym, args, auxs = _graph(ic, kernel, group)
+    out_sym, out_args, _ = split_input_channels((sym, args, auxs), channels=16,
+                                                data_shape=(1, ic, 8, 8))
+    assert len(_convs(out_sym)) == (ic // 16 if split else 1)
+    x = mx.nd.array(np.random.RandomState(1).normal(0, 1, (1, ic, 8, 8)))
+    want = symbol_block(sym, args, auxs)(x).asnumpy()
+    assert _rel(want, symbol_block(out_sym, out_args, {})(x).asnumpy()) < 1e-5
+
+
+def test_lazy_split_returns_callables_that_compute_the_chunks():
+    sym, args, auxs = _graph(64, (3, 3))
+    _, lazy, _ = split_input_channels((sym, args, auxs), channels=16, data_shape=(1, 64, 8, 8),
+                                      lazy=True)
+    _, eager, _ = split_input_channels((sym, args, auxs), channels=16, data_shape=(1, 64, 8, 8))
+    assert callable(lazy["c_in1_weight"]) and not callable(eager["c_in1_weight"])
+    np.testing.assert_array_equal(lazy["c_in1_weight"]().asnumpy(),
+                                  args["c_weight"].asnumpy()[:, 16:32])
+    np.testing.assert_array_equal(lazy["c_in1_bias"]().asnumpy(), np.zeros(8))  # bias once
+    np.testing.assert_array_equal(eager["c_in0_bias"].asnumpy(), args["c_bias"].asnumpy())
+
+
+@pytest.mark.parametrize("flags,environ,expected", [
+    (AVX512, {}, True),
+    (AVX512 + ["amx_tile"], {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"}, True),
+    (AVX512, {"ONEDNN_MAX_CPU_ISA": "avx512_core_bf16"}, True),
+    (AVX512, {"DNNL_MAX_CPU_ISA": "AVX2"}, False),       # oneDNN capped below brgconv
+    (["avx2", "fma"], {}, False),                        # AMD EPYC AVX2: not measured
+    (["avx512f"], {}, False),                            # AVX-512 F without BW/DQ/VL
+    (AVX512, {"DUC_HDC_NO_SPLIT": "1"}, False),          # the opt-out
+])
+def test_splitting_helps_where_onednn_runs_avx512_kernels(flags, environ, expected):
+    assert splitting_helps(flags=flags, environ=environ) is expected
+
+
+def test_bf16_graph_is_split_and_stays_close_to_fp32(monkeypatch):
+    net = _net(seed=4)
+    x = mx.nd.array(np.random.RandomState(5).uniform(-2, 2, (1, 3, 64, 128)).astype("float32"))
+    monkeypatch.setattr(splitting, "SPLIT_CHANNELS", 16)
+    monkeypatch.setattr(bf16_module, "splitting_helps", lambda: True)
+    if not BF16:  # a CPU without AVX512_BF16 / AMX_BF16: refused, with a message
+        with pytest.raises(ValueError, match="neither AMX"):
+            inference_runner(net, "bf16")
+        return
+    fp32 = inference_runner(net, "fp32")
+    bf16 = inference_runner(net, "bf16")
+    want, got = fp32(x).asnumpy(), bf16(x).asnumpy()
+    head = [c for c in conv_summary(bf16.symbol()) if "head" in c["weight"]]
+    assert len(head) == 16 and {c["dtype"] for c in head} == {"bfloat16"}
+    assert [tuple(c["post_ops"]) for c in head].count(("sum",)) == 15
+    assert 1e-4 < _rel(want, got) < 0.05
+    assert (want.argmax(1) == got.argmax(1)).mean() > 0.95
+
+
+def test_partitioning_survives_a_sum_chain_of_differently_shaped_convolutions():
+    """MXNet 1.9.1's ``block.optimize_for(x, backend='MKLDNN')`` fails on this graph ("Shape
+    inconsistent, Provided = [8,8,3,3], inferred shape=(8,8,1,1)"); InferenceNet partitions
+    the symbol without its arguments and computes what the plain graph does."""
+    from duc_hdc.inference.compiled import InferenceNet
+
+    d = mx.sym.var("data")
+    outs = [mx.sym.Convolution(d, kernel=k, pad=p, dilate=r, num_filter=8, name=n)
+            for n, k, p, r in (("a", (1, 1), (0, 0), (1, 1)), ("b", (3, 3), (1, 1), (1, 1)),
+                               ("c", (3, 3), (2, 2), (2, 2)))]
+    total = mx.sym.elemwise_add(mx.sym.elemwise_add(outs[0], outs[1]), outs[2])
+    rng = np.random.RandomState(0)
+    args = {}
+    for n, k in (("a", (1, 1)), ("b", (3, 3)), ("c", (3, 3))):
+        args[n + "_weight"] = mx.nd.array(rng.normal(0, 1, (8, 8) + k))
+        args[n + "_bias"] = mx.nd.array(rng.normal(0, 1, (8,)))
+    x = mx.nd.array(rng.normal(0, 1, (1, 8, 16, 16)))
+    want = symbol_block(total, args, {})(x).asnumpy()
+    config = dict(classes=8, cell_width=1, mean=(0, 0, 0), std=None)
+    fused = InferenceNet(config, "fused", symbol_block(total, args, {}), backend="MKLDNN")
+    got = fused(x).asnumpy()
+    assert _rel(want, got) < 1e-5
+    assert [c["op"] for c in conv_summary(fused.symbol())] == ["_sg_mkldnn_conv"] * 3
