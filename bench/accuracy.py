@@ -77,7 +77,18 @@ def main(argv=None):
     p.add_argument("--num-calib", type=int, default=8)
     p.add_argument("--limit", type=int, help="first N images only")
     p.add_argument("--precisions", default="fp32,bf16,int8")
+    p.add_argument("--split-channels", type=int,
+                   help="split convolutions wider than this by input channels (the fp32 and "
+                        "bf16 graphs; default duc_hdc.inference.splitting.SPLIT_CHANNELS = "
+                        "512, which the demo's narrow head (128) does not reach: give e.g. 32 "
+                        "to measure the split's accuracy cost on it)")
     args = p.parse_args(argv)
+    if args.split_channels:
+        from duc_hdc.inference import splitting
+
+        splitting.SPLIT_CHANNELS = args.split_channels
+        print("input split: convolutions wider than %d channels (where it helps: %s)"
+              % (args.split_channels, splitting.splitting_helps()))
     print("cpu: %s; %s" % (runtime.cpu_model(), runtime.amx_state()["reason"]))
     print("oneDNN ISA: %s" % runtime.onednn_isa())
     res = measure(args.params, args.val_rec, args.calib_rec, args.num_calib,
