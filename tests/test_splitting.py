@@ -11,7 +11,7 @@ from duc_hdc.inference import graphs, splitting
 from duc_hdc.inference.compiled import symbol_block
 from duc_hdc.inference.folding import inference_graph
 from duc_hdc.inference.graphs import conv_summary, inference_runner
-from duc_hdc.inference.splitting import split_input_channels, splitting_helps
+from duc_hdc.inference.splitting import split_input_channels, split_state, splitting_helps
 
 BF16 = runtime.bf16_support() is not None
 AVX512 = ["avx512f", "avx512bw", "avx512dq", "avx512vl"]
@@ -175,3 +175,22 @@ def test_partitioning_survives_a_sum_chain_of_differently_shaped_convolutions():
     got = fused(x).asnumpy()
     assert _rel(want, got) < 1e-5
     assert [c["op"] for c in conv_summary(fused.symbol())] == ["_sg_mkldnn_conv"] * 3
+
+
+def test_env_and_benchmark_say_whether_the_graphs_are_split(capsys, monkeypatch):
+    from duc_hdc import cli
+    from duc_hdc.inference.splitting import split_state
+
+    assert cli.main(["env", "--no-probe"]) == 0
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("input split")]
+    assert len(line) == 1 and line[0].endswith(split_state()[1])
+    monkeypatch.setenv("DUC_HDC_NO_SPLIT", "1")
+    assert cli.main(["benchmark", "--model", "duc_hdc_resnet18", "--classes", "5",
+                     "--base-width", "8", "--shape", "1,3,32,64", "--iters", "1"]) == 0
+    assert "input split: off (DUC_HDC_NO_SPLIT is set)" in capsys.readouterr().out
+
+
+def test_split_state_names_the_reason():
+    assert split_state(AVX512, {})[0] and "512" in split_state(AVX512, {})[1]
+    assert "avx512bw" in split_state(["avx512f"], {})[1]
+    assert "DNNL_MAX_CPU_ISA=AVX2" in split_state(AVX512, {"DNNL_MAX_CPU_ISA": "avx2"})[1]

@@ -169,7 +169,11 @@ def cmd_benchmark(args):
 def cmd_env(args):
     from .. import runtime
 
-    print(runtime.format_environment(runtime.environment_report(probe=not args.no_probe)))
+    from ..inference.splitting import split_state
+
+    rows = runtime.environment_report(probe=not args.no_probe)
+    rows.append(("input split", split_state()[1]))
+    print(runtime.format_environment(rows))
     return 0
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from .. import runtime
 from ..devices import contexts
 from .graphs import PRECISIONS
+from .splitting import split_state
 
 __all__ = ["MODES", "PRECISIONS", "GRAPHS", "resolve_mode", "count_flops", "build_inference",
            "time_inference", "run_benchmark", "peak_rss_mib", "format_report"]
@@ -255,6 +256,8 @@ def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
                 peak_rss_mib=peak_rss_mib(), setup_s=build_s,
                 omp_threads=os.environ.get("OMP_NUM_THREADS"), cpu=runtime.cpu_model(),
                 amx=amx["enabled"], amx_reason=amx["reason"],
+                input_split=split_state()[1] if precision in ("fp32", "bf16") and
+                graph != "plain" and ctx.device_type == "cpu" else None,
                 onednn_isa=runtime.onednn_isa() if probe_isa else None)
 
 
@@ -270,6 +273,8 @@ def format_report(r):
     ]
     if r.get("onednn_isa"):
         lines.append("oneDNN ISA: %s" % r["onednn_isa"])
+    if r.get("input_split"):
+        lines.append("input split: %s" % r["input_split"])
     lines += [
         "latency: median %.1f ms, min %.1f ms, max %.1f ms, spread %.0f%% (%d runs after %d "
         "warm-up)" % (1e3 * r["median_s"], 1e3 * r["min_s"], 1e3 * r["max_s"],

@@ -28,7 +28,7 @@ import mxnet as mx
 from .. import runtime
 from .compiled import _value
 
-__all__ = ["split_input_channels", "SPLIT_CHANNELS", "splitting_helps"]
+__all__ = ["split_input_channels", "SPLIT_CHANNELS", "splitting_helps", "split_state"]
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +41,25 @@ def splitting_helps(flags=None, environ=None):
     CPU has AVX-512 (F, BW, DQ, VL) and ``DNNL_MAX_CPU_ISA`` / ``ONEDNN_MAX_CPU_ISA`` (if set)
     does not cap oneDNN below ``AVX512_CORE``. Elsewhere (AVX2) nothing is measured, nothing
     is split. ``DUC_HDC_NO_SPLIT=1`` turns it off (for comparisons)."""
+    return split_state(flags, environ)[0]
+
+
+def split_state(flags=None, environ=None):
+    """``(on, reason)``: whether the inference graphs split wide convolutions, and why (the
+    line ``duc-hdc env`` and ``duc-hdc benchmark`` print)."""
     environ = os.environ if environ is None else environ
     if environ.get("DUC_HDC_NO_SPLIT", "").strip().lower() in ("1", "true", "yes", "on"):
-        return False
-
+        return False, "off (DUC_HDC_NO_SPLIT is set)"
     flags = runtime.cpu_flags() if flags is None else flags
-    if not {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= set(flags):
-        return False
+    missing = [f for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl") if f not in flags]
+    if missing:
+        return False, "off (no AVX-512: %s missing)" % ", ".join(missing)
     for key in ("DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA"):
         cap = environ.get(key, "").strip().upper()
         if cap and cap != "ALL" and not cap.startswith("AVX512_CORE"):
-            return False
-    return True
+            return False, "off (%s=%s is below AVX512_CORE)" % (key, cap)
+    return True, ("on (AVX-512: convolutions wider than %d input channels run as chunks of at "
+                  "most %d)" % (SPLIT_CHANNELS, SPLIT_CHANNELS))
 
 
 def split_input_channels(graph, channels=None, data_shape=(1, 3, 64, 64), lazy=False):
