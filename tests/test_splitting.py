@@ -5,29 +5,23 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from duc_hdc import get_model, runtime
+from duc_hdc import runtime
 from duc_hdc.inference import bf16 as bf16_module
 from duc_hdc.inference import graphs, splitting
 from duc_hdc.inference.compiled import symbol_block
 from duc_hdc.inference.folding import inference_graph
 from duc_hdc.inference.graphs import conv_summary, inference_runner
 from duc_hdc.inference.splitting import split_input_channels, split_state, splitting_helps
+from test_optimize import _net as optimize_net  # the tiny network with non-trivial BatchNorms
 
 BF16 = runtime.bf16_support() is not None
 AVX512 = ["avx512f", "avx512bw", "avx512dq", "avx512vl"]
 
 
 def _net(seed=0):
-    """ResNet-18-DUC-HDC at width 8: the head reads 64 channels (split at 16: 4 chunks)."""
-    mx.random.seed(seed)
-    net = get_model("duc_hdc_resnet18", classes=19, base_width=8)
-    rng = np.random.RandomState(seed)
-    for name, param in net.collect_params().items():
-        if name.endswith(("gamma", "beta", "running_mean")):
-            param.set_data(mx.nd.array(rng.uniform(-0.5, 1.5, param.shape)))
-        elif name.endswith("running_var"):
-            param.set_data(mx.nd.array(rng.uniform(0.3, 3.0, param.shape)))
-    return net
+    """ResNet-18-DUC-HDC at width 8, BatchNorms far from identity: the head reads 64 channels
+    (split at 16: 4 chunks)."""
+    return optimize_net(seed, classes=19)
 
 
 def _convs(sym):
@@ -179,7 +173,6 @@ def test_partitioning_survives_a_sum_chain_of_differently_shaped_convolutions():
 
 def test_env_and_benchmark_say_whether_the_graphs_are_split(capsys, monkeypatch):
     from duc_hdc import cli
-    from duc_hdc.inference.splitting import split_state
 
     assert cli.main(["env", "--no-probe"]) == 0
     line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("input split")]
