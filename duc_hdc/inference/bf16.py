@@ -64,9 +64,9 @@ def check_bf16(flags=None, environ=None):
 
 def bf16_graph(net):
     """The bfloat16 graph of ``net`` as ``(symbol, arg_params, aux_params)``: BatchNorm and
-    constants folded, wide convolutions split by input channels (:mod:`.splitting`), then
-    AMP-converted (convolutions, weights and biases in bfloat16; input
-    and output float32). Portable symbol + params (no backend applied)."""
+    constants folded, wide convolutions split by input channels where that helps
+    (:mod:`.splitting`), then AMP-converted (convolutions, weights and biases in bfloat16;
+    input and output float32). Portable symbol + params (no backend applied)."""
     from mxnet.contrib import amp
 
     sym, args, auxs = inference_graph(net)

@@ -8,8 +8,9 @@ whose height and width are multiples of 8:
 ``inference_runner(net, precision)``
     What predict / evaluate / benchmark run for ``--precision fp32|bf16|int8``.
 ``optimized_block`` (fp32)
-    BatchNorm and the head's constant padding folded (:mod:`.folding`), then partitioned by
-    ``optimize_for('MKLDNN')`` (MXNet's subgraph API): every convolution fused with its bias,
+    BatchNorm and the head's constant padding folded (:mod:`.folding`), the head's wide
+    convolutions split by input channels on AVX-512 CPUs (:mod:`.splitting`), then partitioned
+    by ``optimize_for('MKLDNN')`` (MXNet's subgraph API): every convolution fused with its bias,
     ReLU and residual sum, the DUC head's branch sums fused into its convolutions. The default
     inference path of ``Segmenter`` on CPU. Equal to the plain network within float rounding
     (1e-4 relative, tested).
