@@ -20,6 +20,16 @@ def reference_symbol():
     raise SystemExit("reference graph not found in %s; set DUC_HDC_REFERENCE" % candidates)
 
 
+def parse_size(text):
+    """``'HxW'`` -> ``(H, W)``, both multiples of 8 (an argparse ``type``)."""
+    import argparse
+
+    h, w = (int(v) for v in text.lower().split("x"))
+    if h % 8 or w % 8:
+        raise argparse.ArgumentTypeError("sizes must be multiples of 8, got %s" % text)
+    return h, w
+
+
 def machine():
     """One line describing the machine the figures come from."""
     cpu = platform.processor() or platform.machine()

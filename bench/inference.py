@@ -41,7 +41,8 @@ import duc_hdc  # noqa: E402,F401  (OMP_NUM_THREADS before mxnet)
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common import alternate, machine, original_runner, print_table, summarize  # noqa: E402
+from common import (alternate, machine, original_runner, parse_size, print_table,  # noqa: E402
+                    summarize)
 
 #: candidate key -> table name (table order; the first is the baseline)
 CANDIDATES = {
@@ -247,13 +248,6 @@ def speed_table(keys, size, rounds):
     return rows
 
 
-def _size(text):
-    h, w = (int(v) for v in text.lower().split("x"))
-    if h % 8 or w % 8:
-        raise argparse.ArgumentTypeError("sizes must be multiples of 8, got %s" % text)
-    return h, w
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="512x1024,1024x2048",
@@ -264,7 +258,7 @@ def main(argv=None):
     p.add_argument("--memory-size", default="largest",
                    help="HxW of the peak-RSS runs, 'largest' of --sizes (default) or 'none'")
     p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--size", type=_size, help=argparse.SUPPRESS)
+    p.add_argument("--size", type=parse_size, help=argparse.SUPPRESS)
     p.add_argument("--int8-model", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -273,7 +267,7 @@ def main(argv=None):
     unknown = [k for k in keys if k not in CANDIDATES]
     if unknown:
         p.error("unknown candidate(s) %s; choose from %s" % (unknown, ",".join(CANDIDATES)))
-    sizes = [_size(s) for s in args.sizes.split(",") if s.strip()]
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     start = time.time()
     print("machine: %s" % machine())
     from duc_hdc import runtime
@@ -284,7 +278,7 @@ def main(argv=None):
     if args.memory_size != "none":
         # first, while this process is still small (children are measured by VmHWM anyway)
         size = max(sizes, key=lambda s: s[0] * s[1]) if args.memory_size == "largest" \
-            else _size(args.memory_size)
+            else parse_size(args.memory_size)
         memory_table(keys, size)
         print("%s" % load_average(), flush=True)
     for size in sizes:

@@ -42,7 +42,7 @@ import duc_hdc  # noqa: E402,F401  (threads and AMX before mxnet)
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common import original_runner  # noqa: E402
+from common import original_runner, parse_size  # noqa: E402
 from duc_hdc import runtime  # noqa: E402
 
 PEERS_PYTHON = os.path.join(HERE, ".venv-peers", "bin", "python")
@@ -213,13 +213,6 @@ def load_average():
         return "load average unknown"
 
 
-def _size(text):
-    h, w = (int(v) for v in text.lower().split("x"))
-    if h % 8 or w % 8:
-        raise argparse.ArgumentTypeError("sizes must be multiples of 8, got %s" % text)
-    return h, w
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="512x1024,1024x2048", help="HxW list, batch 1")
@@ -238,8 +231,8 @@ def main(argv=None):
     unknown = [k for k in keys if k not in CANDIDATES]
     if unknown:
         p.error("unknown candidate(s) %s; choose from %s" % (unknown, ",".join(CANDIDATES)))
-    sizes = [_size(s) for s in args.sizes.split(",") if s.strip()]
-    batch4 = None if args.batch4 == "none" else _size(args.batch4)
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    batch4 = None if args.batch4 == "none" else parse_size(args.batch4)
     if args.quick:
         sizes, batch4 = [(64, 128)], (64, 128)
     started = time.time()
