@@ -5,6 +5,7 @@ import os
 import mxnet as mx
 import numpy as np
 
+from .. import runtime
 from ..config import ConfigError, model_overrides
 from ..devices import contexts
 from ..models.network import get_model
@@ -78,11 +79,14 @@ def build_transform(cfg, net):
                           mirror=data["mirror"], ignore_label=data["ignore_label"])
 
 
-def amp_target_dtype(amp, ctx):
+def amp_target_dtype(amp, ctx, flags=None):
     """``train.amp`` -> the AMP target dtype for devices ``ctx`` (None = float32).
 
     true picks the devices' own: float16 on GPUs, bfloat16 on CPUs (oneDNN; fast with AMX or
-    AVX512_BF16). float16 needs GPUs; bfloat16 runs on CPUs only in mxnet 1.9.
+    AVX512_BF16). float16 needs GPUs; bfloat16 runs on CPUs only in mxnet 1.9, and only on
+    CPUs with AMX_BF16 or AVX512_BF16 (``flags``: the CPU's, default /proc/cpuinfo's): elsewhere
+    oneDNN 2.4 fails in the middle of the first step ("could not create a primitive descriptor
+    iterator"), so it is refused before anything is built.
     """
     if not amp:
         return None
@@ -97,4 +101,8 @@ def amp_target_dtype(amp, ctx):
     if dtype == "bfloat16" and not cpu:
         raise ConfigError("train.amp: bfloat16 mixed precision runs on CPUs in mxnet 1.9; on "
                           "GPUs use --set train.amp=float16")
+    if dtype == "bfloat16" and runtime.bf16_support(flags) is None:
+        raise ConfigError("train.amp: this CPU (%s) has neither AMX (amx_bf16) nor AVX512_BF16 "
+                          "(avx512_bf16 in /proc/cpuinfo), which oneDNN needs for bfloat16 "
+                          "training; use --set train.amp=false" % runtime.cpu_model())
     return dtype
