@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 
 from common import original_runner, parse_size  # noqa: E402
 from duc_hdc import runtime  # noqa: E402
+from duc_hdc.inference.splitting import split_state, splitting_helps  # noqa: E402
 
 PEERS_PYTHON = os.path.join(HERE, ".venv-peers", "bin", "python")
 MODEL = "duc_hdc_resnet101_cityscapes"
@@ -136,6 +137,10 @@ def measure(keys, net, shape, rounds, peers, onnx_path, tmp, notes):
     for key in keys:
         start = time.perf_counter()
         if key in OURS:
+            if key.endswith("_nosplit") and not splitting_helps():
+                notes.append("%s: not measured (the same graph as without the suffix: %s)"
+                             % (CANDIDATES[key], split_state()[1]))
+                continue
             try:
                 runs[key] = build_ours(key, net, x, calib)
             except ValueError as err:  # bf16 on a CPU without it: said, not measured
@@ -144,6 +149,11 @@ def measure(keys, net, shape, rounds, peers, onnx_path, tmp, notes):
             runs[key]()  # warm-up
         else:
             if peers is None:
+                continue
+            if key == "ov_bf16" and runtime.bf16_support() is None:
+                # OpenVINO ignores the hint there and runs f32: not a bf16 figure
+                notes.append("%s: not measured (this CPU has neither AMX_BF16 nor AVX512_BF16; "
+                             "OpenVINO would run f32)" % CANDIDATES[key])
                 continue
             tag = "%s_%dx%dx%d" % (key, n, h, w)
             inp, out, cal = (os.path.join(tmp, tag + s) for s in ("_x.npy", "_y.npy", "_c.npy"))
