@@ -30,8 +30,8 @@ import subprocess
 import sys
 
 __all__ = ["setup_process", "amx_decision", "request_amx_permission", "cpu_flags", "cpu_model",
-           "amx_state", "onednn_isa", "parse_isa", "bf16_support", "environment_report",
-           "format_environment",
+           "amx_state", "onednn_isa", "parse_isa", "bf16_support", "no_bf16_reason",
+           "environment_report", "format_environment",
            "OPT_OUT", "ISA_VARS", "AMX_ISA"]
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,13 @@ def bf16_support(flags=None, environ=None):
     if "avx512_bf16" in flags or "amx_bf16" in flags:
         return "avx512_bf16"
     return None
+
+
+def no_bf16_reason():
+    """The words for a CPU :func:`bf16_support` finds without bfloat16 (the refusals of
+    ``--precision bf16`` and ``train.amp: bfloat16`` say the same)."""
+    return ("this CPU (%s) has neither AMX (amx_bf16) nor AVX512_BF16 (avx512_bf16 in "
+            "/proc/cpuinfo), which oneDNN needs for bfloat16" % cpu_model())
 
 
 # ------------------------------------------------------------------------------ oneDNN ISA

@@ -50,9 +50,8 @@ def check_bf16(flags=None, environ=None):
     """
     support = runtime.bf16_support(flags, environ)
     if support is None:
-        raise ValueError("--precision bf16: this CPU (%s) has neither AMX (amx_bf16) nor "
-                         "AVX512_BF16 (avx512_bf16 in /proc/cpuinfo), which oneDNN needs for "
-                         "bfloat16; use --precision fp32 or int8" % runtime.cpu_model())
+        raise ValueError("--precision bf16: %s; use --precision fp32 or int8"
+                         % runtime.no_bf16_reason())
     if not mkldnn_available():
         raise ValueError("--precision bf16 needs an MXNet build with MKLDNN (oneDNN)")
     if support == "avx512_bf16":

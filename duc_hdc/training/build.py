@@ -102,7 +102,6 @@ def amp_target_dtype(amp, ctx, flags=None):
         raise ConfigError("train.amp: bfloat16 mixed precision runs on CPUs in mxnet 1.9; on "
                           "GPUs use --set train.amp=float16")
     if dtype == "bfloat16" and runtime.bf16_support(flags) is None:
-        raise ConfigError("train.amp: this CPU (%s) has neither AMX (amx_bf16) nor AVX512_BF16 "
-                          "(avx512_bf16 in /proc/cpuinfo), which oneDNN needs for bfloat16 "
-                          "training; use --set train.amp=false" % runtime.cpu_model())
+        raise ConfigError("train.amp: %s training; use --set train.amp=false"
+                          % runtime.no_bf16_reason())
     return dtype
