@@ -152,8 +152,8 @@ def measure(keys, net, shape, rounds, peers, onnx_path, tmp, notes):
                 continue
             if key == "ov_bf16" and runtime.bf16_support() is None:
                 # OpenVINO ignores the hint there and runs f32: not a bf16 figure
-                notes.append("%s: not measured (this CPU has neither AMX_BF16 nor AVX512_BF16; "
-                             "OpenVINO would run f32)" % CANDIDATES[key])
+                notes.append("%s: not measured (%s; OpenVINO would run f32)"
+                             % (CANDIDATES[key], runtime.no_bf16_reason()))
                 continue
             tag = "%s_%dx%dx%d" % (key, n, h, w)
             inp, out, cal = (os.path.join(tmp, tag + s) for s in ("_x.npy", "_y.npy", "_c.npy"))
