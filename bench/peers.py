@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 
 from common import original_runner, parse_size  # noqa: E402
 from duc_hdc import runtime  # noqa: E402
-from duc_hdc.inference.splitting import split_state, splitting_helps  # noqa: E402
+from duc_hdc.inference.splitting import split_state  # noqa: E402
 
 PEERS_PYTHON = os.path.join(HERE, ".venv-peers", "bin", "python")
 MODEL = "duc_hdc_resnet101_cityscapes"
@@ -137,9 +137,10 @@ def measure(keys, net, shape, rounds, peers, onnx_path, tmp, notes):
     for key in keys:
         start = time.perf_counter()
         if key in OURS:
-            if key.endswith("_nosplit") and not splitting_helps():
+            split_on, split_why = split_state()
+            if key.endswith("_nosplit") and not split_on:
                 notes.append("%s: not measured (the same graph as without the suffix: %s)"
-                             % (CANDIDATES[key], split_state()[1]))
+                             % (CANDIDATES[key], split_why))
                 continue
             try:
                 runs[key] = build_ours(key, net, x, calib)
