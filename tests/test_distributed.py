@@ -23,6 +23,7 @@ import duc_hdc
 from duc_hdc.config import ConfigError, load_config
 from duc_hdc.devices import DeviceError
 from duc_hdc.training import distributed as dist
+from duc_hdc.training import launcher as launcher_mod
 from duc_hdc.training.distributed import LaunchError, launch, read_hostfile
 from duc_hdc.training.trainer import learning_rate, params_checksum, parse_devices, train
 
@@ -443,6 +444,88 @@ def test_mpi_launcher_needs_mpirun(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no mpirun on it
     with pytest.raises(LaunchError, match="--launcher mpi: mpirun not found on PATH"):
         launch(["true"], 1, launcher="mpi")
+
+
+# ------------------------------------------------------------------------ mpi, for real
+#: Open MPI refuses root without both variables; CI runs as root (a container)
+MPI_ENV = dict(ENV, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+
+
+def _fake_mpirun(tmp_path, version):
+    """An ``mpirun`` on PATH that only answers ``--version`` with ``version``."""
+    exe = tmp_path / "mpirun"
+    exe.write_text("#!/bin/sh\necho '%s'\n" % version)
+    exe.chmod(0o755)
+    return str(tmp_path)
+
+
+def test_mpi_as_root_is_refused_in_one_line_naming_open_mpis_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", _fake_mpirun(tmp_path, "mpirun (Open MPI) 4.1.4"))
+    monkeypatch.delenv("OMPI_ALLOW_RUN_AS_ROOT", raising=False)
+    monkeypatch.delenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(LaunchError, match="refuses to run as root.*OMPI_ALLOW_RUN_AS_ROOT=1 and "
+                                          "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"):
+        launch(["true"], 1, launcher="mpi")
+    # one of the two is not enough (Open MPI wants both)
+    with pytest.raises(LaunchError, match="refuses to run as root"):
+        launch(["true"], 1, launcher="mpi", env={"OMPI_ALLOW_RUN_AS_ROOT": "1"})
+
+
+def test_mpi_unknown_flavour_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", _fake_mpirun(tmp_path, "SomeMPI 1.0"))
+    with pytest.raises(LaunchError, match="says 'SomeMPI 1.0'; Open MPI or MPICH needed"):
+        launch(["true"], 1, launcher="mpi")
+
+
+def test_mpi_command_keeps_each_value_one_argument(tmp_path, monkeypatch):
+    env = {"DMLC_ROLE": "worker", "PYTHONPATH": "/a dir/with space", "HOME": "/root"}
+    ompi = launcher_mod.mpi_command(2, ["python", "-c", "pass"], env, flavour="openmpi")
+    assert ompi == ["mpirun", "-n", "2", "--oversubscribe", "-x", "DMLC_ROLE=worker",
+                    "-x", "PYTHONPATH=/a dir/with space", "python", "-c", "pass"]
+    mpich = launcher_mod.mpi_command(1, ["w"], env, hostfile="hosts", flavour="mpich")
+    assert mpich == ["mpirun", "-n", "1", "--hostfile", "hosts", "-env", "DMLC_ROLE", "worker",
+                     "-env", "PYTHONPATH", "/a dir/with space", "w"]
+    monkeypatch.setenv("PATH", _fake_mpirun(tmp_path, "HYDRA build details: Version 4.0.2 mpich"))
+    assert launcher_mod.mpi_flavour() == "mpich"
+
+
+@pytest.mark.slow
+def test_mpi_two_workers_one_server_identical_checksums(tiny_recs, tmp_path, capfd):
+    """Open MPI's mpirun (.ci/run installs Debian's openmpi-bin) starts the server and the
+    workers on this machine; they train in dist_sync to the same parameters."""
+    assert shutil.which("mpirun"), "openmpi-bin is not installed (.ci/run installs it)"
+    run = tmp_path / "run"
+    rc = launch(train_command(tiny_recs, run, "dist_sync", "train.epochs=1",
+                              "train.checkpoint_every_iters=1"), 2, 1, launcher="mpi",
+                timeout=180, env=MPI_ENV)
+    text = "".join(capfd.readouterr())
+    assert rc == 0, text[-3000:]
+    sums = checksums(text)
+    assert len(sums) == 2 and sums[0] == sums[1], text[-3000:]
+    assert "batch 2 per worker, 2 worker(s)" in text
+    assert sorted(f for f in os.listdir(run) if f.endswith(".log")) == ["train.log",
+                                                                        "train.rank1.log"]
+
+
+@pytest.mark.slow
+def test_mpi_dying_worker_stops_the_job(tmp_path):
+    """A worker that dies under mpirun ends mpirun, and the launcher stops the rest."""
+    assert shutil.which("mpirun"), "openmpi-bin is not installed (.ci/run installs it)"
+    script = ("import os, mxnet as mx\n"
+              "kv = mx.kv.create('dist_sync')\n"
+              "if kv.rank == 1:\n"
+              "    os._exit(3)\n"
+              "kv.init(0, mx.nd.zeros((4,)))\n"
+              "kv.push(0, mx.nd.ones((4,)))\n"
+              "out = mx.nd.zeros((4,))\n"
+              "kv.pull(0, out=out)\n"
+              "out.wait_to_read()\n")
+    start = time.time()
+    rc = launch([sys.executable, "-c", script], 2, 1, launcher="mpi", timeout=120, grace=2.0,
+                env=MPI_ENV)
+    assert rc == 3
+    assert time.time() - start < 90
 
 
 @pytest.mark.slow

@@ -138,14 +138,51 @@ def ssh_command(host, port, command, env, ssh_options=(), cwd=None):
     return argv + [host, remote]
 
 
-def mpi_command(count, command, env, hostfile=None):
-    """``mpirun -n COUNT [--hostfile F] <env flags> command`` (dmlc_tracker's mpi submitter)."""
-    from dmlc_tracker.mpi import get_mpi_env
+def mpi_flavour():
+    """``'openmpi'`` or ``'mpich'``, from ``mpirun --version`` (dmlc_tracker's test)."""
+    try:
+        out = subprocess.run(["mpirun", "--version"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise LaunchError("--launcher mpi: `mpirun --version` failed (%s)" % e) from e
+    if b"Open MPI" in out:
+        return "openmpi"
+    if b"mpich" in out.lower() or b"HYDRA" in out:
+        return "mpich"
+    first = out.decode("utf-8", "replace").strip().splitlines()[:1]
+    raise LaunchError("--launcher mpi: `mpirun --version` says %r; Open MPI or MPICH needed"
+                      % (first[0] if first else ""))
 
+
+def _open_mpi_root_refusal(env):
+    """Open MPI's mpirun refuses root unless both of its variables are set: say so first, in
+    one line, instead of its page of text (containers often run as root)."""
+    allowed = all(env.get(k) == "1" for k in ("OMPI_ALLOW_RUN_AS_ROOT",
+                                              "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"))
+    if os.geteuid() == 0 and not allowed:
+        return ("--launcher mpi: Open MPI's mpirun refuses to run as root; run as another user, "
+                "or set OMPI_ALLOW_RUN_AS_ROOT=1 and OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 (e.g. in "
+                "a container)")
+    return None
+
+
+def mpi_command(count, command, env, hostfile=None, flavour="openmpi"):
+    """``mpirun -n COUNT [--hostfile F] <env flags> command``, as dmlc_tracker's mpi submitter
+    builds it: the environment as ``-x K=V`` (Open MPI) or ``-env K V`` (MPICH).
+
+    Written here, not with ``dmlc_tracker.mpi.get_mpi_env``: that returns one unquoted string,
+    which breaks on a value with a space. Without a hostfile (every process on this machine)
+    Open MPI gets ``--oversubscribe``: more processes than cores, as the local launcher runs.
+    """
     argv = ["mpirun", "-n", str(count)]
     if hostfile:
         argv += ["--hostfile", hostfile]
-    return argv + shlex.split(get_mpi_env(_forwarded(env))) + list(command)
+    elif flavour == "openmpi":
+        argv.append("--oversubscribe")
+    for key, value in _forwarded(env).items():
+        argv += (["-x", "%s=%s" % (key, value)] if flavour == "openmpi"
+                 else ["-env", key, str(value)])
+    return argv + list(command)
 
 
 class _Proc:
@@ -233,6 +270,11 @@ def launch(command, num_workers, num_servers=1, launcher=None, hostfile=None, ti
     if launcher == "mpi" and not shutil.which("mpirun"):
         raise LaunchError("--launcher mpi: mpirun not found on PATH (install Open MPI or MPICH, "
                           "or use --launcher ssh)")
+    flavour = mpi_flavour() if launcher == "mpi" else None
+    if flavour == "openmpi":
+        refusal = _open_mpi_root_refusal(dict(os.environ, **(env or {})))
+        if refusal:
+            raise LaunchError(refusal)
     hosts = read_hostfile(hostfile) if hostfile else None
     root = scheduler_address(launcher, hosts, host_ip)
     base = dict(os.environ)
@@ -248,8 +290,8 @@ def launch(command, num_workers, num_servers=1, launcher=None, hostfile=None, ti
             for role, count, cmd in (("server", num_servers, role_cmd),
                                      ("worker", num_workers, list(command))):
                 role_env = dict(base, DMLC_ROLE=role)
-                procs.append(_start(role + "s", 0, mpi_command(count, cmd, role_env, hostfile),
-                                    role_env, "mpirun"))
+                argv = mpi_command(count, cmd, role_env, hostfile, flavour)
+                procs.append(_start(role + "s", 0, argv, role_env, "mpirun"))
         else:
             # dmlc_tracker's order: servers first, then workers, round-robin over the hosts
             for i in range(num_servers + num_workers):
@@ -271,10 +313,11 @@ def launch(command, num_workers, num_servers=1, launcher=None, hostfile=None, ti
     workers = [p for p in procs if p.role.startswith("worker")]
     log.info("launched (%s) scheduler on %s:%s, %d server(s), %d worker(s)", launcher, root,
              base["DMLC_PS_ROOT_PORT"], num_servers, num_workers)
-    return _watch(procs, workers, timeout, poll, grace)
+    return _watch(procs, workers, timeout, poll, grace, num_workers)
 
 
-def _watch(procs, workers, timeout, poll, grace):
+def _watch(procs, workers, timeout, poll, grace, num_workers):
+    # ``workers``: the processes to wait for (one mpirun holds all of them with --launcher mpi)
     start = time.time()
     try:
         while True:
@@ -291,7 +334,7 @@ def _watch(procs, workers, timeout, poll, grace):
                 while any(p.popen.poll() is None for p in procs) and time.time() < deadline:
                     time.sleep(poll)
                 _stop(procs, grace)
-                log.info("all %d workers finished", len(workers))
+                log.info("all %d workers finished", num_workers)
                 return 0
             if timeout and time.time() - start > timeout:
                 log.error("job still running after %.0f s (--timeout); stopping it", timeout)
