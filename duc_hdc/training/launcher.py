@@ -10,9 +10,10 @@ mxnet 1.9.1 installs its launcher (``mxnet/tools/launch.py``) and the ``dmlc_tra
 (local, ssh, mpi, sge, yarn submitters). This module follows its submitters' conventions: the
 same hostfile syntax (``host``, ``host:port``, ``host slots=N``; so one hostfile serves both),
 the same placement (servers first, then workers, round-robin over the hosts), the ssh command
-(``cd`` to this directory, export the environment, run the command) and it uses
-``dmlc_tracker.tracker.get_host_ip`` (the scheduler's address) and
-``dmlc_tracker.mpi.get_mpi_env`` (``-x``/``-env`` flags for Open MPI / MPICH). It does not call
+(``cd`` to this directory, export the environment, run the command), the mpi command
+(``mpirun -n N``, the environment as ``-x``/``-env`` flags for Open MPI / MPICH, told apart by
+``mpirun --version`` as ``dmlc_tracker.mpi.get_mpi_env`` does) and it uses
+``dmlc_tracker.tracker.get_host_ip`` (the scheduler's address). It does not call
 ``dmlc_tracker``'s ``submit`` functions: they run every process in a daemon thread through
 ``subprocess.check_call`` (no handle to stop the others when one fails; a failing thread only
 raises in itself), wait with ``Thread.isAlive`` (removed in Python 3.9: they fail on 3.11),
