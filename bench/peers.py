@@ -13,7 +13,8 @@ them (A B C ... A B C ...) after one warm-up call each:
   ours int8           inference_runner(net, 'int8'): naive calibration on 2 random images
   ORT fp32            onnxruntime CPUExecutionProvider on duc_hdc.inference.export's ONNX file
   OpenVINO f32/bf16   INFERENCE_PRECISION_HINT f32 / bf16 (bf16 only where the CPU has it)
-  OpenVINO int8       NNCF post-training quantization (2 random images), if NNCF runs
+  OpenVINO int8       NNCF post-training quantization on ours int8's 2 calibration images
+                      (half the input's size), then reshaped to the input; if NNCF runs
 
 The peers need numpy 2: they run in bench/.venv-peers (built by `make bench`) in a worker
 process (bench/peer_worker.py) driven over a pipe, so that their rounds interleave with ours.
