@@ -155,16 +155,15 @@ def mpi_flavour():
                       % (first[0] if first else ""))
 
 
-def _open_mpi_root_refusal(env):
+def _check_open_mpi_root(env):
     """Open MPI's mpirun refuses root unless both of its variables are set: say so first, in
     one line, instead of its page of text (containers often run as root)."""
     allowed = all(env.get(k) == "1" for k in ("OMPI_ALLOW_RUN_AS_ROOT",
                                               "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"))
     if os.geteuid() == 0 and not allowed:
-        return ("--launcher mpi: Open MPI's mpirun refuses to run as root; run as another user, "
-                "or set OMPI_ALLOW_RUN_AS_ROOT=1 and OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 (e.g. in "
-                "a container)")
-    return None
+        raise LaunchError("--launcher mpi: Open MPI's mpirun refuses to run as root; run as "
+                          "another user, or set OMPI_ALLOW_RUN_AS_ROOT=1 and "
+                          "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 (e.g. in a container)")
 
 
 def mpi_command(count, command, env, hostfile=None, flavour="openmpi"):
@@ -271,15 +270,13 @@ def launch(command, num_workers, num_servers=1, launcher=None, hostfile=None, ti
     if launcher == "mpi" and not shutil.which("mpirun"):
         raise LaunchError("--launcher mpi: mpirun not found on PATH (install Open MPI or MPICH, "
                           "or use --launcher ssh)")
-    flavour = mpi_flavour() if launcher == "mpi" else None
-    if flavour == "openmpi":
-        refusal = _open_mpi_root_refusal(dict(os.environ, **(env or {})))
-        if refusal:
-            raise LaunchError(refusal)
-    hosts = read_hostfile(hostfile) if hostfile else None
-    root = scheduler_address(launcher, hosts, host_ip)
     base = dict(os.environ)
     base.update({k: str(v) for k, v in (env or {}).items()})
+    flavour = mpi_flavour() if launcher == "mpi" else None
+    if flavour == "openmpi":
+        _check_open_mpi_root(base)
+    hosts = read_hostfile(hostfile) if hostfile else None
+    root = scheduler_address(launcher, hosts, host_ip)
     base.update(DMLC_PS_ROOT_URI=root, DMLC_PS_ROOT_PORT=str(free_port(
         "127.0.0.1" if root.startswith("127.") else "")),
         DMLC_NUM_SERVER=str(num_servers), DMLC_NUM_WORKER=str(num_workers))
