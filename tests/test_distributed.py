@@ -356,21 +356,24 @@ def test_killed_scheduler_ends_the_job_and_the_run_resumes(tiny_recs, tmp_path, 
     _check_resume(run, capfd)
 
 
+#: worker 1 exits with code 3; worker 0's push then waits forever for the dead worker's
+_DYING_WORKER = (
+    "import os, mxnet as mx\n"
+    "kv = mx.kv.create('dist_sync')\n"
+    "if kv.rank == 1:\n"
+    "    os._exit(3)\n"
+    "kv.init(0, mx.nd.zeros((4,)))\n"
+    "kv.push(0, mx.nd.ones((4,)))\n"
+    "out = mx.nd.zeros((4,))\n"
+    "kv.pull(0, out=out)\n"
+    "out.wait_to_read()\n"
+)
+
+
 @pytest.mark.slow
 def test_a_dying_worker_stops_the_job(tmp_path):
-    script = (
-        "import os, mxnet as mx\n"
-        "kv = mx.kv.create('dist_sync')\n"
-        "if kv.rank == 1:\n"
-        "    os._exit(3)\n"
-        "kv.init(0, mx.nd.zeros((4,)))\n"
-        "kv.push(0, mx.nd.ones((4,)))\n"  # waits forever for the dead worker's push
-        "out = mx.nd.zeros((4,))\n"
-        "kv.pull(0, out=out)\n"
-        "out.wait_to_read()\n"
-    )
     start = time.time()
-    rc = launch([sys.executable, "-c", script], num_workers=2, num_servers=1, timeout=120,
+    rc = launch([sys.executable, "-c", _DYING_WORKER], num_workers=2, num_servers=1, timeout=120,
                 grace=2.0)
     assert rc == 3
     assert time.time() - start < 60
@@ -512,17 +515,8 @@ def test_mpi_two_workers_one_server_identical_checksums(tiny_recs, tmp_path, cap
 def test_mpi_dying_worker_stops_the_job(tmp_path):
     """A worker that dies under mpirun ends mpirun, and the launcher stops the rest."""
     assert shutil.which("mpirun"), "openmpi-bin is not installed (.ci/run installs it)"
-    script = ("import os, mxnet as mx\n"
-              "kv = mx.kv.create('dist_sync')\n"
-              "if kv.rank == 1:\n"
-              "    os._exit(3)\n"
-              "kv.init(0, mx.nd.zeros((4,)))\n"
-              "kv.push(0, mx.nd.ones((4,)))\n"
-              "out = mx.nd.zeros((4,))\n"
-              "kv.pull(0, out=out)\n"
-              "out.wait_to_read()\n")
     start = time.time()
-    rc = launch([sys.executable, "-c", script], 2, 1, launcher="mpi", timeout=120, grace=2.0,
+    rc = launch([sys.executable, "-c", _DYING_WORKER], 2, 1, launcher="mpi", timeout=120, grace=2.0,
                 env=MPI_ENV)
     assert rc == 3
     assert time.time() - start < 90
