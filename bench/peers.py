@@ -138,7 +138,7 @@ def measure(keys, net, shape, rounds, peers, onnx_path, tmp, notes):
     for key in keys:
         start = time.perf_counter()
         if key in OURS:
-            split_on, split_why = split_state()
+            split_on, split_why = split_state(precision=key.split("_")[0])
             if key.endswith("_nosplit") and not split_on:
                 notes.append("%s: not measured (the same graph as without the suffix: %s)"
                              % (CANDIDATES[key], split_why))

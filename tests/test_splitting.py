@@ -131,7 +131,7 @@ def test_bf16_graph_is_split_and_stays_close_to_fp32(monkeypatch):
     net = _net(seed=4)
     x = mx.nd.array(np.random.RandomState(5).uniform(-2, 2, (1, 3, 64, 128)).astype("float32"))
     monkeypatch.setattr(splitting, "SPLIT_CHANNELS", 16)
-    monkeypatch.setattr(bf16_module, "splitting_helps", lambda: True)
+    monkeypatch.setattr(bf16_module, "splitting_helps", lambda **_: True)
     if not BF16:  # a CPU without AVX512_BF16 / AMX_BF16: refused, with a message
         with pytest.raises(ValueError, match="neither AMX"):
             inference_runner(net, "bf16")
@@ -175,12 +175,46 @@ def test_env_and_benchmark_say_whether_the_graphs_are_split(capsys, monkeypatch)
     from duc_hdc import cli
 
     assert cli.main(["env", "--no-probe"]) == 0
-    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("input split")]
-    assert len(line) == 1 and line[0].endswith(split_state()[1])
+    rows = [l.split(None, 2) for l in capsys.readouterr().out.splitlines()
+            if l.startswith("input split")]
+    fp32 = [r for r in rows if r[2:] and not r[2].startswith("bf16")]
+    assert len(fp32) == 1 and fp32[0][2] == split_state()[1]
+    bf16 = [r for r in rows if r[2].startswith("bf16")]
+    if split_state(precision="bf16") != split_state():  # e.g. AVX512_BF16 without AMX
+        assert len(bf16) == 1 and bf16[0][2].endswith(split_state(precision="bf16")[1])
+    else:
+        assert not bf16
     monkeypatch.setenv("DUC_HDC_NO_SPLIT", "1")
     assert cli.main(["benchmark", "--model", "duc_hdc_resnet18", "--classes", "5",
                      "--base-width", "8", "--shape", "1,3,32,64", "--iters", "1"]) == 0
     assert "input split: off (DUC_HDC_NO_SPLIT is set)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags,environ,expected", [
+    (AVX512 + ["amx_tile", "amx_bf16", "avx512_bf16"], {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"},
+     True),                                              # Intel Xeon, AMX enabled
+    (AVX512 + ["amx_tile", "amx_bf16", "avx512_bf16"], {}, False),  # AMX present, not enabled
+    (AVX512 + ["avx512_bf16"], {}, False),               # AMD EPYC Zen 5: AVX512_BF16 only
+])
+def test_bf16_splits_only_on_amx(flags, environ, expected):
+    """With AVX512_BF16 and no AMX the split bf16 graph took 1.08-1.10 of the unsplit one; fp32
+    on the same CPU still splits."""
+    assert splitting_helps(flags=flags, environ=environ, precision="bf16") is expected
+    assert splitting_helps(flags=flags, environ=environ, precision="fp32") is True
+    if not expected:
+        assert "without AMX" in split_state(flags, environ, precision="bf16")[1]
+
+
+def test_bf16_graph_is_not_split_without_amx(monkeypatch):
+    """bf16_graph asks for the bf16 decision: on an AVX512_BF16 CPU without AMX the head's
+    convolutions stay whole (4 of them, not 16), while the fp32 graph is split."""
+    monkeypatch.setattr(splitting, "SPLIT_CHANNELS", 16)
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: set(AVX512 + ["avx512_bf16"]))
+    for var in ("DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA", "DUC_HDC_NO_SPLIT"):
+        monkeypatch.delenv(var, raising=False)
+    sym = bf16_module.bf16_graph(_net())[0]
+    assert len([n for n in _convs(sym) if "head" in n["name"]]) == 4
+    assert splitting_helps() is True
 
 
 def test_split_state_names_the_reason():

@@ -173,6 +173,9 @@ def cmd_env(args):
 
     rows = runtime.environment_report(probe=not args.no_probe)
     rows.append(("input split", split_state()[1]))
+    bf16_split = split_state(precision="bf16")
+    if bf16_split != split_state():
+        rows.append(("input split bf16", bf16_split[1]))
     print(runtime.format_environment(rows))
     return 0
 

@@ -8,7 +8,8 @@ four dilated branches read the 2048 channels of the backbone: split into four co
 512 input channels each, accumulated by the fused ``sum`` post-op, they take 1055 instead of
 1343 ms on that map; the whole network at 512 x 1024 runs in 0.95 of the time
 (``bench/peers.py`` shows both in one table: ``ours fp32`` and ``ours fp32, no input split``).
-bfloat16 (AMX) gains more: 0.86 of the unsplit time.
+bfloat16 on AMX gains more: 0.86 of the unsplit time; bfloat16 with AVX512_BF16 alone is not split
+(1.08-1.10 of the unsplit time there, see :func:`splitting_helps`).
 
 ``conv(x, W) = sum_k conv(x[:, k], W[:, k])`` over channel chunks ``k``: the same value up to
 float rounding (the order of the additions changes; tested). Applied where the weights are
@@ -36,20 +37,26 @@ log = logging.getLogger(__name__)
 SPLIT_CHANNELS = 512
 
 
-def splitting_helps(flags=None, environ=None):
+def splitting_helps(flags=None, environ=None, precision="fp32"):
     """True where oneDNN runs the AVX-512 ``brgconv`` kernels the split is measured on: the
     CPU has AVX-512 (F, BW, DQ, VL) and ``DNNL_MAX_CPU_ISA`` / ``ONEDNN_MAX_CPU_ISA`` (if set)
     does not cap oneDNN below ``AVX512_CORE``. Elsewhere nothing is split: on an AVX2-only AMD
     EPYC (Zen 3) the forced split took 1.015 (512 x 1024) and 1.002 (1024 x 2048) of the
     unsplit time, alternating rounds (oneDNN 2.4 runs those dilated convolutions on im2col +
     sgemm there, whose speed does not depend on the input width). ``DUC_HDC_NO_SPLIT=1``
-    turns it off (for comparisons)."""
-    return split_state(flags, environ)[0]
+    turns it off (for comparisons).
+
+    ``precision='bf16'`` splits only where oneDNN runs bfloat16 on AMX
+    (:func:`duc_hdc.runtime.bf16_support`): there the split took 0.85 of the unsplit time
+    (Intel Xeon, 512 x 1024); with AVX512_BF16 and no AMX (AMD EPYC Zen 5) it took 1.10 and
+    1.08 (two runs of ``bench/peers.py``, 512 x 1024): the bf16 ``brgconv`` kernels there lose
+    nothing on wide inputs, and the split adds layout reorders (42 ms of 1.3 s)."""
+    return split_state(flags, environ, precision)[0]
 
 
-def split_state(flags=None, environ=None):
-    """``(on, reason)``: whether the inference graphs split wide convolutions, and why (the
-    line ``duc-hdc env`` and ``duc-hdc benchmark`` print)."""
+def split_state(flags=None, environ=None, precision="fp32"):
+    """``(on, reason)``: whether the ``precision`` ('fp32' or 'bf16') inference graph splits
+    wide convolutions, and why (the lines ``duc-hdc env`` and ``duc-hdc benchmark`` print)."""
     environ = os.environ if environ is None else environ
     if environ.get("DUC_HDC_NO_SPLIT", "").strip().lower() in ("1", "true", "yes", "on"):
         return False, "off (DUC_HDC_NO_SPLIT is set)"
@@ -61,6 +68,9 @@ def split_state(flags=None, environ=None):
         cap = environ.get(key, "").strip().upper()
         if cap and cap != "ALL" and not cap.startswith("AVX512_CORE"):
             return False, "off (%s=%s is below AVX512_CORE)" % (key, cap)
+    if precision == "bf16" and runtime.bf16_support(flags, environ) != "amx":
+        return False, ("off for bf16 without AMX (the AVX512_BF16 kernels gain nothing from "
+                       "it; the split's reorders cost more)")
     return True, ("on (AVX-512: convolutions wider than %d input channels run as chunks of at "
                   "most %d)" % (SPLIT_CHANNELS, SPLIT_CHANNELS))
 
