@@ -6,6 +6,15 @@ itself (the variables it sets are read once, when oneDNN / OpenMP initialize).
 ``OMP_NUM_THREADS``
     MXNet's OpenMP pool defaults to half the cores (measured 2x slower on 2 cores): set to all
     cores unless the user set it.
+glibc malloc (:func:`malloc_decision`, :func:`tune_malloc`)
+    A training step hands glibc blocks of 32 MB and more (e.g. the bf16 -> fp32 copies of the
+    2048-channel feature map), which it serves with fresh ``mmap`` calls and returns at
+    ``free``: every step page-faults them in again. Measured on ResNet-101-DUC-HDC, 512 x 512,
+    bf16 AMP: 90,000 page faults (369 MB) per step, the largest copies taking 60 ms instead of
+    1.4 ms. :func:`setup_process` tells glibc (``mallopt``) to use one arena, no ``mmap`` for
+    large blocks and no trimming, so the memory is reused from step to step (0 faults a step).
+    Not done where the user chose an allocator or glibc's settings (``MALLOC_*``,
+    ``GLIBC_TUNABLES``, ``LD_PRELOAD``) or set ``DUC_HDC_NO_MALLOC_TUNING=1``.
 AMX (Intel Advanced Matrix Extensions)
     MXNet 1.9.1 bundles oneDNN 2.4, whose AMX kernels (bf16 and int8 matrix tiles) are off
     unless ``DNNL_MAX_CPU_ISA=AVX512_CORE_AMX``. Setting the variable alone ends in SIGILL:
@@ -32,7 +41,8 @@ import sys
 __all__ = ["setup_process", "amx_decision", "request_amx_permission", "cpu_flags", "cpu_model",
            "amx_state", "onednn_isa", "parse_isa", "bf16_support", "no_bf16_reason",
            "environment_report", "format_environment",
-           "OPT_OUT", "ISA_VARS", "AMX_ISA"]
+           "malloc_decision", "tune_malloc", "malloc_state",
+           "OPT_OUT", "ISA_VARS", "AMX_ISA", "MALLOC_OPT_OUT"]
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +56,18 @@ ARCH_REQ_XCOMP_PERM = 0x1023
 XFEATURE_XTILEDATA = 18
 SYS_ARCH_PRCTL_X86_64 = 158
 
+#: set to 1 (or true/yes) to leave glibc's malloc settings alone
+MALLOC_OPT_OUT = "DUC_HDC_NO_MALLOC_TUNING"
+#: mallopt parameters (glibc's malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
+#: the settings :func:`tune_malloc` makes: (parameter, value, what)
+MALLOC_SETTINGS = ((M_ARENA_MAX, 1, "one arena"), (M_MMAP_MAX, 0, "no mmap for large blocks"),
+                   (M_TRIM_THRESHOLD, 2 ** 31 - 1, "no trimming"))
+
 #: what setup_process decided and why (read by amx_state)
 _STATE = {}
+#: the malloc decision (read by malloc_state)
+_MALLOC = {}
 
 
 def cpu_flags(path="/proc/cpuinfo"):
@@ -159,16 +179,62 @@ def request_amx_permission():
     return rc == 0
 
 
-def setup_process(environ=None, flags=None, request_permission=request_amx_permission):
+def malloc_decision(environ, libc=None):
+    """``(tune, reason)``: whether :func:`tune_malloc` should run in this process.
+
+    ``libc`` is ``platform.libc_ver()[0]`` (``'glibc'`` on Debian / Ubuntu; the settings are
+    glibc's). Left alone where the user opted out or chose the allocator's settings."""
+    libc = platform.libc_ver()[0] if libc is None else libc
+    if _truthy(environ.get(MALLOC_OPT_OUT, "")):
+        return False, "malloc left alone: %s=%s" % (MALLOC_OPT_OUT, environ[MALLOC_OPT_OUT])
+    if libc != "glibc":
+        return False, "malloc left alone: not glibc (%s)" % (libc or "unknown C library")
+    chosen = sorted(k for k in environ if k.startswith("MALLOC_"))
+    if "malloc" in environ.get("GLIBC_TUNABLES", ""):
+        chosen.append("GLIBC_TUNABLES")
+    if environ.get("LD_PRELOAD"):
+        chosen.append("LD_PRELOAD")
+    if chosen:
+        return False, "malloc left alone: chosen by the user (%s)" % ", ".join(chosen)
+    return True, "glibc malloc: %s (no page faults from step to step)" % ", ".join(
+        what for _, _, what in MALLOC_SETTINGS)
+
+
+def tune_malloc(mallopt=None):
+    """Apply :data:`MALLOC_SETTINGS` with glibc's ``mallopt``; True when every call succeeded.
+
+    Written with ctypes: neither Python nor mxnet exposes ``mallopt``."""
+    if mallopt is None:
+        try:
+            mallopt = ctypes.CDLL(ctypes.util.find_library("c") or None).mallopt
+        except (OSError, AttributeError):
+            return False
+    return all([mallopt(ctypes.c_int(param), ctypes.c_int(value)) == 1
+                for param, value, _ in MALLOC_SETTINGS])
+
+
+def malloc_state():
+    """dict(tuned=bool, reason=str): what :func:`setup_process` did to malloc here."""
+    return dict(_MALLOC) if _MALLOC else dict(tuned=False, reason="setup_process not run")
+
+
+def setup_process(environ=None, flags=None, request_permission=request_amx_permission,
+                  mallopt=None):
     """The process set-up ``import duc_hdc`` does before mxnet loads.
 
-    Sets ``OMP_NUM_THREADS`` (all cores) unless set, and enables AMX where
-    :func:`amx_decision` says so. Returns the decision's reason (also kept for
-    :func:`amx_state`). Has no effect on oneDNN once mxnet has been imported.
+    Sets ``OMP_NUM_THREADS`` (all cores) unless set, tunes glibc's malloc where
+    :func:`malloc_decision` says so, and enables AMX where :func:`amx_decision` says so.
+    Returns the AMX decision's reason (also kept for :func:`amx_state`). Has no effect on
+    oneDNN once mxnet has been imported.
     """
     environ = os.environ if environ is None else environ
     if "OMP_NUM_THREADS" not in environ:
         environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+    tune, why = malloc_decision(environ)
+    if tune and not tune_malloc(mallopt):
+        tune, why = False, "malloc left alone: mallopt failed"
+    if environ is os.environ:
+        _MALLOC.update(tuned=tune, reason=why)
     if environ is os.environ and "mxnet" in sys.modules:
         log.debug("mxnet was imported before duc_hdc: the oneDNN ISA is already fixed")
     enable, reason, updates = amx_decision(cpu_flags() if flags is None else flags, environ,
@@ -281,6 +347,7 @@ def environment_report(probe=True):
                       None: "not supported by this CPU"}[bf16]),
             ("DNNL_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "(unset)")),
             ("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "(unset)")),
+            ("malloc", malloc_state()["reason"]),
             ("python", platform.python_version()),
             ("mxnet", version("mxnet")), ("numpy", version("numpy"))]
     if probe:

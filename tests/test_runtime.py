@@ -211,3 +211,81 @@ def test_child_inheriting_the_amx_isa_asks_again():
     assert state["enabled"] is enabled
     if enabled:
         assert any("amx" in c for c in convs)
+
+
+# ------------------------------------------------------------------------------ glibc malloc
+@pytest.mark.parametrize("environ, libc, want, reason", [
+    ({}, "glibc", True, "one arena, no mmap for large blocks, no trimming"),
+    ({"DUC_HDC_NO_MALLOC_TUNING": "1"}, "glibc", False, "DUC_HDC_NO_MALLOC_TUNING=1"),
+    ({"MALLOC_ARENA_MAX": "4"}, "glibc", False, "chosen by the user (MALLOC_ARENA_MAX)"),
+    ({"MALLOC_MMAP_THRESHOLD_": "1"}, "glibc", False, "(MALLOC_MMAP_THRESHOLD_)"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, "glibc", False, "(GLIBC_TUNABLES)"),
+    ({"GLIBC_TUNABLES": "glibc.cpu.x86_ibt=on"}, "glibc", True, "one arena"),
+    ({"LD_PRELOAD": "libjemalloc.so.2"}, "glibc", False, "(LD_PRELOAD)"),
+    ({}, "", False, "not glibc"),
+])
+def test_malloc_decision(environ, libc, want, reason):
+    tune, why = runtime.malloc_decision(environ, libc)
+    assert tune is want and reason in why
+
+
+class Mallopt(object):
+    """A stand-in for glibc's mallopt: records the calls, answers ``rc``."""
+
+    def __init__(self, rc=1):
+        self.rc, self.calls = rc, []
+
+    def __call__(self, param, value):
+        self.calls.append((param.value, value.value))
+        return self.rc
+
+
+def test_setup_process_tunes_malloc_unless_told_not_to():
+    mallopt = Mallopt()
+    runtime.setup_process({}, flags=set(), request_permission=Permission(False),
+                          mallopt=mallopt)
+    assert mallopt.calls == [(-8, 1), (-4, 0), (-1, 2 ** 31 - 1)]  # glibc (Debian)
+    mallopt = Mallopt()
+    runtime.setup_process({"DUC_HDC_NO_MALLOC_TUNING": "1"}, flags=set(),
+                          request_permission=Permission(False), mallopt=mallopt)
+    assert mallopt.calls == []
+    assert runtime.tune_malloc(Mallopt(rc=0)) is False  # a refused setting is reported
+
+
+_FAULTS = r"""
+import ctypes, resource, sys
+import duc_hdc
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+n = 40 << 20  # above glibc's largest mmap threshold (32 MB)
+faults = []
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    p = libc.malloc(ctypes.c_size_t(n))
+    ctypes.memset(p, 1, n)
+    libc.free(ctypes.c_void_p(p))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(duc_hdc.runtime.malloc_state()["tuned"], max(faults[1:]))
+"""
+
+
+def test_import_keeps_large_blocks_mapped():
+    """After ``import duc_hdc`` a 40 MB block freed and allocated again is not page-faulted in
+    again (a training step did it for 369 MB a step); with the opt-out it is, every time."""
+    env = _clean_env()
+    env.pop("DUC_HDC_NO_MALLOC_TUNING", None)
+    for key in [k for k in env if k.startswith("MALLOC_") or k in ("GLIBC_TUNABLES",
+                                                                 "LD_PRELOAD")]:
+        env.pop(key)
+    runs = {}
+    for opt_out in ("", "1"):
+        env["DUC_HDC_NO_MALLOC_TUNING"] = opt_out
+        out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-2000:]
+        tuned, faults = out.stdout.split()[-2:]
+        runs[opt_out] = (tuned, int(faults))
+    assert runs[""][0] == "True" and runs["1"][0] == "False"
+    pages = (40 << 20) // 4096
+    assert runs[""][1] < pages // 100, runs      # reused: (almost) no faults
+    assert runs["1"][1] > pages // 2, runs       # a fresh mmap each time
