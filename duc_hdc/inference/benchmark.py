@@ -256,8 +256,9 @@ def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
                 peak_rss_mib=peak_rss_mib(), setup_s=build_s,
                 omp_threads=os.environ.get("OMP_NUM_THREADS"), cpu=runtime.cpu_model(),
                 amx=amx["enabled"], amx_reason=amx["reason"],
-                input_split=split_state(precision=precision)[1] if precision in ("fp32", "bf16") and
-                graph != "plain" and ctx.device_type == "cpu" else None,
+                input_split=(split_state(precision=precision)[1]
+                             if precision in ("fp32", "bf16") and graph != "plain"
+                             and ctx.device_type == "cpu" else None),
                 onednn_isa=runtime.onednn_isa() if probe_isa else None)
 
 
