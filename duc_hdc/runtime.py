@@ -203,10 +203,12 @@ def malloc_decision(environ, libc=None):
 def tune_malloc(mallopt=None):
     """Apply :data:`MALLOC_SETTINGS` with glibc's ``mallopt``; True when every call succeeded.
 
-    Written with ctypes: neither Python nor mxnet exposes ``mallopt``."""
+    Written with ctypes: neither Python nor mxnet exposes ``mallopt``. Looked up in the
+    running process (``CDLL(None)``, which has libc loaded), not with ``find_library``, which
+    searches the disk at every ``import duc_hdc``."""
     if mallopt is None:
         try:
-            mallopt = ctypes.CDLL(ctypes.util.find_library("c") or None).mallopt
+            mallopt = ctypes.CDLL(None).mallopt
         except (OSError, AttributeError):
             return False
     return all([mallopt(ctypes.c_int(param), ctypes.c_int(value)) == 1

@@ -172,9 +172,9 @@ def cmd_env(args):
     from ..inference.splitting import split_state
 
     rows = runtime.environment_report(probe=not args.no_probe)
-    rows.append(("input split", split_state()[1]))
-    bf16_split = split_state(precision="bf16")
-    if bf16_split != split_state():
+    fp32_split, bf16_split = split_state(), split_state(precision="bf16")
+    rows.append(("input split", fp32_split[1]))
+    if bf16_split != fp32_split:
         rows.append(("input split bf16", bf16_split[1]))
     print(runtime.format_environment(rows))
     return 0
