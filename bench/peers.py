@@ -5,11 +5,14 @@ Candidates (batch 1 at each size, then batch-4 throughput), rounds alternated ac
 them (A B C ... A B C ...) after one warm-up call each:
 
   original graph      tests/data/tusimple_duc_hdc_cityscapes-symbol.json on mx.mod.Module
-  ours fp32           inference_runner(net, 'fp32'): BatchNorm folded, head split by input
+  ours fp32           inference_runner(net, 'fp32'): BatchNorm folded, the head's centre taps
+                      computed once (duc_hdc.inference.merging), head split by input
                       channels (duc_hdc.inference.splitting, AVX-512 CPUs), MKLDNN fusion
   ours fp32 no split  the same with DUC_HDC_NO_SPLIT=1 (what the split gains, same run)
-  ours bf16           inference_runner(net, 'bf16'): folded, split, AMP bfloat16, MKLDNN
+  ours fp32 no merge  the same with DUC_HDC_NO_MERGE=1 (what the centre-tap merge gains)
+  ours bf16           inference_runner(net, 'bf16'): folded, merged, split, AMP bfloat16, MKLDNN
   ours bf16 no split  the same with DUC_HDC_NO_SPLIT=1
+  ours bf16 no merge  the same with DUC_HDC_NO_MERGE=1
   ours int8           inference_runner(net, 'int8'): naive calibration on 2 random images
   ORT fp32            onnxruntime CPUExecutionProvider on duc_hdc.inference.export's ONNX file
   OpenVINO f32/bf16   INFERENCE_PRECISION_HINT f32 / bf16 (bf16 only where the CPU has it)
@@ -56,15 +59,20 @@ CANDIDATES = {
     "original": "original graph (Module, MKLDNN)",
     "fp32": "ours fp32 (fused)",
     "fp32_nosplit": "ours fp32, no input split",
+    "fp32_nomerge": "ours fp32, no centre-tap merge",
     "bf16": "ours bf16",
     "bf16_nosplit": "ours bf16, no input split",
+    "bf16_nomerge": "ours bf16, no centre-tap merge",
     "int8": "ours int8",
     "ort_fp32": "ONNX Runtime fp32",
     "ov_f32": "OpenVINO f32",
     "ov_bf16": "OpenVINO bf16",
     "ov_int8": "OpenVINO int8 (NNCF)",
 }
-OURS = ("original", "fp32", "fp32_nosplit", "bf16", "bf16_nosplit", "int8")
+OURS = ("original", "fp32", "fp32_nosplit", "fp32_nomerge", "bf16", "bf16_nosplit",
+        "bf16_nomerge", "int8")
+#: candidate suffix -> the variable that turns its pass off
+SWITCHES = {"_nosplit": "DUC_HDC_NO_SPLIT", "_nomerge": "DUC_HDC_NO_MERGE"}
 #: issue 13's targets: (numerator, denominator(s) (best of), bound)
 TARGETS = [("fp32", ("ort_fp32", "ov_f32"), 0.97), ("fp32", ("original",), 0.9),
            ("bf16", ("ov_bf16",), 0.75), ("int8", ("ov_bf16",), 0.35),
@@ -105,17 +113,18 @@ def build_ours(key, net, x, calib):
     if key == "original":
         return _original(x)
     precision = key.split("_")[0]
-    saved = os.environ.get("DUC_HDC_NO_SPLIT")
-    if key.endswith("_nosplit"):
-        os.environ["DUC_HDC_NO_SPLIT"] = "1"
+    switch = [var for suffix, var in SWITCHES.items() if key.endswith(suffix)]
+    saved = {var: os.environ.get(var) for var in switch}
+    os.environ.update({var: "1" for var in switch})
     try:
         runner = inference_runner(net, precision,
                                   calib_images=calib if precision == "int8" else None)
     finally:
-        if saved is None:
-            os.environ.pop("DUC_HDC_NO_SPLIT", None)
-        else:
-            os.environ["DUC_HDC_NO_SPLIT"] = saved
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
     return lambda: runner(x).wait_to_read()
 
 

@@ -125,9 +125,10 @@ def test_optimized_block_equals_the_network_at_several_sizes():
     assert "_sg_mkldnn_conv" in ops and "BatchNorm" not in ops and "Convolution" not in ops
     # the weight padding is folded into parameters, nothing of it runs per call
     assert "Concat" not in ops and "zeros_like" not in ops and ops.count("slice_axis") == 1
-    # the three additions of the head's four branches are fused into their convolutions
-    head = [n for n in nodes if n["op"] == "_sg_mkldnn_conv"][-4:]
-    assert [n.get("attrs", {}).get("with_sum") for n in head] == [None, "true", "true", "true"]
+    # the head's four branches run as five convolutions (duc_hdc.inference.merging: the centre
+    # taps once), the four additions fused into them
+    head = [n for n in nodes if n["op"] == "_sg_mkldnn_conv"][-5:]
+    assert [n.get("attrs", {}).get("with_sum") for n in head] == [None] + ["true"] * 4
     # a copy of the weights: changing the network afterwards does not change the graph
     before = fast(x).asnumpy()
     for param in net.collect_params().values():
@@ -261,7 +262,8 @@ def test_bf16_graph_keeps_folding_and_fusion():
     want, got = fp32(x).asnumpy(), bf16(x).asnumpy()
     assert got.dtype == np.float32 and got.shape == want.shape
     convs32, convs16 = conv_summary(fp32.symbol()), conv_summary(bf16.symbol())
-    assert len(convs16) == 27 and {c["op"] for c in convs16} == {"_sg_mkldnn_conv"}
+    # 27 of the network, one more in the head (duc_hdc.inference.merging: 4 branches as 5)
+    assert len(convs16) == 28 and {c["op"] for c in convs16} == {"_sg_mkldnn_conv"}
     assert {c["dtype"] for c in convs16} == {"bfloat16"}
     assert {c["dtype"] for c in convs32} == {"float32"}
     # the same fusion as fp32: bias everywhere (folded BatchNorm), ReLU and residual sums
@@ -270,7 +272,7 @@ def test_bf16_graph_keeps_folding_and_fusion():
     posts = [tuple(c["post_ops"]) for c in convs16]
     assert all(c["bias"] for c in convs16)
     assert posts.count(("relu",)) == 11 and posts.count(("sum", "relu")) == 8
-    assert posts.count(("sum",)) == 3  # the DUC head's branch sums
+    assert posts.count(("sum",)) == 4  # the DUC head's branch sums
     assert "BatchNorm" not in bf16.symbol().tojson()
     # bfloat16 keeps 8 bits of mantissa: close to fp32, not equal
     assert 1e-4 < _rel(want, got) < 0.05

@@ -57,8 +57,9 @@ def test_split_graph_computes_the_same_as_the_unsplit_graph():
 
 
 def test_fused_split_graph_is_one_chain_of_fused_convolutions(monkeypatch):
-    """The fp32 fused graph with the split: equal to the network; the 16 head convolutions are
-    ``_sg_mkldnn_conv`` with the branch sum fused (one chain: 15 sum post-ops)."""
+    """The fp32 fused graph with the split: equal to the network; the head's 5 convolutions
+    (4 branches, centre taps merged: :mod:`duc_hdc.inference.merging`) split into 20
+    ``_sg_mkldnn_conv`` with the branch sum fused (one chain: 19 sum post-ops)."""
     net = _net(seed=3)
     x = mx.nd.array(np.random.RandomState(2).uniform(-2, 2, (1, 3, 64, 128)).astype("float32"))
     want = net(x).asnumpy()
@@ -68,11 +69,11 @@ def test_fused_split_graph_is_one_chain_of_fused_convolutions(monkeypatch):
     got = fused(x).asnumpy()
     assert _rel(want, got) < 1e-4
     head = [c for c in conv_summary(fused.symbol()) if "head" in c["weight"]]
-    assert len(head) == 16 and {c["op"] for c in head} == {"_sg_mkldnn_conv"}
-    assert [tuple(c["post_ops"]) for c in head].count(("sum",)) == 15
+    assert len(head) == 20 and {c["op"] for c in head} == {"_sg_mkldnn_conv"}
+    assert [tuple(c["post_ops"]) for c in head].count(("sum",)) == 19
     monkeypatch.setattr(graphs, "splitting_helps", lambda: False)
     unsplit = graphs.optimized_block(net)
-    assert len([c for c in conv_summary(unsplit.symbol()) if "head" in c["weight"]]) == 4
+    assert len([c for c in conv_summary(unsplit.symbol()) if "head" in c["weight"]]) == 5
 
 
 def _graph(ic, kernel, group=1, name="c"):
@@ -140,8 +141,8 @@ def test_bf16_graph_is_split_and_stays_close_to_fp32(monkeypatch):
     bf16 = inference_runner(net, "bf16")
     want, got = fp32(x).asnumpy(), bf16(x).asnumpy()
     head = [c for c in conv_summary(bf16.symbol()) if "head" in c["weight"]]
-    assert len(head) == 16 and {c["dtype"] for c in head} == {"bfloat16"}
-    assert [tuple(c["post_ops"]) for c in head].count(("sum",)) == 15
+    assert len(head) == 20 and {c["dtype"] for c in head} == {"bfloat16"}
+    assert [tuple(c["post_ops"]) for c in head].count(("sum",)) == 19
     assert 1e-4 < _rel(want, got) < 0.05
     assert (want.argmax(1) == got.argmax(1)).mean() > 0.95
 
@@ -207,13 +208,14 @@ def test_bf16_splits_only_on_amx(flags, environ, expected):
 
 def test_bf16_graph_is_not_split_without_amx(monkeypatch):
     """bf16_graph asks for the bf16 decision: on an AVX512_BF16 CPU without AMX the head's
-    convolutions stay whole (4 of them, not 16), while the fp32 graph is split."""
+    convolutions stay whole (5 of them after the centre-tap merge, not 20), while the fp32
+    graph is split."""
     monkeypatch.setattr(splitting, "SPLIT_CHANNELS", 16)
     monkeypatch.setattr(runtime, "cpu_flags", lambda: set(AVX512 + ["avx512_bf16"]))
     for var in ("DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA", "DUC_HDC_NO_SPLIT"):
         monkeypatch.delenv(var, raising=False)
     sym = bf16_module.bf16_graph(_net())[0]
-    assert len([n for n in _convs(sym) if "head" in n["name"]]) == 4
+    assert len([n for n in _convs(sym) if "head" in n["name"]]) == 5
     assert splitting_helps() is True
 
 

@@ -169,9 +169,11 @@ def cmd_benchmark(args):
 def cmd_env(args):
     from .. import runtime
 
+    from ..inference.merging import merge_state
     from ..inference.splitting import split_state
 
     rows = runtime.environment_report(probe=not args.no_probe)
+    rows.append(("centre-tap merge", merge_state()[1]))
     fp32_split, bf16_split = split_state(), split_state(precision="bf16")
     rows.append(("input split", fp32_split[1]))
     if bf16_split != fp32_split:

@@ -34,6 +34,7 @@ import numpy as np
 from .. import runtime
 from ..devices import contexts
 from .graphs import PRECISIONS
+from .merging import merge_state
 from .splitting import split_state
 
 __all__ = ["MODES", "PRECISIONS", "GRAPHS", "resolve_mode", "count_flops", "build_inference",
@@ -248,6 +249,7 @@ def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
     build_s = time.perf_counter() - build_start - sum(times)
     med = statistics.median(times)
     amx = runtime.amx_state()
+    fused_cpu = precision in ("fp32", "bf16") and graph != "plain" and ctx.device_type == "cpu"
     return dict(model=model, shape=list(shape), precision=precision, graph=graph,
                 mode=graph if precision == "fp32" else precision, ctx=str(ctx),
                 fp16=bool(fp16), iters=iters, warmup=warmup, times=times, median_s=med,
@@ -256,9 +258,8 @@ def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
                 peak_rss_mib=peak_rss_mib(), setup_s=build_s,
                 omp_threads=os.environ.get("OMP_NUM_THREADS"), cpu=runtime.cpu_model(),
                 amx=amx["enabled"], amx_reason=amx["reason"],
-                input_split=(split_state(precision=precision)[1]
-                             if precision in ("fp32", "bf16") and graph != "plain"
-                             and ctx.device_type == "cpu" else None),
+                input_split=(split_state(precision=precision)[1] if fused_cpu else None),
+                centre_merge=merge_state()[1] if fused_cpu else None,
                 onednn_isa=runtime.onednn_isa() if probe_isa else None)
 
 
@@ -276,6 +277,8 @@ def format_report(r):
         lines.append("oneDNN ISA: %s" % r["onednn_isa"])
     if r.get("input_split"):
         lines.append("input split: %s" % r["input_split"])
+    if r.get("centre_merge"):
+        lines.append("centre-tap merge: %s" % r["centre_merge"])
     lines += [
         "latency: median %.1f ms, min %.1f ms, max %.1f ms, spread %.0f%% (%d runs after %d "
         "warm-up)" % (1e3 * r["median_s"], 1e3 * r["min_s"], 1e3 * r["max_s"],

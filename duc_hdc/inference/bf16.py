@@ -5,7 +5,8 @@ both, shown by ``tests/test_optimize.py::test_bf16_graph_keeps_folding_and_fusio
 
 1. fold BatchNorm and the head's constant padding
    (:func:`duc_hdc.inference.folding.inference_graph`), giving a plain Convolution /
-   Activation / elemwise_add graph, and split the head's wide convolutions by input channels
+   Activation / elemwise_add graph, compute the head's shared centre tap once
+   (:mod:`duc_hdc.inference.merging`), and split the head's wide convolutions by input channels
    where that helps (:mod:`duc_hdc.inference.splitting`: 0.85 of the time with AMX; not
    split with AVX512_BF16 alone, where it was slower);
 2. ``mxnet.contrib.amp.convert_model(..., target_dtype='bfloat16', cast_optional_params=True)``
@@ -32,6 +33,7 @@ from .. import runtime
 from .compiled import (InferenceNet, _data_block, _network_config, _parameter_dict,
                        mkldnn_available)
 from .folding import inference_graph
+from .merging import merge_branch_taps, merging_enabled
 from .splitting import split_input_channels, splitting_helps
 
 __all__ = ["bf16_graph", "bf16_block", "check_bf16", "conv_summary", "BF16_KIND"]
@@ -66,12 +68,15 @@ def check_bf16(flags=None, environ=None):
 
 def bf16_graph(net):
     """The bfloat16 graph of ``net`` as ``(symbol, arg_params, aux_params)``: BatchNorm and
-    constants folded, wide convolutions split by input channels where that helps
-    (:mod:`.splitting`), then AMP-converted (convolutions, weights and biases in bfloat16;
+    constants folded, the head's centre taps computed once (:mod:`.merging`), wide
+    convolutions split by input channels where that helps (:mod:`.splitting`), then
+    AMP-converted (convolutions, weights and biases in bfloat16;
     input and output float32). Portable symbol + params (no backend applied)."""
     from mxnet.contrib import amp
 
     sym, args, auxs = inference_graph(net)
+    if merging_enabled():
+        sym, args, auxs = merge_branch_taps((sym, args, auxs))
     if splitting_helps(precision="bf16"):
         sym, args, auxs = split_input_channels((sym, args, auxs))
     return amp.convert_model(sym, args, auxs, target_dtype="bfloat16",

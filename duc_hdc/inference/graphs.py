@@ -8,7 +8,8 @@ whose height and width are multiples of 8:
 ``inference_runner(net, precision)``
     What predict / evaluate / benchmark run for ``--precision fp32|bf16|int8``.
 ``optimized_block`` (fp32)
-    BatchNorm and the head's constant padding folded (:mod:`.folding`), the head's wide
+    BatchNorm and the head's constant padding folded (:mod:`.folding`), the head's branches
+    rewritten to compute their shared centre tap once (:mod:`.merging`), the head's wide
     convolutions split by input channels on AVX-512 CPUs (:mod:`.splitting`), then partitioned
     by ``optimize_for('MKLDNN')`` (MXNet's subgraph API): every convolution fused with its bias,
     ReLU and residual sum, the DUC head's branch sums fused into its convolutions. The default
@@ -32,6 +33,7 @@ from .bf16 import BF16_KIND, bf16_block, bf16_graph, check_bf16, conv_summary
 from .compiled import (InferenceNet, _data_block, _network_config, _param_context,
                        _parameter_dict, mkldnn_available, symbol_block)
 from .folding import fold_batchnorm, fold_constants, graph_of, inference_graph
+from .merging import merge_branch_taps, merging_enabled
 from .splitting import split_input_channels, splitting_helps
 from .int8 import (DEFAULT_QUANTIZE_EXCLUDE, DUC_HEAD_LAYERS, QUANTIZED_KIND, calibration_batch,
                    calibration_images, count_quantized_ops, load_quantized, quantize_net,
@@ -56,8 +58,9 @@ _KIND_PRECISION = {"fused": "fp32", "folded": "fp32", BF16_KIND: "bf16", "int8":
 
 def optimized_block(net, backend="MKLDNN", ctx=None):
     """The fast fp32 inference graph of ``net``: BatchNorm and the head's weight padding
-    folded (:func:`inference_graph`), the head's wide convolutions split by input channels
-    where oneDNN runs AVX-512 kernels (:func:`split_input_channels`), MKLDNN subgraphs fused.
+    folded (:func:`inference_graph`), the head's centre taps computed once
+    (:func:`merge_branch_taps`), its wide convolutions split by input channels where oneDNN
+    runs AVX-512 kernels (:func:`split_input_channels`), MKLDNN subgraphs fused.
 
     Parameters
     ----------
@@ -81,6 +84,8 @@ def optimized_block(net, backend="MKLDNN", ctx=None):
                  "context %s" % ctx if ctx.device_type != "cpu" else "MXNet built without it")
         backend = None
     sym, args, auxs = inference_graph(net, lazy=True)
+    if backend == "MKLDNN" and merging_enabled():
+        sym, args, auxs = merge_branch_taps((sym, args, auxs), lazy=True)
     if backend == "MKLDNN" and splitting_helps():
         sym, args, auxs = split_input_channels((sym, args, auxs), lazy=True)
     arrays = dict(args, **auxs)
