@@ -13,7 +13,9 @@ them (A B C ... A B C ...) after one warm-up call each:
   ours bf16           inference_runner(net, 'bf16'): folded, merged, split, AMP bfloat16, MKLDNN
   ours bf16 no split  the same with DUC_HDC_NO_SPLIT=1
   ours bf16 no merge  the same with DUC_HDC_NO_MERGE=1
-  ours int8           inference_runner(net, 'int8'): naive calibration on 2 random images
+  ours int8           inference_runner(net, 'int8'): folded, merged, naive calibration on 2
+                      random images
+  ours int8 no merge  the same with DUC_HDC_NO_MERGE=1
   ORT fp32            onnxruntime CPUExecutionProvider on duc_hdc.inference.export's ONNX file
   OpenVINO f32/bf16   INFERENCE_PRECISION_HINT f32 / bf16 (bf16 only where the CPU has it)
   OpenVINO int8       NNCF post-training quantization on ours int8's 2 calibration images
@@ -64,13 +66,14 @@ CANDIDATES = {
     "bf16_nosplit": "ours bf16, no input split",
     "bf16_nomerge": "ours bf16, no centre-tap merge",
     "int8": "ours int8",
+    "int8_nomerge": "ours int8, no centre-tap merge",
     "ort_fp32": "ONNX Runtime fp32",
     "ov_f32": "OpenVINO f32",
     "ov_bf16": "OpenVINO bf16",
     "ov_int8": "OpenVINO int8 (NNCF)",
 }
 OURS = ("original", "fp32", "fp32_nosplit", "fp32_nomerge", "bf16", "bf16_nosplit",
-        "bf16_nomerge", "int8")
+        "bf16_nomerge", "int8", "int8_nomerge")
 #: candidate suffix -> the variable that turns its pass off
 SWITCHES = {"_nosplit": "DUC_HDC_NO_SPLIT", "_nomerge": "DUC_HDC_NO_MERGE"}
 #: issue 13's targets: (numerator, denominator(s) (best of), bound)

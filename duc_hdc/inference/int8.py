@@ -20,6 +20,7 @@ from ..models.sidecar import write_sidecar
 from .compiled import (InferenceNet, _attr_bool, _data_block, _network_config, mkldnn_available,
                        symbol_block)
 from .folding import inference_graph
+from .merging import merge_branch_taps, merging_enabled
 
 __all__ = ["quantize_net", "calibration_batch", "calibration_images", "save_quantized",
            "load_quantized", "count_quantized_ops", "QUANTIZED_KIND", "DUC_HEAD_LAYERS",
@@ -98,7 +99,8 @@ def quantize_net(net, calib_images, calib_mode="naive", exclude=DEFAULT_QUANTIZE
                  quantized_dtype="auto", ctx=None):
     """INT8 post-training quantization of a DUC-HDC network (MKLDNN, CPU).
 
-    The network's BatchNorms are folded first (:func:`fold_batchnorm`), then
+    The network's BatchNorms are folded first (:func:`fold_batchnorm`) and the head's centre
+    taps merged (:mod:`.merging`, unless ``DUC_HDC_NO_MERGE=1``), then
     ``mxnet.contrib.quantization.quantize_net_v2`` quantizes every convolution (except the
     ``exclude`` ones), calibrates the int8 ranges on ``calib_images`` and fuses the result with
     the ``MKLDNN_QUANTIZE`` backend. The calibrated ranges do not depend on the input size:
@@ -135,7 +137,10 @@ def quantize_net(net, calib_images, calib_mode="naive", exclude=DEFAULT_QUANTIZE
     if calib_mode not in ("naive", "entropy"):
         raise ValueError("calib_mode %r: choose 'naive' or 'entropy'" % (calib_mode,))
     calib, count = _calibration_iter(calib_images)
-    fp32 = symbol_block(*inference_graph(net), ctx=ctx)
+    graph = inference_graph(net)
+    if merging_enabled():  # the head's centre taps once, as in the fp32 and bf16 graphs
+        graph = merge_branch_taps(graph)
+    fp32 = symbol_block(*graph, ctx=ctx)
     exclude = list(exclude or ())
     with warnings.catch_warnings():
         # quantize_net_v2 builds its SymbolBlock from an untyped input; the type is float32

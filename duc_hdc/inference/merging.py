@@ -19,10 +19,12 @@ same (49 ms on the 64 x 128 map, 2048 -> 320 channels, fp32, AMD EPYC Zen 4), an
 branches took 0.877 (64 x 128) and 0.910 (128 x 256) of their time once rewritten, median of
 alternating rounds.
 
-Applied where oneDNN runs the graph: the fp32 fused graph (``optimized_block``) and the bf16
-graph (``bf16_graph``), before the input split (:mod:`.splitting`), whose chunks continue the
-chain. Not to INT8 (the longer chain of sums is requantized once more; not measured on trained
-weights), training, or the exports for other runtimes (ONNX, the fp32 symbol).
+Applied where oneDNN runs the graph: the fp32 fused graph (``optimized_block``), the bf16
+graph (``bf16_graph``), both before the input split (:mod:`.splitting`), whose chunks continue
+the chain, and the folded graph INT8 quantizes (``quantize_net``). The whole network at
+512 x 1024 took 0.973 (fp32), 0.945 (bf16) and 0.965 (int8) of its unmerged time (AMD EPYC
+Zen 4, ``bench/peers.py``). Not to training, or to the exports for other runtimes (ONNX, the
+fp32 symbol).
 ``DUC_HDC_NO_MERGE=1`` turns it off (for comparisons). Rates that are not ``g, 2g, ..., kg``
 (the middle row would hold zero taps) are left alone.
 
@@ -181,13 +183,14 @@ def merge_branch_taps(graph, lazy=False):
         data = [index[src], out, v]
         weights = [(d, args[nodes[by_rate[d]["inputs"][1][0]]["name"]]) for d in rates]
         biases = [args[nodes[by_rate[d]["inputs"][2][0]]["name"]] for d in rates]
-        name = nodes[root]["name"]
-        row = "%s_row" % name
+        # named after the branches (the row after the first): ``exclude`` fragments such as
+        # int8's DUC_HEAD_LAYERS still find them
+        row = "%s_row" % first["name"]
         new_args[row + "_weight"] = _RowWeight(weights, g)
         new_args[row + "_bias"] = _Sum(biases)
         total = [conv_node(row, data, first, (1, 2 * k + 1), (1, g), (0, k * g)), 0, 0]
         for d, weight in weights:
-            part = "%s_rows%d" % (name, d)
+            part = "%s_tb" % by_rate[d]["name"]
             new_args[part + "_weight"] = _TopBottom(weight)
             new_args[part + "_bias"] = _Zeros(biases[0])  # the biases are in the row's
             conv = conv_node(part, data, first, (2, 3), (2 * d, d), (d, d))
