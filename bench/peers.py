@@ -74,6 +74,9 @@ CANDIDATES = {
 }
 OURS = ("original", "fp32", "fp32_nosplit", "fp32_nomerge", "bf16", "bf16_nosplit",
         "bf16_nomerge", "int8", "int8_nomerge")
+#: what runs without --candidates
+DEFAULT_CANDIDATES = [k for k in CANDIDATES if k not in ("bf16_nosplit", "bf16_nomerge",
+                                                         "int8_nomerge")]
 #: candidate suffix -> the variable that turns its pass off
 SWITCHES = {"_nosplit": "DUC_HDC_NO_SPLIT", "_nomerge": "DUC_HDC_NO_MERGE"}
 #: issue 13's targets: (numerator, denominator(s) (best of), bound)
@@ -242,7 +245,10 @@ def main(argv=None):
     p.add_argument("--sizes", default="512x1024,1024x2048", help="HxW list, batch 1")
     p.add_argument("--batch4", default="512x1024", help="HxW of the batch-4 run, or 'none'")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--candidates", default=",".join(CANDIDATES))
+    p.add_argument("--candidates", default=",".join(DEFAULT_CANDIDATES),
+                   help="comma-separated, of: %s (default: all but the bf16 / int8 'no' "
+                        "variants: every candidate holds its graph at once, and 12 of them at "
+                        "1024x2048 ran out of 24 GB)" % ", ".join(CANDIDATES))
     p.add_argument("--quick", action="store_true",
                    help="smoke test: a tiny network (ResNet-18 at width 8) at 64x128")
     p.add_argument("--peers-python", default=PEERS_PYTHON,

@@ -4,6 +4,7 @@ Runs, one after the other (each in its own process, so none inherits another's m
 
   bench/inference.py        inference speed and peak RSS vs the original graph and GluonCV
   bench/peers.py            fp32 / bf16 / int8 vs ONNX Runtime and OpenVINO (bench/.venv-peers)
+  bench/head.py             the DUC head alone: plain, centre-tap merged, input-split, both
   bench/train_step.py       training step at crop 512x512 vs the original graph
   bench/data_throughput.py  augmented crops/s of the input pipeline (crop 512 to match the step)
 
@@ -81,12 +82,14 @@ def main(argv=None):
         plan = [("inference.py", ["--sizes", "512x1024", "--rounds", "1",
                                   "--memory-size", "none"]),
                 ("peers.py", ["--quick"]),
+                ("head.py", ["--sizes", "512x1024", "--rounds", "1"]),
                 ("train_step.py", ["--crop", "512,512", "--rounds", "2"]),
                 ("data_throughput.py", ["--images", "8", "--crop", "512", "--batches", "5",
                                         "--workers", str(DEFAULT_WORKERS)])]
     else:
         plan = [("inference.py", []),
                 ("peers.py", ["--sizes", "512x1024,1024x2048", "--batch4", "512x1024"]),
+                ("head.py", ["--sizes", "512x1024,1024x2048"]),
                 ("train_step.py", ["--crop", "512,512", "--rounds", "3"]),
                 ("data_throughput.py", ["--crop", "512", "--workers",
                                         "2,%d" % DEFAULT_WORKERS])]

@@ -26,7 +26,8 @@ the chain, and the folded graph INT8 quantizes (``quantize_net``). The whole net
 Zen 4, ``bench/peers.py``). Not to training, or to the exports for other runtimes (ONNX, the
 fp32 symbol).
 ``DUC_HDC_NO_MERGE=1`` turns it off (for comparisons). Rates that are not ``g, 2g, ..., kg``
-(the middle row would hold zero taps) are left alone.
+(the middle row would hold zero taps) are left alone, but for the first branches of the chain
+where those are (of rates 1, 2, 5: the branches 1 and 2).
 
 Written by hand: MXNet has no pass for it.
 """
@@ -88,7 +89,8 @@ def _branch_rate(node, nodes, args):
 def merge_branch_taps(graph, lazy=False):
     """Rewrite every sum of dilated 3x3 branches with rates ``g, 2g, ..., kg`` (k >= 2) that read
     the same input into one middle-row convolution plus a top-and-bottom convolution per branch
-    (see the module docstring).
+    (see the module docstring). Of a chain whose rates are not such, its first branches are
+    rewritten where theirs are.
 
     Parameters
     ----------
