@@ -16,14 +16,14 @@ the additions changes; tested); ``9k - (k - 1)`` taps instead of ``9k``: 33 of 3
 release. oneDNN already skips the taps that fall in the zero padding, so the centre taps,
 never padding, are a larger share of the real work: by ``DNNL_VERBOSE`` every tap costs the
 same (49 ms on the 64 x 128 map, 2048 -> 320 channels, fp32, AMD EPYC Zen 4), and the four
-branches took 0.877 (64 x 128) and 0.910 (128 x 256) of their time once rewritten, median of
-alternating rounds.
+branches took 0.884 (64 x 128) and 0.876 (128 x 256) of their time once rewritten, median of
+alternating rounds (``bench/head.py``).
 
 Applied where oneDNN runs the graph: the fp32 fused graph (``optimized_block``), the bf16
 graph (``bf16_graph``), both before the input split (:mod:`.splitting`), whose chunks continue
-the chain, and the folded graph INT8 quantizes (``quantize_net``). The whole network at
-512 x 1024 took 0.973 (fp32), 0.945 (bf16) and 0.965 (int8) of its unmerged time (AMD EPYC
-Zen 4, ``bench/peers.py``). Not to training, or to the exports for other runtimes (ONNX, the
+the chain, and the folded graph INT8 quantizes (``quantize_net``). The whole network took
+0.965 (512 x 1024), 0.955 (1024 x 2048) and 0.970 (batch 4) of its unmerged time in fp32, 0.926
+in bf16 and 0.992 in int8 (512 x 1024; AMD EPYC Zen 4, ``bench/peers.py``). Not to training, or to the exports for other runtimes (ONNX, the
 fp32 symbol).
 ``DUC_HDC_NO_MERGE=1`` turns it off (for comparisons). Rates that are not ``g, 2g, ..., kg``
 (the middle row would hold zero taps) are left alone, but for the first branches of the chain
