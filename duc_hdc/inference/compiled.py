@@ -151,3 +151,8 @@ def _parameter_dict(arrays, ctx):
 
 def _attr_bool(value):
     return str(value).lower() in ("true", "1")
+
+
+def _attr_ints(value, default):
+    """A tuple attribute of a graph node (``'(3, 3)'``) as ints; ``default`` when absent."""
+    return tuple(int(v) for v in str(value or default).strip("()[] ").split(",") if v.strip())

@@ -39,7 +39,7 @@ import os
 import mxnet as mx
 import numpy as np
 
-from .compiled import _attr_bool, _value
+from .compiled import _attr_bool, _attr_ints, _value
 from .splitting import _Zeros
 
 __all__ = ["merge_branch_taps", "merging_enabled", "merge_state"]
@@ -62,23 +62,19 @@ def merge_state(environ=None):
                   "top-and-bottom convolution each: the shared centre tap computed once)")
 
 
-def _ints(text, default):
-    values = [int(v) for v in str(text or default).strip("()[] ").split(",") if v.strip()]
-    return tuple(values)
-
-
 def _branch_rate(node, nodes, args):
     """The dilation ``d`` of a head branch: a 3x3, stride-1, ungrouped convolution with bias,
     dilation and padding (d, d), its weight and bias constants; else None."""
     if node["op"] != "Convolution" or len(node["inputs"]) != 3:
         return None
     attrs = node.get("attrs", {})
-    if (_ints(attrs.get("kernel"), "(1, 1)") != (3, 3)
-            or _ints(attrs.get("stride"), "(1, 1)") != (1, 1)
+    if (_attr_ints(attrs.get("kernel"), "(1, 1)") != (3, 3)
+            or _attr_ints(attrs.get("stride"), "(1, 1)") != (1, 1)
             or int(attrs.get("num_group", 1)) != 1 or _attr_bool(attrs.get("no_bias", False))
             or attrs.get("layout", "NCHW") not in ("NCHW", "None")):
         return None
-    dilate, pad = _ints(attrs.get("dilate"), "(1, 1)"), _ints(attrs.get("pad"), "(0, 0)")
+    dilate = _attr_ints(attrs.get("dilate"), "(1, 1)")
+    pad = _attr_ints(attrs.get("pad"), "(0, 0)")
     if dilate[0] != dilate[1] or pad != dilate:
         return None
     if any(nodes[e[0]]["name"] not in args for e in node["inputs"][1:]):

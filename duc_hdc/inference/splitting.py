@@ -27,7 +27,7 @@ import os
 import mxnet as mx
 
 from .. import runtime
-from .compiled import _value
+from .compiled import _attr_ints, _value
 
 __all__ = ["split_input_channels", "SPLIT_CHANNELS", "splitting_helps", "split_state"]
 
@@ -120,8 +120,7 @@ def split_input_channels(graph, channels=None, data_shape=(1, 3, 64, 64), lazy=F
         if node["op"] != "Convolution":
             return False
         attrs = node.get("attrs", {})
-        kernel = [int(k) for k in attrs.get("kernel", "(1, 1)").strip("()").split(",")
-                  if k.strip()]
+        kernel = _attr_ints(attrs.get("kernel"), "(1, 1)")
         weight = nodes[node["inputs"][1][0]]["name"]
         shape = shapes.get(weight)
         return (int(attrs.get("num_group", 1)) == 1 and any(k != 1 for k in kernel)
