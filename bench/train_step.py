@@ -7,7 +7,11 @@ bfloat16 (AMX / AVX512_BF16 CPUs; goal <= 0.6 of the original graph's fp32 step)
 the operators process-wide, so that run compares the original fp32 graph (loaded from JSON,
 untouched by AMP) with ours in bf16 only.
 
-    python bench/train_step.py --crop 512,512 --rounds 5
+Ours is built as ``duc-hdc train`` builds it: the head unpadded, its centre taps merged in fp32
+(``duc_hdc.training.build.training_merge``). ``--both-heads`` adds ours with the other head
+(merged in bf16, plain in fp32) to the same run.
+
+    python bench/train_step.py --crop 512,512 --rounds 5 --both-heads
     python bench/train_step.py --crop 512,512 --rounds 3 --amp bfloat16
 """
 import argparse
@@ -22,6 +26,7 @@ from mxnet import autograd, gluon  # noqa: E402
 
 from common import alternate, machine, print_table, reference_symbol, summarize  # noqa: E402
 from duc_hdc import get_model  # noqa: E402
+from duc_hdc.models.duc import merging_enabled  # noqa: E402
 from duc_hdc.training.trainer import SegmentationLoss  # noqa: E402
 
 
@@ -48,9 +53,13 @@ def original_step(crop, batch):
     return step
 
 
-def ours_step(crop, batch, amp_dtype=None):
+def ours_step(crop, batch, amp_dtype=None, merge=None):
     h, w = crop
-    net = get_model("duc_hdc_resnet101_cityscapes", head_padding=False)  # as duc-hdc train
+    if merge is None:  # as duc-hdc train (training_merge)
+        merge = merging_enabled() and not amp_dtype
+    net = get_model("duc_hdc_resnet101_cityscapes", head_padding=False, head_merge=merge)
+    print("ours%s: head %s" % (", " + amp_dtype if amp_dtype else "",
+                               "merged" if net.head.merge_step else "plain"))
     net.hybridize(static_alloc=True, static_shape=True)
     loss_fn = SegmentationLoss()
     loss_fn.hybridize()
@@ -79,6 +88,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--amp", choices=("bfloat16",), help="ours in bf16 AMP (see above)")
+    p.add_argument("--both-heads", action="store_true",
+                   help="also ours with the head duc-hdc train does not build (see above)")
     args = p.parse_args(argv)
     crop = tuple(int(v) for v in args.crop.split(","))
     print("machine: %s" % machine())
@@ -88,13 +99,17 @@ def main(argv=None):
         from mxnet.contrib import amp
 
         amp.init(target_dtype=args.amp)
-        candidates = {"original graph (Module), fp32": original,
-                      "ours, %s AMP" % args.amp: ours_step(crop, args.batch, args.amp)}
+        name = "ours, %s AMP" % args.amp
         goal = "goal <= 0.6"
     else:
-        candidates = {"original graph (Module), fp32": original,
-                      "ours (Gluon, hybridized)": ours_step(crop, args.batch)}
+        name = "ours (Gluon, hybridized)"
         goal = "goal <= 1.0"
+    candidates = {"original graph (Module), fp32": original,
+                  name: ours_step(crop, args.batch, args.amp)}
+    if args.both_heads:
+        merged = merging_enabled() and not args.amp
+        candidates[name + (", plain head" if merged else ", merged head")] = ours_step(
+            crop, args.batch, args.amp, not merged)
     times = alternate(candidates, args.rounds)
     rows = summarize(times, "original graph (Module), fp32")
     print_table("training step (ratio to the original graph; %s)" % goal, rows)

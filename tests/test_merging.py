@@ -170,3 +170,79 @@ def test_env_and_benchmark_name_the_merge(monkeypatch, capsys):
                   spread=0.0, iters=1, warmup=0, images_per_s=1.0, gflop=1.0,
                   gflops_per_s=1.0, peak_rss_mib=1.0, centre_merge=merge_state({})[1])
     assert "centre-tap merge: on" in format_report(report)
+
+
+def _grad_run(net, x):
+    """Output and parameter gradients of one recorded forward/backward pass (sum of squares)."""
+    with mx.autograd.record():
+        y = net(x)
+        loss = (y * y).sum()
+    loss.backward()
+    return y.asnumpy(), {name: p.grad().asnumpy()
+                         for name, p in net._collect_params_with_prefix().items()
+                         if p.grad_req != "null"}
+
+
+@pytest.mark.parametrize("rates, padding", [((1, 2, 3), False), ((6, 12, 18, 24), True),
+                                             ((2, 4), False)])
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_training_head_merges_the_taps_with_the_plain_gradients(rates, padding, hybrid):
+    """``head_merge=True`` (what ``duc-hdc train`` builds): the same parameters, the same
+    output and the same gradient of every parameter as the plain head, in training mode
+    (BatchNorm on batch statistics), imperative and hybridized, channel padding on or off;
+    the graph runs one middle-row convolution plus one 2 x 3 convolution per branch."""
+    k, g = len(rates), rates[0]
+    kw = dict(classes=19, base_width=8, aspp_rates=rates, head_padding=padding)
+    plain = optimize_net(0, **kw)
+    merged = optimize_net(1, head_merge=True, **kw)
+    names = list(plain._collect_params_with_prefix())
+    assert list(merged._collect_params_with_prefix()) == names  # checkpoints are the same
+    for name, param in merged._collect_params_with_prefix().items():
+        param.set_data(plain._collect_params_with_prefix()[name].data())
+    if hybrid:
+        plain.hybridize()
+        merged.hybridize()
+    x = _x((2, 3, 96, 128))
+    want, want_grads = _grad_run(plain, x)
+    got, got_grads = _grad_run(merged, x)
+    assert _rel(want, got) < 1e-5
+    assert set(got_grads) == set(want_grads)
+    for name in want_grads:
+        assert _rel(want_grads[name], got_grads[name]) < 1e-4, name
+    head = _head_convs(merged(mx.sym.var("data")))
+    assert [(n["name"].split("head_")[1], n["attrs"]["kernel"], n["attrs"]["dilate"])
+            for n in head] == (
+        [("c0_fwd_row", "(1, %d)" % (2 * k + 1), "(1, %d)" % g)]
+        + [("c%d_fwd_tb" % i, "(2, 3)", "(%d, %d)" % (2 * d, d)) for i, d in enumerate(rates)])
+
+
+def test_training_head_leaves_rates_with_holes_plain():
+    """Rates that are not g, 2g, ..., kg: the plain branches (nothing to merge in training)."""
+    net = optimize_net(0, classes=19, base_width=8, aspp_rates=(2, 5), head_merge=True)
+    assert net.head.merge_step is None
+    assert [n["attrs"]["kernel"] for n in _head_convs(net(mx.sym.var("data")))] == ["(3, 3)"] * 2
+
+
+def test_training_builds_the_merged_head_in_fp32_unless_turned_off(monkeypatch):
+    """``duc-hdc train``'s network merges the head's centre taps in fp32 training on CPUs;
+    not in bf16 AMP (slower there), and ``DUC_HDC_NO_MERGE=1`` turns it off as it does for
+    inference."""
+    from duc_hdc.config import load_config
+    from duc_hdc.training.build import build_network, training_merge
+
+    cfg = load_config("synthetic", ["model.classes=3", "model.base_width=4"])
+    monkeypatch.delenv("DUC_HDC_NO_MERGE", raising=False)
+    net = build_network(cfg, mx.cpu())
+    assert net.head.merge_step == 1  # the synthetic recipe's rates 1, 2, 3
+    assert any(n["name"].endswith("_row") for n in _head_convs(net(mx.sym.var("data"))))
+    monkeypatch.setenv("DUC_HDC_NO_MERGE", "1")
+    net = build_network(cfg, mx.cpu())
+    assert net.head.merge_step is None
+    assert not any(n["name"].endswith("_row") for n in _head_convs(net(mx.sym.var("data"))))
+    monkeypatch.delenv("DUC_HDC_NO_MERGE")
+    monkeypatch.setattr(runtime, "bf16_support", lambda flags=None: "AVX512_BF16")
+    bf16 = load_config("synthetic", ["model.classes=3", "model.base_width=4",
+                                     "train.amp=bfloat16"])
+    assert training_merge(cfg, [mx.cpu(0), mx.cpu(1)])
+    assert not training_merge(bf16, [mx.cpu(0)])
+    assert build_network(bf16, mx.cpu()).head.merge_step is None

@@ -34,32 +34,17 @@ Written by hand: MXNet has no pass for it.
 import functools
 import json
 import logging
-import os
 
 import mxnet as mx
 import numpy as np
 
+from ..models.duc import merge_state, merging_enabled, progression_step
 from .compiled import _attr_bool, _attr_ints, _value
 from .splitting import _Zeros
 
 __all__ = ["merge_branch_taps", "merging_enabled", "merge_state"]
 
 log = logging.getLogger(__name__)
-
-
-def merging_enabled(environ=None):
-    """False when ``DUC_HDC_NO_MERGE`` is set to 1 / true / yes / on."""
-    return merge_state(environ)[0]
-
-
-def merge_state(environ=None):
-    """``(on, reason)``: whether the fp32, bf16 and int8 graphs compute the head's centre taps
-    once (the line ``duc-hdc env`` and ``duc-hdc benchmark`` print)."""
-    environ = os.environ if environ is None else environ
-    if environ.get("DUC_HDC_NO_MERGE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return False, "off (DUC_HDC_NO_MERGE is set)"
-    return True, ("on (the DUC head's branches as one middle-row convolution plus one "
-                  "top-and-bottom convolution each: the shared centre tap computed once)")
 
 
 def _branch_rate(node, nodes, args):
@@ -136,8 +121,7 @@ def merge_branch_taps(graph, lazy=False):
         if not leaves(i, convs) or len({tuple(nodes[c]["inputs"][0][:2]) for c in convs}) != 1:
             continue
         rates = sorted(_branch_rate(nodes[c], nodes, args) for c in convs)
-        g = rates[0]
-        if rates != [g * (j + 1) for j in range(len(rates))]:
+        if progression_step(rates) is None:
             log.debug("branch sum at %s: rates %s are not g, 2g, ..., kg; left alone",
                       nodes[i]["name"], rates)
             continue

@@ -86,12 +86,19 @@ class DUCHDC(gluon.HybridBlock):
         the same output, parameters and checkpoints; 1.3-1.5x faster head on CPU inference).
         ``duc-hdc train`` turns it off: oneDNN 2.x has no such kernels for training, where
         the padding only adds work. A runtime choice, not a model setting: not in ``config``.
+    head_merge : bool
+        Compute the head's branches with their shared centre tap once, the merged weights built
+        in the graph from the branch parameters (:class:`duc_hdc.models.duc._BranchSum`: the
+        same output, parameters and checkpoints). ``duc-hdc train`` turns it on for fp32
+        training on CPUs (:func:`duc_hdc.training.build.training_merge`); off by default
+        because the inference passes (BatchNorm folding, :mod:`duc_hdc.inference.merging`,
+        int8) and the exports read the plain branches. A runtime choice, not in ``config``.
     """
 
     def __init__(self, depth=101, classes=19, cell_width=2, dilations="hdc",
                  aspp_rates=(6, 12, 18, 24), variant="v1s", head="duc", base_width=64,
                  bn_frozen=False, bn_eps=None, mean=None, std=None, head_padding=True,
-                 **kwargs):
+                 head_merge=False, **kwargs):
         super().__init__(**kwargs)
         _check_int("classes", classes, 1)
         if cell_width not in (1, 2, 4, 8):
@@ -119,7 +126,8 @@ class DUCHDC(gluon.HybridBlock):
                                       prefix="backbone_")
             self.head = HEADS[head](classes, 8 // cell_width, aspp_rates,
                                     in_channels=self.backbone.out_channels,
-                                    pad_channels=head_padding, prefix="head_")
+                                    pad_channels=head_padding, merge_taps=head_merge,
+                                    prefix="head_")
         # Everything needed to rebuild this network (saved with checkpoints and exports).
         s4, s5 = self.backbone.stage_dilations
         self.config = dict(depth=depth, classes=classes, cell_width=cell_width,
@@ -173,13 +181,13 @@ def resolve_settings(name, **overrides):
     return settings
 
 
-def build_model(config, ctx=None, initialize=True, head_padding=True):
+def build_model(config, ctx=None, initialize=True, head_padding=True, head_merge=False):
     """Build a :class:`DUCHDC` from a settings dict (as stored in ``net.config``)."""
     unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
         raise ValueError("unknown model setting(s) %s; valid: %s"
                          % (", ".join(unknown), ", ".join(sorted(DEFAULTS))))
-    net = DUCHDC(head_padding=head_padding, **config)
+    net = DUCHDC(head_padding=head_padding, head_merge=head_merge, **config)
     if initialize:
         # He-normal for the backbone convs; the head's convs carry their own Xavier init.
         net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2),
@@ -187,7 +195,7 @@ def build_model(config, ctx=None, initialize=True, head_padding=True):
     return net
 
 
-def get_model(name, ctx=None, head_padding=True, **overrides):
+def get_model(name, ctx=None, head_padding=True, head_merge=False, **overrides):
     """Build a DUC-HDC network by name, with initialized parameters.
 
     The network alone: :func:`duc_hdc.get_model` adds ``pretrained=True`` (the zoo's weights).
@@ -201,6 +209,8 @@ def get_model(name, ctx=None, head_padding=True, **overrides):
         Where the parameters live (default CPU).
     head_padding : bool
         See :class:`DUCHDC` (on for inference; ``duc-hdc train`` turns it off).
+    head_merge : bool
+        See :class:`DUCHDC` (off; ``duc-hdc train`` turns it on for fp32 on CPUs).
     **overrides
         Any of ``classes``, ``cell_width``, ``dilations``, ``aspp_rates``, ``variant``,
         ``head``, ``base_width``, ``bn_frozen``, ``bn_eps``, ``mean``, ``std``.
@@ -211,4 +221,5 @@ def get_model(name, ctx=None, head_padding=True, **overrides):
         With initialized parameters.
     """
     settings = resolve_settings(name, **overrides)
-    return build_model(settings, ctx=ctx or mx.cpu(), head_padding=head_padding)
+    return build_model(settings, ctx=ctx or mx.cpu(), head_padding=head_padding,
+                       head_merge=head_merge)
