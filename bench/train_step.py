@@ -11,8 +11,12 @@ Ours is built as ``duc-hdc train`` builds it: the head unpadded, its centre taps
 (``duc_hdc.training.build.training_merge``). ``--both-heads`` adds ours with the other head
 (merged in bf16, plain in fp32) to the same run.
 
+``--head-only`` times the DUC head alone instead (forward and backward on the stride-8 map of
+the crop, 2048 -> 304 channels, rates 6, 12, 18, 24): plain against merged.
+
     python bench/train_step.py --crop 512,512 --rounds 5 --both-heads
     python bench/train_step.py --crop 512,512 --rounds 3 --amp bfloat16
+    python bench/train_step.py --crop 512,512 --rounds 7 --head-only --amp bfloat16
 """
 import argparse
 import os
@@ -26,7 +30,7 @@ from mxnet import autograd, gluon  # noqa: E402
 
 from common import alternate, machine, print_table, reference_symbol, summarize  # noqa: E402
 from duc_hdc import get_model  # noqa: E402
-from duc_hdc.models.duc import merging_enabled  # noqa: E402
+from duc_hdc.models.duc import DUCHead, merging_enabled  # noqa: E402
 from duc_hdc.training.trainer import SegmentationLoss  # noqa: E402
 
 
@@ -82,6 +86,24 @@ def ours_step(crop, batch, amp_dtype=None, merge=None):
     return step
 
 
+def head_step(crop, batch, merge):
+    """Forward and backward of the Cityscapes DUC head alone, unpadded as in training."""
+    head = DUCHead(19, 4, (6, 12, 18, 24), in_channels=2048, pad_channels=False,
+                   merge_taps=merge)
+    head.initialize(mx.init.Xavier())
+    head.hybridize(static_alloc=True, static_shape=True)
+    x = mx.nd.array(np.random.RandomState(0).normal(
+        0, 1, (batch, 2048, crop[0] // 8, crop[1] // 8)))
+    x.attach_grad()
+
+    def step():
+        with autograd.record():
+            y = head(x)
+        y.backward()
+        mx.nd.waitall()
+    return step
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--crop", default="512,512", help="H,W (the release trains 800,800)")
@@ -90,9 +112,22 @@ def main(argv=None):
     p.add_argument("--amp", choices=("bfloat16",), help="ours in bf16 AMP (see above)")
     p.add_argument("--both-heads", action="store_true",
                    help="also ours with the head duc-hdc train does not build (see above)")
+    p.add_argument("--head-only", action="store_true",
+                   help="the DUC head alone, plain against merged (see above)")
     args = p.parse_args(argv)
     crop = tuple(int(v) for v in args.crop.split(","))
     print("machine: %s" % machine())
+    if args.head_only:
+        if args.amp:
+            from mxnet.contrib import amp
+
+            amp.init(target_dtype=args.amp)
+        times = alternate({"plain head": head_step(crop, args.batch, False),
+                           "merged head": head_step(crop, args.batch, True)}, args.rounds)
+        rows = summarize(times, "plain head")
+        print_table("DUC head forward + backward, %s, %dx%d map (ratio to the plain head)"
+                    % (args.amp or "fp32", crop[0] // 8, crop[1] // 8), rows)
+        return rows
     print("ResNet-101-DUC-HDC training step, crop %dx%d, batch %d" % (crop + (args.batch,)))
     original = original_step(crop, args.batch)  # built before AMP patches the operators
     if args.amp:

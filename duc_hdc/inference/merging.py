@@ -23,8 +23,10 @@ Applied where oneDNN runs the graph: the fp32 fused graph (``optimized_block``),
 graph (``bf16_graph``), both before the input split (:mod:`.splitting`), whose chunks continue
 the chain, and the folded graph INT8 quantizes (``quantize_net``). The whole network took
 0.965 (512 x 1024), 0.955 (1024 x 2048) and 0.970 (batch 4) of its unmerged time in fp32, 0.926
-in bf16 and 0.992 in int8 (512 x 1024; AMD EPYC Zen 4, ``bench/peers.py``). Not to training,
-or to the exports for other runtimes (ONNX, the fp32 symbol).
+in bf16 and 0.992 in int8 (512 x 1024; AMD EPYC Zen 4, ``bench/peers.py``). Not to the exports
+for other runtimes (ONNX, the fp32 symbol). Training builds the same layout in its own graph
+(``head_merge``, :class:`duc_hdc.models.duc._BranchSum`), the merged weights cut from the
+branch parameters so that gradients reach them.
 ``DUC_HDC_NO_MERGE=1`` turns it off (for comparisons). Rates that are not ``g, 2g, ..., kg``
 (the middle row would hold zero taps) are left alone, but for the first branches of the chain
 where those are (of rates 1, 2, 5: the branches 1 and 2).

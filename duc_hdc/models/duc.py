@@ -109,7 +109,7 @@ class _BranchSum(gluon.HybridBlock):
     built inside the graph from the branches' own parameters (slices and concatenations, so
     gradients flow back to them): the parameters, their names and checkpoints are those of the
     plain head. ``duc-hdc train`` turns it on for fp32 training on CPUs, where the head's
-    forward and backward pass took 0.93 of the plain head's time (see
+    forward and backward pass took 0.93-0.96 of the plain head's time (see
     :func:`duc_hdc.training.build.training_merge`).
     """
 

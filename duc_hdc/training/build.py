@@ -48,10 +48,10 @@ def training_merge(cfg, ctx):
     fp32 training on CPUs, unless ``DUC_HDC_NO_MERGE=1``.
 
     Measured, the head's forward and backward pass on the 64 x 64 map of a 512 x 512 crop
-    (AMD EPYC Zen 4, 2 cores): 0.93 of the plain head's time in fp32, but 1.04 in bf16 AMP,
-    where oneDNN 2.4 runs the wide middle-row convolution on its slower gemm kernels and
-    MXNet's own ops that cut and join the merged weights cost more than the taps saved. GPUs
-    are unmeasured: off there."""
+    (AMD EPYC Zen 4, 2 cores; ``bench/train_step.py --head-only``): 0.93-0.96 of the plain
+    head's time in fp32, but 1.04-1.06 in bf16 AMP, where oneDNN 2.4 runs the wide middle-row
+    convolution on its slower gemm kernels and MXNet's own ops that cut and join the merged
+    weights cost more than the taps saved. GPUs are unmeasured: off there."""
     ctx = ctx if isinstance(ctx, (list, tuple)) else [ctx]
     return (merging_enabled() and all(c.device_type == "cpu" for c in ctx)
             and amp_target_dtype(cfg["train"]["amp"], ctx) is None)
