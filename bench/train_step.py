@@ -31,7 +31,8 @@ from mxnet import autograd, gluon  # noqa: E402
 from common import alternate, machine, print_table, reference_symbol, summarize  # noqa: E402
 from duc_hdc import get_model  # noqa: E402
 from duc_hdc.models.duc import DUCHead, merging_enabled  # noqa: E402
-from duc_hdc.training.trainer import SegmentationLoss  # noqa: E402
+from duc_hdc.training.checkpoints import gradient_sum_sq  # noqa: E402
+from duc_hdc.training.trainer import SegmentationLoss, attach_loss_scaler  # noqa: E402
 
 
 def original_step(crop, batch):
@@ -69,10 +70,7 @@ def ours_step(crop, batch, amp_dtype=None, merge=None):
     loss_fn.hybridize()
     trainer = gluon.Trainer(net.collect_params(), "sgd", dict(
         learning_rate=1e-4, momentum=0.9, wd=5e-5, clip_gradient=5.0))
-    if amp_dtype:
-        from mxnet.contrib import amp
-
-        amp.init_trainer(trainer)
+    attach_loss_scaler(trainer, amp_dtype)  # as duc-hdc train: none for bfloat16
     rng = np.random.RandomState(0)
     data = mx.nd.array(rng.normal(0, 50, (batch, 3, h, w)))
     label = mx.nd.array(rng.randint(0, 19, (batch, h // 2, w // 2)))
@@ -81,6 +79,8 @@ def ours_step(crop, batch, amp_dtype=None, merge=None):
         with autograd.record():
             loss = loss_fn(net(data), label)
         loss.backward()
+        # as duc-hdc train: the loss and the gradient norm read before the update
+        loss.asnumpy(), gradient_sum_sq(trainer._params, [mx.cpu()]).asnumpy()
         trainer.step(1)
         mx.nd.waitall()
     return step
