@@ -40,7 +40,7 @@ import logging
 import mxnet as mx
 import numpy as np
 
-from ..models.duc import merge_state, merging_enabled, progression_step
+from ..models.duc import merge_state, merged_row, merging_enabled, progression_step
 from .compiled import _attr_bool, _attr_ints, _value
 from .splitting import _Zeros
 
@@ -170,7 +170,7 @@ def merge_branch_taps(graph, lazy=False):
         # named after the branches (the row after the first): ``exclude`` fragments such as
         # int8's DUC_HEAD_LAYERS still find them
         row = "%s_row" % first["name"]
-        new_args[row + "_weight"] = _RowWeight(weights, g)
+        new_args[row + "_weight"] = _RowWeight([weight for _, weight in weights])
         new_args[row + "_bias"] = _Sum(biases)
         total = [conv_node(row, data, first, (1, 2 * k + 1), (1, g), (0, k * g)), 0, 0]
         for d, weight in weights:
@@ -205,22 +205,16 @@ class _Lazy(object):
 
 
 class _RowWeight(_Lazy):
-    """``(O, I, 1, 2k+1)``: column ``k + j*d/g`` holds the middle-row tap ``j`` (-1, 0, 1) of the
-    branch of rate ``d``, summed over the branches (every branch has its centre at column k)."""
+    """``(O, I, 1, 2k+1)``: the middle rows of the branches (``weights``, in rate order ``g, 2g,
+    ..., kg``) as one row kernel, laid out by :func:`~duc_hdc.models.duc.merged_row` (the
+    training graph's own)."""
 
-    def __init__(self, weights, g):
-        self.weights, self.g = weights, g
+    def __init__(self, weights):
+        self.weights = weights
 
     def __call__(self):
-        k = len(self.weights)
-        out = None
-        for d, weight in self.weights:
-            w = _value(weight).asnumpy()
-            if out is None:
-                out = np.zeros(w.shape[:2] + (1, 2 * k + 1), dtype=w.dtype)
-            for j in (-1, 0, 1):
-                out[:, :, 0, k + j * d // self.g] += w[:, :, 1, j + 1]
-        return mx.nd.array(out, dtype=out.dtype)
+        return merged_row(mx.nd, [mx.nd.slice_axis(_value(w), axis=2, begin=1, end=2)
+                                  for w in self.weights])
 
 
 class _TopBottom(_Lazy):

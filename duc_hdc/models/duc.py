@@ -42,6 +42,19 @@ def progression_step(rates):
     return g
 
 
+def merged_row(F, middles):
+    """The ``1 x (2k+1)`` row kernel (dilation ``g``) of branches of rates ``g, 2g, ..., kg``
+    from their middle rows ``(O, I, 1, 3)``, given in that rate order: column ``k + j*m``
+    holds tap ``j`` (-1, 0, 1) of the branch of rate ``m*g``, the centre column the sum of
+    the k centre taps. ``F`` is ``mx.sym`` (the training graph) or ``mx.nd`` (the inference
+    pass, :mod:`duc_hdc.inference.merging`). Only ``split``, ``concat`` and ``add_n``: their
+    backward passes copy each gradient once."""
+    pieces = [F.split(middle, num_outputs=3, axis=3) for middle in middles]
+    return F.concat(*([left for left, _, _ in reversed(pieces)]
+                      + [F.add_n(*[centre for _, centre, _ in pieces])]
+                      + [right for _, _, right in pieces]), dim=3)
+
+
 def _zero_rows(F, array, extra):
     """``array`` with ``extra`` zero rows appended along axis 0 (no shape arithmetic)."""
     return F.concat(array, F.zeros_like(F.slice_axis(array, axis=0, begin=0, end=extra)), dim=0)
@@ -147,7 +160,7 @@ class _BranchSum(gluon.HybridBlock):
 
         The merged weights are cut with ``split`` and joined with ``concat`` only: their
         backward passes copy each gradient once, where ``slice`` would fill a zero array of
-        the whole weight per tap (measured: 150 ms of a 1.8 s head step in bf16 AMP)."""
+        the whole weight per tap (measured: 150 ms more per head step in bf16 AMP)."""
         g = self.merge_step
         k = len(self.branches)
         parts = {}  # multiple m of g -> the pieces of the branch of rate m * g
@@ -157,9 +170,8 @@ class _BranchSum(gluon.HybridBlock):
             else:
                 weight, bias = branch.weight.data(x.context), branch.bias.data(x.context)
             top, middle, bottom = F.split(weight, num_outputs=3, axis=2)
-            left, centre, right = F.split(middle, num_outputs=3, axis=3)
             parts[branch._kwargs["dilate"][0] // g] = dict(
-                index=i, kwargs=branch._kwargs, left=left, centre=centre, right=right,
+                index=i, kwargs=branch._kwargs, middle=middle,
                 top_bottom=F.concat(top, bottom, dim=2), bias=bias)
         extra = self.computed - self.channels
 
@@ -167,11 +179,7 @@ class _BranchSum(gluon.HybridBlock):
             return _zero_rows(F, array, extra) if extra else array
 
         multiples = range(1, k + 1)
-        # columns -k..k of the row kernel (dilation g): the left taps of the widest branch
-        # first, the k centre taps summed, the right taps
-        row = F.concat(*([parts[m]["left"] for m in reversed(multiples)]
-                         + [F.add_n(*[parts[m]["centre"] for m in multiples])]
-                         + [parts[m]["right"] for m in multiples]), dim=3)
+        row = merged_row(F, [parts[m]["middle"] for m in multiples])
         bias = F.add_n(*[parts[m]["bias"] for m in multiples])
         base = dict(parts[1]["kwargs"], no_bias=False)
         total = F.Convolution(x, padded(row), padded(bias),
