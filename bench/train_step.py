@@ -30,7 +30,8 @@ from mxnet import autograd, gluon  # noqa: E402
 
 from common import alternate, machine, print_table, reference_symbol, summarize  # noqa: E402
 from duc_hdc import get_model  # noqa: E402
-from duc_hdc.models.duc import DUCHead, merging_enabled  # noqa: E402
+from duc_hdc.models.duc import DUCHead  # noqa: E402
+from duc_hdc.training.build import training_merge  # noqa: E402
 from duc_hdc.training.checkpoints import gradient_sum_sq  # noqa: E402
 from duc_hdc.training.trainer import SegmentationLoss, attach_loss_scaler  # noqa: E402
 
@@ -58,10 +59,15 @@ def original_step(crop, batch):
     return step
 
 
+def train_merges(amp_dtype):
+    """Whether ``duc-hdc train`` merges the head's centre taps for this AMP dtype on CPU."""
+    return training_merge({"train": {"amp": amp_dtype or False}}, [mx.cpu()])
+
+
 def ours_step(crop, batch, amp_dtype=None, merge=None):
     h, w = crop
-    if merge is None:  # as duc-hdc train (training_merge)
-        merge = merging_enabled() and not amp_dtype
+    if merge is None:
+        merge = train_merges(amp_dtype)
     net = get_model("duc_hdc_resnet101_cityscapes", head_padding=False, head_merge=merge)
     print("ours%s: head %s" % (", " + amp_dtype if amp_dtype else "",
                                "merged" if net.head.merge_step else "plain"))
@@ -142,7 +148,7 @@ def main(argv=None):
     candidates = {"original graph (Module), fp32": original,
                   name: ours_step(crop, args.batch, args.amp)}
     if args.both_heads:
-        merged = merging_enabled() and not args.amp
+        merged = train_merges(args.amp)
         candidates[name + (", plain head" if merged else ", merged head")] = ours_step(
             crop, args.batch, args.amp, not merged)
     times = alternate(candidates, args.rounds)
