@@ -64,6 +64,9 @@ M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
 MALLOC_SETTINGS = ((M_ARENA_MAX, 1, "one arena"), (M_MMAP_MAX, 0, "no mmap for large blocks"),
                    (M_TRIM_THRESHOLD, 2 ** 31 - 1, "no trimming"))
 
+#: MXNet's switch for its subgraph log lines (quiet unless the user set it)
+SUBGRAPH_VERBOSE = "MXNET_SUBGRAPH_VERBOSE"
+
 #: what setup_process decided and why (read by amx_state)
 _STATE = {}
 #: the malloc decision (read by malloc_state)
@@ -224,14 +227,19 @@ def setup_process(environ=None, flags=None, request_permission=request_amx_permi
                   mallopt=None):
     """The process set-up ``import duc_hdc`` does before mxnet loads.
 
-    Sets ``OMP_NUM_THREADS`` (all cores) unless set, tunes glibc's malloc where
-    :func:`malloc_decision` says so, and enables AMX where :func:`amx_decision` says so.
+    Sets ``OMP_NUM_THREADS`` (all cores) and ``MXNET_SUBGRAPH_VERBOSE=0`` unless set, tunes
+    glibc's malloc where :func:`malloc_decision` says so, and enables AMX where
+    :func:`amx_decision` says so.
     Returns the AMX decision's reason (also kept for :func:`amx_state`). Has no effect on
     oneDNN once mxnet has been imported.
     """
     environ = os.environ if environ is None else environ
     if "OMP_NUM_THREADS" not in environ:
         environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+    # MXNet logs "Subgraph backend MKLDNN is activated." at every bind of a fused graph (the
+    # peers benchmark printed it 40 times, predict once per run); duc-hdc says what it fused
+    # itself. MXNet reads the variable at each bind, so setting it here is enough.
+    environ.setdefault(SUBGRAPH_VERBOSE, "0")
     tune, why = malloc_decision(environ)
     if tune and not tune_malloc(mallopt):
         tune, why = False, "malloc left alone: mallopt failed"

@@ -76,7 +76,8 @@ def test_setup_process_sets_the_isa_only_when_granted():
         assert "DNNL_MAX_CPU_ISA" not in env
     env = {"DNNL_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}
     runtime.setup_process(env, flags=AMX_FLAGS, request_permission=Permission(True))
-    assert env == {"DNNL_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}  # the user's choice
+    assert env["DNNL_MAX_CPU_ISA"] == "AVX2" and env["OMP_NUM_THREADS"] == "1"  # the user's
+    assert "ONEDNN_MAX_CPU_ISA" not in env
 
 
 def test_bf16_support_per_cpu():
@@ -289,3 +290,36 @@ def test_import_keeps_large_blocks_mapped():
     pages = (40 << 20) // 4096
     assert runs[""][1] < pages // 100, runs      # reused: (almost) no faults
     assert runs["1"][1] > pages // 2, runs       # a fresh mmap each time
+
+
+# ------------------------------------------------------------------------------ MXNet's log
+_FUSE = r"""
+import duc_hdc, mxnet as mx
+x = mx.sym.var("data")
+y = mx.sym.Activation(mx.sym.Convolution(x, kernel=(3, 3), pad=(1, 1), num_filter=4,
+                                         name="conv"), act_type="relu")
+# an executor bound with a subgraph backend: export's check, INT8 calibration, the original graph
+y.simple_bind(mx.cpu(), data=(1, 3, 8, 8), grad_req="null").forward()[0].wait_to_read()
+print("bound")
+"""
+
+
+def test_setup_process_quiets_mxnets_subgraph_log_unless_the_user_set_it():
+    env = {}
+    runtime.setup_process(env, flags=set(), request_permission=Permission(False),
+                          mallopt=Mallopt())
+    assert env["MXNET_SUBGRAPH_VERBOSE"] == "0"
+    env = {"MXNET_SUBGRAPH_VERBOSE": "1"}
+    runtime.setup_process(env, flags=set(), request_permission=Permission(False),
+                          mallopt=Mallopt())
+    assert env["MXNET_SUBGRAPH_VERBOSE"] == "1"
+    # a real MKLDNN-partitioned bind: quiet by default, MXNet's line when asked for
+    for user, logged in ((None, False), ("1", True)):
+        env = _clean_env(MXNET_SUBGRAPH_BACKEND="MKLDNN")
+        env.pop("MXNET_SUBGRAPH_VERBOSE", None)
+        if user is not None:
+            env["MXNET_SUBGRAPH_VERBOSE"] = user
+        out = subprocess.run([sys.executable, "-c", _FUSE], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
+        assert out.returncode == 0 and "bound" in out.stdout, out.stdout
+        assert ("Subgraph backend MKLDNN is activated" in out.stdout) is logged, out.stdout
