@@ -42,7 +42,8 @@ __all__ = ["setup_process", "amx_decision", "request_amx_permission", "cpu_flags
            "amx_state", "onednn_isa", "parse_isa", "bf16_support", "no_bf16_reason",
            "environment_report", "format_environment",
            "malloc_decision", "tune_malloc", "malloc_state",
-           "OPT_OUT", "ISA_VARS", "AMX_ISA", "MALLOC_OPT_OUT"]
+           "OPT_OUT", "ISA_VARS", "AMX_ISA", "MALLOC_OPT_OUT", "ISA_LEVELS", "isa_cap",
+           "isa_below", "isa_setting"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,48 @@ def cpu_model(path="/proc/cpuinfo"):
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+#: oneDNN 2.4's names for ``DNNL_MAX_CPU_ISA``, lowest first. MXNet 1.9.1's oneDNN reads only
+#: ``DNNL_MAX_CPU_ISA`` (not ``ONEDNN_MAX_CPU_ISA``), matches these names exactly (upper case)
+#: and ignores any other value: checked with ``duc-hdc env``'s ISA probe (``AVX2`` -> "Intel
+#: AVX2"; ``avx2``, ``FOO`` or ``ONEDNN_MAX_CPU_ISA=AVX2`` -> AVX-512 as unset).
+ISA_LEVELS = ("SSE41", "AVX", "AVX2", "AVX512_MIC", "AVX512_MIC_4OPS", "AVX512_CORE",
+              "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_AMX", "ALL")
+
+
+def isa_cap(environ=None):
+    """The cap on oneDNN's ISA in effect: ``DNNL_MAX_CPU_ISA`` where oneDNN 2.4 accepts its
+    value (one of :data:`ISA_LEVELS` but ``ALL``), else None (no cap)."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(ISA_VARS[0], "")
+    return value if value in ISA_LEVELS[:-1] else None
+
+
+def isa_below(level, environ=None):
+    """``DNNL_MAX_CPU_ISA=VALUE`` (a str) where it keeps oneDNN below ``level`` (a name of
+    :data:`ISA_LEVELS`, e.g. ``'AVX512_CORE'``), else None."""
+    cap = isa_cap(environ)
+    if cap is not None and ISA_LEVELS.index(cap) < ISA_LEVELS.index(level):
+        return "%s=%s" % (ISA_VARS[0], cap)
+    return None
+
+
+def isa_setting(environ=None):
+    """What the ``DNNL_MAX_CPU_ISA`` / ``ONEDNN_MAX_CPU_ISA`` settings do here, for
+    ``duc-hdc env`` (a value oneDNN 2.4 ignores is said to be ignored)."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(ISA_VARS[0])
+    if value is None:
+        words = "(unset)"
+    elif value in ISA_LEVELS:
+        words = value
+    else:
+        words = "%s (ignored by oneDNN 2.4: not one of %s)" % (value, ", ".join(ISA_LEVELS))
+    if environ.get(ISA_VARS[1]):
+        words += "; %s=%s ignored (MXNet 1.9.1's oneDNN 2.4 reads only %s)" % (
+            ISA_VARS[1], environ[ISA_VARS[1]], ISA_VARS[0])
+    return words
 
 
 def _truthy(value):
@@ -271,6 +314,8 @@ def bf16_support(flags=None, environ=None):
     """
     flags = cpu_flags() if flags is None else flags
     environ = os.environ if environ is None else environ
+    if isa_below("AVX512_CORE", environ):
+        return None  # oneDNN has no bfloat16 convolution below AVX512_CORE
     isa = (environ.get(ISA_VARS[0]) or environ.get(ISA_VARS[1]) or "").upper()
     if "amx_bf16" in flags and "amx_tile" in flags and "AMX" in isa:
         return "amx"
@@ -279,9 +324,13 @@ def bf16_support(flags=None, environ=None):
     return None
 
 
-def no_bf16_reason():
+def no_bf16_reason(environ=None):
     """The words for a CPU :func:`bf16_support` finds without bfloat16 (the refusals of
     ``--precision bf16`` and ``train.amp: bfloat16`` say the same)."""
+    capped = isa_below("AVX512_CORE", environ)
+    if capped:
+        return ("%s keeps oneDNN below AVX512_CORE, where it has no bfloat16 convolution "
+                "(unset it, or set AVX512_CORE_BF16 or higher)" % capped)
     return ("this CPU (%s) has neither AMX (amx_bf16) nor AVX512_BF16 (avx512_bf16 in "
             "/proc/cpuinfo), which oneDNN needs for bfloat16" % cpu_model())
 
@@ -354,8 +403,8 @@ def environment_report(probe=True):
             ("cpu flags", " ".join(engines) or "none of avx2/avx512/amx"),
             ("amx", state["reason"]),
             ("bf16", {"amx": "AMX (fast)", "avx512_bf16": "AVX512_BF16 without AMX (slow)",
-                      None: "not supported by this CPU"}[bf16]),
-            ("DNNL_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "(unset)")),
+                      None: "not supported: %s" % no_bf16_reason()}[bf16]),
+            ("DNNL_MAX_CPU_ISA", isa_setting()),
             ("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "(unset)")),
             ("malloc", malloc_state()["reason"]),
             ("python", platform.python_version()),

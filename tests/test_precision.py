@@ -53,6 +53,18 @@ def test_predict_bf16_runs_where_the_cpu_can_and_is_refused_elsewhere(setup, tmp
         assert rc == 2 and "bf16" in err and err.count("\n") == 1
 
 
+def test_bf16_is_refused_in_one_line_where_dnnl_max_cpu_isa_caps_onednn_below_avx512(
+        setup, tmp_path, capsys, monkeypatch):
+    """Before: MXNetError "could not create a primitive descriptor iterator" (a traceback)."""
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    rc = cli.main(["predict", setup["image"], "--model", setup["params"], "--out",
+                   str(tmp_path / "o"), "--precision", "bf16", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "DNNL_MAX_CPU_ISA=AVX2" in err and "MXNetError" not in err
+    assert not os.path.exists(str(tmp_path / "o" / "img_trainIds.png"))
+
+
 def test_predict_int8_needs_calibration_then_runs(setup, tmp_path, capsys):
     out = str(tmp_path / "int8")
     rc = cli.main(["predict", setup["image"], "--model", setup["params"], "--out", out,

@@ -80,12 +80,49 @@ def test_setup_process_sets_the_isa_only_when_granted():
     assert "ONEDNN_MAX_CPU_ISA" not in env
 
 
+def test_isa_cap_is_what_onednn_reads():
+    assert runtime.isa_cap({"DNNL_MAX_CPU_ISA": "AVX2"}) == "AVX2"
+    for environ in ({}, {"DNNL_MAX_CPU_ISA": "ALL"}, {"DNNL_MAX_CPU_ISA": "avx2"},
+                    {"DNNL_MAX_CPU_ISA": "FOO"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}):
+        assert runtime.isa_cap(environ) is None, environ
+    assert runtime.isa_below("AVX512_CORE", {"DNNL_MAX_CPU_ISA": "AVX2"}) == \
+        "DNNL_MAX_CPU_ISA=AVX2"
+    assert runtime.isa_below("AVX512_CORE", {"DNNL_MAX_CPU_ISA": "AVX512_MIC"})
+    assert runtime.isa_below("AVX512_CORE", {"DNNL_MAX_CPU_ISA": "AVX512_CORE"}) is None
+    assert runtime.isa_below("AVX512_CORE_BF16", {"DNNL_MAX_CPU_ISA": "AVX512_CORE_VNNI"})
+    assert "ignored by oneDNN 2.4" in runtime.isa_setting({"DNNL_MAX_CPU_ISA": "avx2"})
+    assert "reads only DNNL_MAX_CPU_ISA" in runtime.isa_setting({"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert runtime.isa_setting({"DNNL_MAX_CPU_ISA": "AVX2"}) == "AVX2"
+
+
+def test_onednn_ignores_the_values_isa_cap_ignores(monkeypatch):
+    """The real oneDNN of this mxnet: ``AVX2`` caps it, ``avx2`` and ``ONEDNN_MAX_CPU_ISA``
+    do not (every machine of the project has AVX2, most have more)."""
+    seen = {}
+    for key, environ in (("unset", {}), ("AVX2", {"DNNL_MAX_CPU_ISA": "AVX2"}),
+                         ("avx2", {"DNNL_MAX_CPU_ISA": "avx2"}),
+                         ("ONEDNN", {"ONEDNN_MAX_CPU_ISA": "AVX2"})):
+        for var in runtime.ISA_VARS:
+            monkeypatch.delenv(var, raising=False)
+        for var, value in environ.items():
+            monkeypatch.setenv(var, value)
+        seen[key] = runtime.onednn_isa(refresh=True)
+    assert seen["AVX2"] == "Intel AVX2", seen
+    assert seen["avx2"] == seen["ONEDNN"] == seen["unset"], seen
+
+
 def test_bf16_support_per_cpu():
     assert runtime.bf16_support(AMX_FLAGS, {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"}) == "amx"
     # AMX present but not enabled (refused, opted out): the AVX512_BF16 kernels
     assert runtime.bf16_support(AMX_FLAGS, {}) == "avx512_bf16"
     assert runtime.bf16_support({"avx512f", "avx512_bf16"}, {}) == "avx512_bf16"
     assert runtime.bf16_support({"avx2", "avx512f"}, {}) is None  # e.g. AMD EPYC (Zen 2/3)
+    # oneDNN capped below AVX512_CORE has no bf16 convolution (MXNetError before: refused now)
+    bf16_cpu = {"avx512f", "avx512_bf16"}
+    assert runtime.bf16_support(bf16_cpu, {"DNNL_MAX_CPU_ISA": "AVX2"}) is None
+    assert "DNNL_MAX_CPU_ISA=AVX2" in runtime.no_bf16_reason({"DNNL_MAX_CPU_ISA": "AVX2"})
+    assert runtime.bf16_support(bf16_cpu, {"DNNL_MAX_CPU_ISA": "avx2"}) == "avx512_bf16"
+    assert runtime.bf16_support(bf16_cpu, {"DNNL_MAX_CPU_ISA": "AVX512_CORE"}) == "avx512_bf16"
 
 
 def test_parse_isa_reads_onednn_verbose():

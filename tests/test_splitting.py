@@ -222,4 +222,9 @@ def test_bf16_graph_is_not_split_without_amx(monkeypatch):
 def test_split_state_names_the_reason():
     assert split_state(AVX512, {})[0] and "512" in split_state(AVX512, {})[1]
     assert "avx512bw" in split_state(["avx512f"], {})[1]
-    assert "DNNL_MAX_CPU_ISA=AVX2" in split_state(AVX512, {"DNNL_MAX_CPU_ISA": "avx2"})[1]
+    assert "DNNL_MAX_CPU_ISA=AVX2" in split_state(AVX512, {"DNNL_MAX_CPU_ISA": "AVX2"})[1]
+    # values oneDNN 2.4 ignores cap nothing (it matches upper-case names only, and reads no
+    # ONEDNN_MAX_CPU_ISA): the split stays on, as oneDNN stays on AVX-512
+    for environ in ({"DNNL_MAX_CPU_ISA": "avx2"}, {"DNNL_MAX_CPU_ISA": "FOO"},
+                    {"ONEDNN_MAX_CPU_ISA": "AVX2"}):
+        assert split_state(AVX512, environ)[0] is True, environ

@@ -50,15 +50,21 @@ def check_bf16(flags=None, environ=None):
     Raises
     ------
     ValueError
-        The CPU has neither AMX_BF16 nor AVX512_BF16, or MXNet lacks MKLDNN.
+        The CPU has neither AMX_BF16 nor AVX512_BF16, ``DNNL_MAX_CPU_ISA`` keeps oneDNN
+        below AVX512_CORE, or MXNet lacks MKLDNN.
     """
     support = runtime.bf16_support(flags, environ)
     if support is None:
         raise ValueError("--precision bf16: %s; use --precision fp32 or int8"
-                         % runtime.no_bf16_reason())
+                         % runtime.no_bf16_reason(environ))
     if not mkldnn_available():
         raise ValueError("--precision bf16 needs an MXNet build with MKLDNN (oneDNN)")
-    if support == "avx512_bf16":
+    emulated = runtime.isa_below("AVX512_CORE_BF16", environ)
+    if support == "avx512_bf16" and emulated:
+        log.warning("bf16 with %s: oneDNN emulates bfloat16 on AVX512_CORE, slower than on "
+                    "CPUs with AVX512_BF16 or AMX (unset it, or set AVX512_CORE_BF16 or higher)",
+                    emulated)
+    elif support == "avx512_bf16":
         state = runtime.amx_state()
         log.warning("bf16 without AMX (%s): oneDNN runs it with AVX512_BF16, slower than on "
                     "AMX CPUs (measured: about 0.47 of the fp32 time on an AMD EPYC with "

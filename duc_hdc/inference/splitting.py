@@ -39,10 +39,10 @@ SPLIT_CHANNELS = 512
 
 def splitting_helps(flags=None, environ=None, precision="fp32"):
     """True where oneDNN runs the AVX-512 ``brgconv`` kernels the split is measured on: the
-    CPU has AVX-512 (F, BW, DQ, VL) and ``DNNL_MAX_CPU_ISA`` / ``ONEDNN_MAX_CPU_ISA`` (if set)
-    does not cap oneDNN below ``AVX512_CORE``. Elsewhere nothing is split: on an AVX2-only AMD
-    EPYC (Zen 3) the forced split took 1.015 (512 x 1024) and 1.002 (1024 x 2048) of the
-    unsplit time, alternating rounds (oneDNN 2.4 runs those dilated convolutions on im2col +
+    CPU has AVX-512 (F, BW, DQ, VL) and ``DNNL_MAX_CPU_ISA`` (if set to a name oneDNN
+    accepts, :func:`duc_hdc.runtime.isa_cap`) does not cap oneDNN below ``AVX512_CORE``.
+    Elsewhere nothing is split: on an AVX2-only AMD EPYC (Zen 3) the forced split took 1.015
+    (512 x 1024) and 1.002 (1024 x 2048) of the unsplit time, alternating rounds (oneDNN 2.4 runs those dilated convolutions on im2col +
     sgemm there, whose speed does not depend on the input width). ``DUC_HDC_NO_SPLIT=1``
     turns it off (for comparisons).
 
@@ -64,10 +64,9 @@ def split_state(flags=None, environ=None, precision="fp32"):
     missing = [f for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl") if f not in flags]
     if missing:
         return False, "off (no AVX-512: %s missing)" % ", ".join(missing)
-    for key in ("DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA"):
-        cap = environ.get(key, "").strip().upper()
-        if cap and cap != "ALL" and not cap.startswith("AVX512_CORE"):
-            return False, "off (%s=%s is below AVX512_CORE)" % (key, cap)
+    capped = runtime.isa_below("AVX512_CORE", environ)
+    if capped:
+        return False, "off (%s is below AVX512_CORE)" % capped
     if precision == "bf16" and runtime.bf16_support(flags, environ) != "amx":
         return False, ("off for bf16 without AMX (the AVX512_BF16 kernels gain nothing from "
                        "it; the split's reorders cost more)")
