@@ -140,6 +140,13 @@ def isa_setting(environ=None):
     return words
 
 
+def _positive_int(value):
+    try:
+        return int(str(value).strip()) > 0
+    except ValueError:
+        return False
+
+
 def _truthy(value):
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -270,14 +277,22 @@ def setup_process(environ=None, flags=None, request_permission=request_amx_permi
                   mallopt=None):
     """The process set-up ``import duc_hdc`` does before mxnet loads.
 
-    Sets ``OMP_NUM_THREADS`` (all cores) and ``MXNET_SUBGRAPH_VERBOSE=0`` unless set, tunes
+    Sets ``OMP_NUM_THREADS`` (all cores) unless set to a positive integer (mxnet aborts on
+    anything else) and ``MXNET_SUBGRAPH_VERBOSE=0`` unless set, tunes
     glibc's malloc where :func:`malloc_decision` says so, and enables AMX where
     :func:`amx_decision` says so.
     Returns the AMX decision's reason (also kept for :func:`amx_state`). Has no effect on
     oneDNN once mxnet has been imported.
     """
     environ = os.environ if environ is None else environ
-    if "OMP_NUM_THREADS" not in environ:
+    threads = environ.get("OMP_NUM_THREADS")
+    if threads is not None and not _positive_int(threads):
+        # mxnet aborts the process (dmlc::ParamError, exit 134) on a value that is not an
+        # integer, e.g. "abc" or "2,1"; libgomp rejects 0
+        log.warning("OMP_NUM_THREADS=%r is not a positive integer; using %d (the cores here)",
+                    threads, os.cpu_count() or 1)
+        threads = None
+    if threads is None:
         environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
     # MXNet logs "Subgraph backend MKLDNN is activated." at every bind of a fused graph (the
     # peers benchmark printed it 40 times, predict once per run); duc-hdc says what it fused

@@ -360,3 +360,23 @@ def test_setup_process_quiets_mxnets_subgraph_log_unless_the_user_set_it():
                              stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
         assert out.returncode == 0 and "bound" in out.stdout, out.stdout
         assert ("Subgraph backend MKLDNN is activated" in out.stdout) is logged, out.stdout
+
+
+def test_a_bad_omp_num_threads_is_replaced_not_fatal():
+    """mxnet aborts on OMP_NUM_THREADS=abc (dmlc::ParamError, exit 134): duc_hdc warns and uses
+    the core count instead; a valid value of the user's is kept."""
+    for bad in ("abc", "2,1", "0", ""):
+        env = {"OMP_NUM_THREADS": bad}
+        runtime.setup_process(env, flags=set(), request_permission=Permission(False),
+                              mallopt=Mallopt())
+        assert env["OMP_NUM_THREADS"] == str(os.cpu_count() or 1), bad
+    env = {"OMP_NUM_THREADS": "1"}
+    runtime.setup_process(env, flags=set(), request_permission=Permission(False),
+                          mallopt=Mallopt())
+    assert env["OMP_NUM_THREADS"] == "1"
+    out = subprocess.run([sys.executable, "-c", "import duc_hdc, mxnet as mx; "
+                          "print('sum', mx.nd.ones((2, 2)).sum().asscalar())"],
+                         env=_clean_env(OMP_NUM_THREADS="abc"), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
+    assert out.returncode == 0 and "sum 4.0" in out.stdout, out.stdout
+    assert "OMP_NUM_THREADS='abc' is not a positive integer" in out.stdout
