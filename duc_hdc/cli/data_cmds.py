@@ -27,10 +27,43 @@ def _conversion_kwargs(args):
                 num_workers=args.workers, progress=options.progress(args))
 
 
-def cmd_data(args):
-    from ..data import datasets
-    from ..data.recordio import BadSampleError
+def _layout(args):
+    """What --root must hold for this dataset and split, with the user's root in the paths."""
+    root = args.root.rstrip("/") or "/"
+    if args.dataset == "cityscapes":
+        gt = "gtCoarse" if args.coarse else "gtFine"
+        return ("the Cityscapes layout {r}/leftImg8bit/{s}/<city>/*_leftImg8bit.png with "
+                "{r}/{gt}/{s}/<city>/*_{gt}_labelIds.png (--root is the folder holding "
+                "leftImg8bit/ and {gt}/)".format(r=root, s=args.split, gt=gt))
+    if args.dataset == "voc":
+        lists = "train.txt and val.txt" if args.split == "train_aug" else args.split + ".txt"
+        return ("the PASCAL VOC 2012 layout {r}/ImageSets/Segmentation/{l}, {r}/JPEGImages/*.jpg "
+                "and {r}/SegmentationClass/*.png (--root is VOCdevkit/VOC2012; train_aug also "
+                "needs --sbd-root with train.txt, val.txt, img/ and cls/*.mat)"
+                .format(r=root, l=lists))
+    if args.split == "train":
+        return ("the KITTI road layout {r}/training/image_2/<cat>_<num>.png with "
+                "{r}/training/gt_image_2/<cat>_road_<num>.png (--root is data_road/)"
+                .format(r=root))
+    return "the KITTI road layout {r}/testing/image_2/*.png (--root is data_road/)".format(r=root)
 
+
+def cmd_data(args):
+    import os
+
+    from ..data import datasets
+    from ..data.recordio import BadSampleError, EmptySplitError
+
+    if not os.path.isdir(args.root):
+        raise ValueError("--root %s %s; expected %s" % (
+            args.root, "is not a folder" if os.path.exists(args.root) else "does not exist",
+            _layout(args)))
+    sbd = getattr(args, "sbd_root", None)
+    if sbd is not None and not os.path.isdir(sbd):
+        raise ValueError("--sbd-root %s %s; expected SBD's benchmark_RELEASE/dataset folder "
+                         "(train.txt, val.txt, img/, cls/*.mat)" % (
+                             sbd, "is not a folder" if os.path.exists(sbd) else
+                             "does not exist"))
     kwargs = _conversion_kwargs(args)
     try:
         if args.dataset == "cityscapes":
@@ -41,9 +74,14 @@ def cmd_data(args):
                                           sbd_root=args.sbd_root, **kwargs)
         else:
             report = datasets.convert_kitti_road(args.root, args.split, args.out, **kwargs)
+    except EmptySplitError as err:
+        # no file to blame: the folder is not in the layout the dataset expects
+        raise EmptySplitError(err.path, "%s; nothing was written. Expected %s"
+                              % (err.reason, _layout(args))) from None
     except BadSampleError as err:
-        raise BadSampleError("%s; nothing was written (use --skip-bad to convert the other "
-                             "files)" % err) from None
+        raise BadSampleError(err.path, "%s; nothing was written%s" % (
+            err.reason, "" if args.skip_bad else
+            " (use --skip-bad to convert the other files)")) from None
     except KeyboardInterrupt:
         raise SystemExit("interrupted: nothing was written")
     print(report.summary())

@@ -3,8 +3,8 @@ import logging
 import os
 import time
 
-from .recordio import (BadSampleError, ConversionReport, RecordWriter, encode_image_jpeg,
-                       encode_label)
+from .recordio import (BadSampleError, ConversionReport, EmptySplitError, RecordWriter,
+                       encode_image_jpeg, encode_label)
 from .sources import _sample_meta, cityscapes_samples, kitti_road_samples, load_sample, voc_samples
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def convert_samples(samples, out_prefix, encoding="raw", quality=95, skip_bad=Fa
         raise ValueError("JPEG quality must be in 1..100, got %r" % (quality,))
     samples = list(samples)
     if not samples:
-        raise BadSampleError(out_prefix, "empty split: nothing to convert")
+        raise EmptySplitError(out_prefix, "empty split: nothing to convert")
     start = time.time()
     skipped = []
     pool = None

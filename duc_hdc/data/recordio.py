@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BadSampleError",
+    "EmptySplitError",
     "RecordFileError",
     "pack_record",
     "unpack_record",
@@ -54,6 +55,15 @@ class BadSampleError(ValueError):
         self.path = str(path)
         self.reason = reason
         super(BadSampleError, self).__init__("%s: %s" % (self.path, reason))
+
+    def __reduce__(self):
+        # rebuilt from (path, reason): it crosses from the conversion's worker processes
+        return type(self), (self.path, self.reason)
+
+
+class EmptySplitError(BadSampleError):
+    """A dataset folder without the split in the expected layout (no file is to blame: a missing
+    root, split list or image folder); skipping bad files cannot help."""
 
 
 class RecordFileError(IOError):

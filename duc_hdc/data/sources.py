@@ -24,7 +24,8 @@ import os
 import numpy as np
 
 from . import labels as _labels
-from .recordio import BadSampleError, check_encoded, decode_image, decode_label, patch_anchors
+from .recordio import (BadSampleError, EmptySplitError, check_encoded, decode_image, decode_label,
+                       patch_anchors)
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def cityscapes_samples(root, split, coarse=False):
     pattern = os.path.join(img_dir, "*", "*_leftImg8bit.png")
     images = sorted(glob.glob(pattern))
     if not images:
-        raise BadSampleError(img_dir, "empty split: no image matches %s" % pattern)
+        raise EmptySplitError(img_dir, "empty split: no image matches %s" % pattern)
     gt = "gtCoarse" if coarse else "gtFine"
     out = []
     for path in images:
@@ -218,7 +219,7 @@ def cityscapes_samples(root, split, coarse=False):
 
 def _read_list(path):
     if not os.path.isfile(path):
-        raise BadSampleError(path, "split list not found")
+        raise EmptySplitError(path, "split list not found")
     with open(path) as f:
         return [line.split()[0] for line in f if line.strip()]
 
@@ -249,7 +250,7 @@ def voc_samples(voc_root, split, sbd_root=None):
     if split != "train_aug":
         names = _read_list(os.path.join(lists, split + ".txt"))
         if not names:
-            raise BadSampleError(os.path.join(lists, split + ".txt"), "empty split list")
+            raise EmptySplitError(os.path.join(lists, split + ".txt"), "empty split list")
         return [Sample(n, jpeg(n), png(n), "voc_png", voc_root) for n in names]
     if sbd_root is None:
         raise ValueError("split 'train_aug' needs the SBD dataset folder (--sbd-root)")
@@ -260,7 +261,7 @@ def voc_samples(voc_root, split, sbd_root=None):
     names = sorted(set(voc_train) | set(sbd))
     names = [n for n in names if n not in voc_val]
     if not names:
-        raise BadSampleError(sbd_root, "empty split: train_aug has no image")
+        raise EmptySplitError(sbd_root, "empty split: train_aug has no image")
     voc_labelled = set(voc_train)
     out = []
     for n in names:
@@ -290,7 +291,7 @@ def kitti_road_samples(root, split):
     img_dir = os.path.join(root, sub, "image_2")
     images = sorted(glob.glob(os.path.join(img_dir, "*.png")))
     if not images:
-        raise BadSampleError(img_dir, "empty split: no *.png image")
+        raise EmptySplitError(img_dir, "empty split: no *.png image")
     out = []
     for path in images:
         name = os.path.splitext(os.path.basename(path))[0]  # e.g. um_000000
