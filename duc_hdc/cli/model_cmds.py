@@ -85,16 +85,61 @@ def _network(args, ctx=None):
                         classes=getattr(args, "classes", None), ctx=ctx)
 
 
+def _out_name(args):
+    """The file name a folder ``--out`` gets (export, quantize): the model name, or the
+    weights' / artifact's file name (``w.params`` -> ``w``; ``DIR/tiny``,
+    ``DIR/tiny-symbol.json`` -> ``tiny``)."""
+    from ..models.network import MODEL_SPECS
+
+    if args.model in MODEL_SPECS:
+        return args.model
+    source = str(args.params or args.model or getattr(args, "config", None))
+    if os.path.isfile(source + "-symbol.json"):
+        return os.path.basename(source)
+    for suffix in ("-symbol.json", "-0000.params"):
+        if source.endswith(suffix):
+            return os.path.basename(source[:-len(suffix)])
+    return os.path.basename(os.path.splitext(source)[0])
+
+
+def _compiled(net, args):
+    """``(prefix, precision)`` of a compiled bf16 / int8 graph (an ``export --precision`` or
+    ``quantize`` PREFIX); None for a network."""
+    from ..inference.compiled import InferenceNet
+    from ..inference.graphs import precision_of
+    from ..inference.loader import artifact_prefix
+
+    if not isinstance(net, InferenceNet):
+        return None
+    source = str(args.params or args.model)
+    return (artifact_prefix(source) or (source,))[0], precision_of(net)
+
+
+def _refuse_compiled(command, compiled, what, hint=""):
+    raise ValueError("%s: %s is a compiled %s graph; %s needs the network's weights "
+                     "(FILE.params with its .json, --model NAME --params FILE, or a zoo name)%s"
+                     % (command, compiled[0], compiled[1], what, hint))
+
+
 def cmd_export(args):
     from ..inference.export import export_model
 
     options.devices(args)  # refuses GPU options on CPU-only machines; export runs on the CPU
     net = _network(args)
-    from ..models.network import MODEL_SPECS
-
     source = args.params or args.model
-    name = args.model if args.model in MODEL_SPECS else os.path.basename(
-        os.path.splitext(str(source or args.config))[0])
+    name = _out_name(args)
+    compiled = _compiled(net, args)
+    if compiled:  # written as it is; other precisions or ONNX are built from the weights
+        from ..inference.export import export_as_compiled
+
+        if args.onnx:
+            _refuse_compiled("export", compiled, "--onnx (an fp32 graph)")
+        if args.precision not in (None, compiled[1]):
+            _refuse_compiled("export", compiled, "--precision %s" % args.precision)
+        if args.calib_rec:
+            _refuse_compiled("export", compiled, "--calib-rec (calibrating int8 ranges)")
+        return _export_report(export_as_compiled(net, compiled[0], args.out, shape=args.shape,
+                                                 check=not args.no_check, name=name))
     weights = None if args.random_weights else source
     if args.precision in ("bf16", "int8"):
         from ..inference.export import export_compiled
@@ -108,6 +153,10 @@ def cmd_export(args):
     else:
         result = export_model(net, args.out, args.shape, onnx=args.onnx,
                               check=not args.no_check, weights=weights, name=name)
+    return _export_report(result)
+
+
+def _export_report(result):
     print("prefix %s (--out is a %s)" % (result["prefix"], result["out_is"]))
     for path in result["files"]:
         print("wrote %s" % path)
@@ -120,18 +169,30 @@ def cmd_export(args):
 
 def cmd_quantize(args):
     from ..evaluation.quantize import run_quantization
+    from ..inference.export import export_prefix
     from ..inference.graphs import DUC_HEAD_LAYERS
 
-    if args.gpus is not None:
-        options.devices(args)  # refuses on CPU-only machines, naming --gpus
-        raise ValueError("--gpus: INT8 quantization (MKLDNN) runs on the CPU; drop --gpus")
+    options.devices(args)  # refuses --gpus / --fp16 / --cudnn-autotune on CPU-only machines
+    gpu_options = [name for name, on in (("--gpus", args.gpus is not None),
+                                         ("--fp16", args.fp16),
+                                         ("--cudnn-autotune", args.cudnn_autotune is not None))
+                   if on]
+    if gpu_options:
+        raise ValueError("%s: INT8 quantization (MKLDNN) runs on the CPU; drop %s"
+                         % (" and ".join(gpu_options), " and ".join(gpu_options)))
     net = _network(args)
+    compiled = _compiled(net, args)
+    if compiled:
+        _refuse_compiled("quantize", compiled, "quantizing", "; it is INT8 already: use it "
+                         "as it is" if compiled[1] == "int8" else "")
+    prefix, out_is = export_prefix(args.out, _out_name(args))  # --out as export reads it
     exclude = list(DUC_HEAD_LAYERS) if args.keep_head_fp32 else []
     exclude += list(args.exclude or [])
-    result = run_quantization(net, args.calib_rec, args.out, num_calib=args.num_calib,
+    result = run_quantization(net, args.calib_rec, prefix, num_calib=args.num_calib,
                               eval_rec=args.eval_rec, calib_mode=args.calib_mode,
                               exclude=exclude, dataset_name=args.dataset, limit=args.limit,
                               progress=options.progress(args))
+    print("prefix %s (--out is a %s)" % (prefix, out_is))
     for path in result["files"]:
         print("wrote %s" % path)
     ops = result["ops"]
@@ -266,7 +327,9 @@ def register(sub):
                    help="leave the DUC head's dilated convolutions in fp32")
     s.add_argument("--exclude", action="append", metavar="NAME_PART",
                    help="leave layers whose name contains NAME_PART in fp32 (repeatable)")
-    s.add_argument("--out", required=True, help="output PREFIX")
+    s.add_argument("--out", required=True,
+                   help="prefix (DIR/NAME -> DIR/NAME-symbol.json, -0000.params, .json) or "
+                        "folder (ending in / or existing -> DIR/<model name>), as for export")
     s.add_argument("--eval-rec", help="labelled .rec: print fp32 and int8 mIoU")
     s.add_argument("--dataset", choices=("cityscapes", "voc", "kitti_road"),
                    default="cityscapes", help="label table of --eval-rec (default cityscapes)")

@@ -220,17 +220,14 @@ def save_params(arrays, out_path, config, **meta):
 
 def load_release_params(path):
     """Read a release ``.params`` file into name -> numpy (``arg:``/``aux:`` prefixes dropped)."""
-    import mxnet as mx
+    from ..inference.loader import read_params  # the one reader of .params files
 
     if not os.path.exists(path):
         raise ConversionError("release parameters %s not found" % path)
     try:
-        loaded = mx.nd.load(path)
-    except mx.base.MXNetError as e:
-        raise ConversionError("cannot read %s as MXNet parameters: %s"
-                              % (path, str(e).splitlines()[0])) from e
-    if not isinstance(loaded, dict):
-        raise ConversionError("%s holds an unnamed array list, not a checkpoint" % path)
+        loaded = read_params(path)
+    except ValueError as e:  # truncated, damaged, or an unnamed list: one line naming the file
+        raise ConversionError(str(e)) from None
     arrays = {}
     for key, value in loaded.items():
         kind, sep, name = key.partition(":")

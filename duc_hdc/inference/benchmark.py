@@ -205,7 +205,9 @@ def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
     Parameters
     ----------
     model : str
-        Model name (``duc-hdc models``); random weights unless ``params``.
+        Model name (``duc-hdc models``); random weights unless ``params``. Or any artifact
+        (:func:`duc_hdc.load`); a compiled bf16 / int8 ``PREFIX`` runs at its own precision
+        (another ``precision`` is refused) and its FLOPs are those of the network it computes.
     shape : tuple
         (N, 3, H, W), H and W multiples of 8.
     iters : int
@@ -228,10 +230,13 @@ def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
     **overrides
         Further model settings (``base_width``, ...).
     """
-    from ..models.network import MODEL_SPECS, get_model
+    from ..models.network import MODEL_SPECS, build_model, get_model
+    from .compiled import InferenceNet
     from .export import parse_shape
+    from .graphs import precision_of
     from .loader import load
 
+    asked = precision or (MODES[mode][0] if mode in MODES else None)
     precision, graph = resolve_mode(precision, graph, mode)
     shape = parse_shape(shape)
     if iters < 1:
@@ -241,7 +246,19 @@ def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
         net = get_model(model, ctx=ctx, classes=classes, **overrides)
     else:  # an artifact, or a name with its weights: the one loader
         net = load(model, params=params, classes=classes, overrides=overrides, ctx=ctx)
-    flops = count_flops(net(mx.sym.var("data")), shape)
+    compiled = isinstance(net, InferenceNet)
+    if compiled:  # a bf16 / int8 PREFIX: runs at its own precision, as predict runs it
+        own = precision_of(net)
+        if graph == "plain":
+            raise ValueError("--plain times the network itself, unfused; %s is a compiled %s "
+                             "graph: drop --plain, or give the network's weights (a .params "
+                             "file or a zoo name)" % (model, own))
+        precision = asked or own  # another precision: inference_runner refuses it in one line
+        # FLOPs of the network the graph computes (its fused / quantized operators hide them)
+        flops = count_flops(build_model(net.config, initialize=False)(mx.sym.var("data")),
+                            shape)
+    else:
+        flops = count_flops(net(mx.sym.var("data")), shape)
     build_start = time.perf_counter()
     runner = build_inference(net, precision, shape, ctx=ctx, fp16=fp16, graph=graph)
     x = mx.nd.array(_random_images(shape), ctx=ctx)
@@ -249,8 +266,10 @@ def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
     build_s = time.perf_counter() - build_start - sum(times)
     med = statistics.median(times)
     amx = runtime.amx_state()
-    fused_cpu = precision in ("fp32", "bf16") and graph != "plain" and ctx.device_type == "cpu"
+    fused_cpu = (precision in ("fp32", "bf16") and graph != "plain" and ctx.device_type == "cpu"
+                 and not compiled)  # a compiled graph: as it was exported, not as built here
     return dict(model=model, shape=list(shape), precision=precision, graph=graph,
+                compiled=compiled,
                 mode=graph if precision == "fp32" else precision, ctx=str(ctx),
                 fp16=bool(fp16), iters=iters, warmup=warmup, times=times, median_s=med,
                 min_s=min(times), max_s=max(times), spread=(max(times) - min(times)) / med,
@@ -267,6 +286,8 @@ def format_report(r):
     """The lines ``duc-hdc benchmark`` prints."""
     shape = "x".join(map(str, r["shape"]))
     graph = " (%s graph)" % r["graph"] if r.get("graph") and r["precision"] == "fp32" else ""
+    if r.get("compiled"):
+        graph = " (compiled graph)"
     lines = [
         "model %s, input %s, precision %s%s%s on %s (OMP_NUM_THREADS=%s)"
         % (r["model"], shape, r["precision"], graph, " fp16" if r["fp16"] else "", r["ctx"],

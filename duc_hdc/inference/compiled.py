@@ -99,6 +99,10 @@ def _partitioned(block, backend):
 
 
 def _network_config(net):
+    if isinstance(net, InferenceNet):  # its graph is compiled: the passes need the network
+        raise ValueError("expected a network with its weights, got a compiled %s graph "
+                         "(InferenceNet): build from the network (its .params or zoo name)"
+                         % net.kind)
     config = getattr(net, "config", None)
     if not isinstance(config, dict) or "classes" not in config:
         raise TypeError("expected a DUCHDC network (with .config), got %s" % type(net).__name__)

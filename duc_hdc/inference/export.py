@@ -16,6 +16,7 @@ not trained (``weights=None``) logs a warning.
 """
 import logging
 import os
+import shutil
 
 import mxnet as mx
 import numpy as np
@@ -264,3 +265,42 @@ def export_compiled(net, out, precision, calib_images=None, weights=None, name=N
     else:
         raise ValueError("--precision %r: export_compiled writes bf16 or int8" % (precision,))
     return dict(prefix=prefix, out_is=out_is, trained=weights is not None, files=files)
+
+
+def export_as_compiled(net, source, out, shape=None, check=True, name=None):
+    """``export --model PREFIX`` of a compiled graph (a bf16 / int8 ``PREFIX``): the graph as it
+    is (``PREFIX-symbol.json``, ``-0000.params`` and its ``.json`` with the quantization
+    settings and measurements), written under the prefix ``out`` names (:func:`export_prefix`),
+    each file atomically; it was compiled once, from the network's weights, and another
+    precision or ONNX needs those weights.
+
+    Parameters
+    ----------
+    net : InferenceNet
+        The compiled graph, as loaded from ``source``.
+    source : str
+        Its prefix.
+    out, name
+        As for :func:`export_model`; ``name`` defaults to the source's file name.
+    shape : tuple, optional
+        With ``check``: reload the written files and compare with ``net`` at this size.
+    """
+    prefix, out_is = export_prefix(out, name or os.path.basename(source))
+    if os.path.abspath(prefix) == os.path.abspath(source):
+        raise ValueError("--out %s: that is the prefix of the model itself (%s); give another "
+                         "prefix or folder" % (out, source))
+    log.info("writing the compiled %s graph %s to prefix %s (--out %s is a %s)", net.kind,
+             source, prefix, out, out_is)
+    files = []
+    for suffix in ("-symbol.json", "-0000.params", ".json"):  # the sidecar last
+        with atomic_path(prefix + suffix) as tmp:
+            shutil.copyfile(source + suffix, tmp)
+        files.append(prefix + suffix)
+    result = dict(prefix=prefix, out_is=out_is, files=files)
+    if check and shape is not None:
+        from .loader import load
+
+        x = _random_input(parse_shape(shape), seed=1)
+        got = load(prefix)(x).asnumpy()
+        result["symbol_diff"] = {tuple(x.shape): dict(reload=_rel_diff(net(x).asnumpy(), got))}
+    return result

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config import load_config, model_overrides
 from ..hub import zoo
-from ..models.network import MODEL_SPECS, build_model, model_names
+from ..models.network import DEFAULTS, MODEL_SPECS, build_model, model_names
 from ..models.network import resolve_settings as get_model_settings
 from ..models.sidecar import SidecarError, read_sidecar, sidecar_path
 from .compiled import InferenceNet, _data_block
@@ -31,11 +31,14 @@ from .export import BF16_EXPORT_KIND, EXPORT_KIND
 from .bf16 import BF16_KIND
 from .graphs import QUANTIZED_KIND, load_quantized
 
-__all__ = ["load", "load_params_checked", "artifact_prefix", "check_finite"]
+__all__ = ["load", "load_params_checked", "artifact_prefix", "check_finite", "read_params",
+           "REQUIRED_SETTINGS"]
 
 
 # ------------------------------------------------------------------------------ weights
-def _read_arrays(path):
+def read_params(path):
+    """The named arrays of an MXNet ``.params`` file; one ``ValueError`` naming the file when
+    it is truncated, damaged or not a parameter file (never MXNet's own error text)."""
     try:
         loaded = mx.nd.load(path)
     except mx.base.MXNetError:
@@ -90,32 +93,76 @@ def check_finite(arrays, path):
                              "damaged; use an earlier checkpoint" % (path, name))
 
 
-def load_params_checked(net, path, ctx=None, graph_names=False):
+def load_params_checked(net, path, ctx=None, graph_names=False, note=None):
     """Load ``path`` into ``net``; errors name the file and the first mismatching parameter.
 
     ``graph_names``: the file is an export's ``PREFIX-0000.params`` (arg:/aux: names).
-    Non-finite weights are refused (:func:`check_finite`).
+    Non-finite weights are refused (:func:`check_finite`). ``note`` is added to a mismatch's
+    message (e.g. the settings a sidecar left to their defaults).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError("parameters %s not found" % path)
-    loaded = _read_arrays(path)
-    if any(k.startswith(("arg:", "aux:")) for k in loaded):
-        if not graph_names:
-            raise ValueError(
-                "%s is a symbolic checkpoint (arg:/aux: names) without a duc-hdc export sidecar "
-                "(%s): an original-release checkpoint is converted first (duc-hdc convert "
-                "tusimple --prefix P --epoch E --classes C --out DIR)"
-                % (path, sidecar_path(path)))
-        loaded = _graph_to_structured(net, loaded, path)
-    problem = _mismatch(net, loaded, path)
-    if problem:
-        raise ValueError(problem)
+    loaded = read_params(path)
+    try:
+        if any(k.startswith(("arg:", "aux:")) for k in loaded):
+            if not graph_names:
+                raise ValueError(
+                    "%s is a symbolic checkpoint (arg:/aux: names) without a duc-hdc export "
+                    "sidecar (%s): an original-release checkpoint is converted first (duc-hdc "
+                    "convert tusimple --prefix P --epoch E --classes C --out DIR)"
+                    % (path, sidecar_path(path)))
+            loaded = _graph_to_structured(net, loaded, path)
+        problem = _mismatch(net, loaded, path)
+        if problem:
+            raise ValueError(problem)
+    except ValueError as e:
+        if not note:
+            raise
+        raise ValueError("%s; %s" % (e, note)) from None
     check_finite(loaded, path)
     ctx = ctx or mx.cpu()
     params = net._collect_params_with_prefix()
     for name, param in params.items():
         param._load_init(loaded[name], ctx, cast_dtype=True, dtype_source="saved")
     return net
+
+
+# ------------------------------------------------------------------------------ sidecars
+#: model settings every sidecar duc-hdc writes names and that have no default a sidecar may
+#: rely on (the others default as in :class:`~duc_hdc.models.network.DUCHDC`)
+REQUIRED_SETTINGS = ("depth", "classes", "cell_width", "dilations", "aspp_rates", "variant")
+#: what a compiled graph (bf16, int8) further needs from its sidecar: it cannot be rebuilt
+_COMPILED_SETTINGS = REQUIRED_SETTINGS + ("mean", "std")
+
+
+def _sidecar_settings(doc, side, compiled=False):
+    """The ``model`` settings of the sidecar ``side``; a partial one is refused naming the
+    file and every missing required setting (``compiled``: of a bf16 / int8 graph, which
+    also needs the normalization)."""
+    settings = doc["model"]
+    if not compiled and set(settings) - set(DEFAULTS):
+        return settings  # building it names the unknown setting (a typo, not a gap)
+    required = _COMPILED_SETTINGS if compiled else REQUIRED_SETTINGS
+    missing = [key for key in required if key not in settings]
+    if missing:
+        raise SidecarError(
+            "%s: the model settings lack %s (a duc-hdc sidecar names %s); add %s with the "
+            "value%s the weights were trained with" % (
+                side, ", ".join(missing), ", ".join(required),
+                "it" if len(missing) == 1 else "them", "" if len(missing) == 1 else "s"))
+    return settings
+
+
+def _defaults_note(settings, side):
+    """For weights that do not fit: the settings ``side`` left to their defaults, or None."""
+    defaulted = [key for key in sorted(DEFAULTS) if key not in settings]
+    if not defaulted:
+        return None
+    return ("%s lacks %s, so the default%s %s used: add the value%s the weights were trained "
+            "with" % (side, ", ".join(defaulted), "" if len(defaulted) == 1 else "s",
+                      ", ".join("%s=%r" % (k, DEFAULTS[k]) for k in defaulted)
+                      + (" was" if len(defaulted) == 1 else " were"),
+                      "" if len(defaulted) == 1 else "s"))
 
 
 # ------------------------------------------------------------------------------ artifacts
@@ -145,6 +192,7 @@ _PREFIX_KINDS = (EXPORT_KIND, BF16_EXPORT_KIND, QUANTIZED_KIND)
 def _from_prefix(prefix, kind, ctx, head_padding):
     if kind == BF16_EXPORT_KIND:  # a compiled bf16 graph: runs as it is (MKLDNN fusion)
         doc = read_sidecar(prefix + ".json")
+        _sidecar_settings(doc, prefix + ".json", compiled=True)
         block = _data_block(mx.sym.load(prefix + "-symbol.json"))
         try:
             block.collect_params().load(prefix + "-0000.params", ctx=ctx, cast_dtype=True,
@@ -158,10 +206,13 @@ def _from_prefix(prefix, kind, ctx, head_padding):
             if not os.path.isfile(prefix + suffix):
                 raise FileNotFoundError("INT8 model %s: %s%s is missing" % (prefix, prefix,
                                                                            suffix))
+        _sidecar_settings(read_sidecar(prefix + ".json"), prefix + ".json", compiled=True)
         return load_quantized(prefix, ctx)
     doc = read_sidecar(prefix + ".json")
-    net = _build(doc["model"], prefix + ".json", ctx, head_padding)
-    return load_params_checked(net, prefix + "-0000.params", ctx, graph_names=True)
+    settings = _sidecar_settings(doc, prefix + ".json")
+    net = _build(settings, prefix + ".json", ctx, head_padding)
+    return load_params_checked(net, prefix + "-0000.params", ctx, graph_names=True,
+                               note=_defaults_note(settings, prefix + ".json"))
 
 
 def _build(settings, source, ctx, head_padding):
@@ -178,8 +229,9 @@ def _from_params_file(path, ctx, head_padding):
     doc = read_sidecar(side, what=path)
     if doc.get("kind") in _PREFIX_KINDS:
         return _from_prefix(side[:-len(".json")], doc["kind"], ctx, head_padding)
-    net = _build(doc["model"], side, ctx, head_padding)
-    return load_params_checked(net, path, ctx)
+    settings = _sidecar_settings(doc, side)
+    net = _build(settings, side, ctx, head_padding)
+    return load_params_checked(net, path, ctx, note=_defaults_note(settings, side))
 
 
 def _from_zoo(name, root, base_url, ctx, head_padding, overrides):
@@ -192,8 +244,11 @@ def _from_zoo(name, root, base_url, ctx, head_padding, overrides):
         path = zoo.get_weights(name, root=root, base_url=base_url)
     else:
         entry, path = zoo.weights_for_model(name, root=root, base_url=base_url)
+    note = None
     if os.path.exists(sidecar_path(path)):
-        settings = dict(read_sidecar(sidecar_path(path), what=path)["model"])
+        settings = dict(_sidecar_settings(read_sidecar(sidecar_path(path), what=path),
+                                          sidecar_path(path)))
+        note = _defaults_note(settings, sidecar_path(path))
     else:
         settings = get_model_settings(entry.model, classes=entry.classes,
                                       cell_width=entry.cell_width)
@@ -202,7 +257,7 @@ def _from_zoo(name, root, base_url, ctx, head_padding, overrides):
             raise ValueError("%s: the pretrained weights have %s=%r; %s=%r does not fit them"
                              % (name, key, settings.get(key), key, value))
     net = _build(settings, sidecar_path(path), ctx, head_padding)
-    return load_params_checked(net, path, ctx)
+    return load_params_checked(net, path, ctx, note=note)
 
 
 def load(model=None, params=None, config=None, ctx=None, classes=None, overrides=None,
