@@ -148,6 +148,9 @@ def available_configs():
 
 def config_path(name_or_path):
     """A packaged recipe name or a YAML path -> the file path."""
+    if os.path.isdir(name_or_path):
+        raise ConfigError("%s is a directory; --config takes a recipe name (%s) or a YAML file"
+                          % (name_or_path, ", ".join(available_configs())))
     if os.path.exists(name_or_path):
         return name_or_path
     packaged = os.path.join(CONFIG_DIR, name_or_path + ".yaml")
