@@ -221,6 +221,11 @@ def test_int8_keeps_excluded_layers_in_fp32():
         quantize_net(net, np.zeros((1, 3, 30, 64), np.float32))
     with pytest.raises(ValueError, match="calib_mode"):
         quantize_net(net, calib, calib_mode="percentile")
+    # a fragment that names no convolution is refused (MXNet ignored it and the log said it
+    # was kept in fp32), naming it and what the names look like
+    with pytest.raises(ValueError, match="nonexistentlayer.*head_c0") as err:
+        quantize_net(net, calib, exclude=["head_c", "nonexistentlayer"])
+    assert "'head_c'" not in str(err.value)
 
 
 def test_int8_save_load_round_trip(int8, tmp_path):

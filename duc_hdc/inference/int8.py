@@ -140,8 +140,9 @@ def quantize_net(net, calib_images, calib_mode="naive", exclude=DEFAULT_QUANTIZE
     graph = inference_graph(net)
     if merging_enabled():  # the head's centre taps once, as in the fp32 and bf16 graphs
         graph = merge_branch_taps(graph)
-    fp32 = symbol_block(*graph, ctx=ctx)
     exclude = list(exclude or ())
+    _check_exclude(graph[0], exclude)
+    fp32 = symbol_block(*graph, ctx=ctx)
     with warnings.catch_warnings():
         # quantize_net_v2 builds its SymbolBlock from an untyped input; the type is float32
         warnings.filterwarnings("ignore", message="Cannot decide type")
@@ -157,6 +158,19 @@ def quantize_net(net, calib_images, calib_mode="naive", exclude=DEFAULT_QUANTIZE
              count_quantized_ops(qnet)["int8_conv"], calib_mode, count,
              ", kept in fp32: %s" % ", ".join(exclude) if exclude else "")
     return qnet
+
+
+def _check_exclude(sym, exclude):
+    """ValueError naming every ``exclude`` fragment no convolution's name contains (MXNet
+    ignores those silently, and the log said they were kept in fp32)."""
+    convs = [n["name"] for n in json.loads(sym.tojson())["nodes"] if n["op"] == "Convolution"]
+    unknown = [part for part in exclude if not any(part in name for name in convs)]
+    if unknown:
+        heads = sorted({name.rsplit("_fwd", 1)[0] for name in convs if "head" in name})
+        raise ValueError("--exclude %s: no convolution's name contains %s; the names look like "
+                         "%s ... %s (the head: %s)"
+                         % (", ".join(unknown), " or ".join(repr(u) for u in unknown),
+                            convs[0], convs[-1], ", ".join(heads) or "none"))
 
 
 def count_quantized_ops(qnet):
