@@ -165,19 +165,28 @@ def _type_names(types):
     return " or ".join("null" if t is type(None) else t.__name__ for t in types)
 
 
-def _check_value(key, value, types, choices):
+def _check_value(key, value, types, choices, source="<config>"):
     if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-        raise ConfigError("%s: expected %s, got %r" % (key, _type_names(types), value))
+        raise ConfigError("%s: %s: expected %s, got %r" % (source, key, _type_names(types), value))
     if not isinstance(value, types):
-        raise ConfigError("%s: expected %s, got %r (%s)"
-                          % (key, _type_names(types), value, type(value).__name__))
+        how = (" (write a list as 64,128 or [64,128])" if list in
+               (types if isinstance(types, tuple) else (types,)) else "")
+        raise ConfigError("%s: %s: expected %s, got %r (%s)%s"
+                          % (source, key, _type_names(types), value, type(value).__name__, how))
     if choices is not None and value not in choices:
-        raise ConfigError("%s: %r is not one of %s"
-                          % (key, value, ", ".join(repr(c) for c in choices if c is not None)))
+        raise ConfigError("%s: %s: %r is not one of %s"
+                          % (source, key, value,
+                             ", ".join(repr(c) for c in choices if c is not None)))
 
 
-def validate(cfg, source="<config>"):
-    """Check every key against :data:`SCHEMA`; all keys are required (recipes are complete)."""
+def validate(cfg, source="<config>", origins=None):
+    """Check every key against :data:`SCHEMA`; all keys are required (recipes are complete).
+
+    ``origins`` maps ``section.key`` to where its value came from (``--set a.b=v``, filled by
+    :func:`apply_overrides`); the other keys' errors name ``source``.
+    """
+    origins = origins or {}
+    where = lambda key: origins.get(key, source)  # noqa: E731
     if not isinstance(cfg, dict):
         raise ConfigError("%s: a recipe is a mapping with sections %s"
                           % (source, ", ".join(sorted(SCHEMA))))
@@ -189,7 +198,7 @@ def validate(cfg, source="<config>"):
         if section not in cfg:
             raise ConfigError("%s: missing %r" % (source, section))
         if not isinstance(spec, dict):
-            _check_value(section, cfg[section], *spec)
+            _check_value(section, cfg[section], *spec, source=where(section))
             continue
         values = cfg[section]
         if not isinstance(values, dict):
@@ -203,34 +212,37 @@ def validate(cfg, source="<config>"):
             raise ConfigError("%s: missing key %s.%s (recipes are complete: every key is given)"
                               % (source, section, missing[0]))
         for key, (types, choices) in spec.items():
-            _check_value("%s.%s" % (section, key), values[key], types, choices)
-            _check_range(source, "%s.%s" % (section, key), values[key])
+            name = "%s.%s" % (section, key)
+            _check_value(name, values[key], types, choices, where(name))
+            _check_range(where(name), name, values[key])
     data = cfg["data"]
     if len(data["crop_size"]) != 2 or any(not isinstance(v, int) or isinstance(v, bool) or v <= 0
                                           or v % 8 for v in data["crop_size"]):
         raise ConfigError("%s: data.crop_size = %r: must be two positive multiples of 8 (height, "
-                          "width)" % (source, data["crop_size"]))
+                          "width)" % (where("data.crop_size"), data["crop_size"]))
     if not data["scales"] or any(not isinstance(s, _NUM) or isinstance(s, bool) or not s > 0
                                  for s in data["scales"]):
         raise ConfigError("%s: data.scales = %r: must be a non-empty list of numbers > 0"
-                          % (source, data["scales"]))
+                          % (where("data.scales"), data["scales"]))
     for key in ("mean", "std"):
         value = cfg["model"][key]
         if value is not None and (len(value) != 3 or any(
                 not isinstance(v, _NUM) or isinstance(v, bool) for v in value)
                 or (key == "std" and any(not v > 0 for v in value))):
             raise ConfigError("%s: model.%s = %r: must be null or 3 numbers (R, G, B)%s"
-                              % (source, key, value, ", each > 0" if key == "std" else ""))
+                              % (where("model." + key), key, value,
+                                 ", each > 0" if key == "std" else ""))
     rates = cfg["model"]["aspp_rates"]
     if rates is not None and (not rates or any(not isinstance(r, int) or isinstance(r, bool)
                                                or r < 1 for r in rates)):
         raise ConfigError("%s: model.aspp_rates = %r: must be null or a non-empty list of "
-                          "integers >= 1" % (source, rates))
+                          "integers >= 1" % (where("model.aspp_rates"), rates))
     from .models.network import MODEL_SPECS
 
     if cfg["model"]["name"] not in MODEL_SPECS:
-        raise ConfigError("model.name: %r is not a model; choose one of %s"
-                          % (cfg["model"]["name"], ", ".join(sorted(MODEL_SPECS))))
+        raise ConfigError("%s: model.name: %r is not a model; choose one of %s"
+                          % (where("model.name"), cfg["model"]["name"],
+                             ", ".join(sorted(MODEL_SPECS))))
     return cfg
 
 
@@ -246,8 +258,26 @@ def parse_override(text):
     return key.strip().split("."), value
 
 
-def apply_overrides(cfg, overrides):
-    """Apply ``a.b=v`` strings to a copy of ``cfg``; unknown keys are errors."""
+def _list_value(value, types):
+    """``64,128`` (YAML reads a string) for a list-valued key -> [64, 128]."""
+    types = types if isinstance(types, tuple) else (types,)
+    if list in types and isinstance(value, str) and "," in value and \
+            not value.strip().startswith(("[", "{")):
+        try:
+            items = yaml.safe_load("[%s]" % value)
+        except yaml.YAMLError:
+            return value
+        return [_yaml_number(v) for v in items] if isinstance(items, list) else value
+    return value
+
+
+def apply_overrides(cfg, overrides, origins=None):
+    """Apply ``a.b=v`` strings to a copy of ``cfg``; unknown keys are errors.
+
+    A list-valued key also takes ``v1,v2`` (``data.crop_size=64,128``). ``origins``, if given,
+    gets ``{'a.b': '--set a.b=v'}`` for every key set, so that :func:`validate` blames the
+    option rather than the recipe file.
+    """
     cfg = copy.deepcopy(cfg)
     for text in overrides or ():
         path, value = parse_override(text)
@@ -262,7 +292,9 @@ def apply_overrides(cfg, overrides):
                 if isinstance(spec[part], dict):
                     raise ConfigError("--set %s: %r is a section; set one of its keys: %s"
                                       % (text, part, ", ".join(sorted(spec[part]))))
-                node[part] = _yaml_number(value)
+                node[part] = _list_value(_yaml_number(value), spec[part][0])
+                if origins is not None:
+                    origins[".".join(path)] = "--set %s" % text.strip()
             else:
                 node, spec = node.setdefault(part, {}), spec[part]
     return cfg
@@ -282,8 +314,9 @@ def load_config(name_or_path, overrides=None):
                                       "an empty file" if cfg is None else
                                       "a %s" % type(cfg).__name__))
     _fix_numbers(cfg)
-    cfg = apply_overrides(cfg, overrides)
-    return validate(cfg, source=path)
+    origins = {}
+    cfg = apply_overrides(cfg, overrides, origins)
+    return validate(cfg, source=path, origins=origins)
 
 
 _EXP_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")

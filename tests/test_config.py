@@ -38,12 +38,13 @@ def test_out_of_range_values_name_file_key_value_and_range(key, value, expected)
     with pytest.raises(ConfigError) as err:
         load_config("synthetic", ["%s=%r" % (key, value)])
     msg = str(err.value)
-    assert msg == "%s: %s = %r is out of range: must be %s" % (SYNTHETIC, key, value, expected)
+    assert msg == "--set %s=%r: %s = %r is out of range: must be %s" % (key, value, key, value,
+                                                                       expected)
 
 
 @pytest.mark.parametrize("scales", ["[0]", "[-1.0]", "[1.0, 0]", "[]"])
 def test_scales_must_be_positive(scales):
-    with pytest.raises(ConfigError, match=r"synthetic.yaml: data.scales = .*: must be a "
+    with pytest.raises(ConfigError, match=r"^--set data.scales=.*: data.scales = .*: must be a "
                                           r"non-empty list of numbers > 0"):
         load_config("synthetic", ["data.scales=%s" % scales])
 
@@ -97,3 +98,37 @@ def test_resume_config_applies_only_extending_keys():
     with pytest.raises(ConfigError, match=r"train\.keep_last is 10 in the run being resumed, 2"):
         resume_config(saved, cfg=load_config("synthetic"))
     assert set(RESUME_KEYS) >= {"train.epochs", "train.max_iters", "train.log_every_iters"}
+
+
+def test_set_errors_blame_the_set_option_not_the_recipe():
+    with pytest.raises(ConfigError) as err:
+        load_config("synthetic", ["train.lr=-1"])
+    assert str(err.value) == "--set train.lr=-1: train.lr = -1 is out of range: must be > 0"
+    with pytest.raises(ConfigError) as err:
+        load_config("synthetic", ["data.crop_size=[100,100]"])
+    assert str(err.value).startswith("--set data.crop_size=[100,100]: data.crop_size = ")
+    with pytest.raises(ConfigError) as err:
+        load_config("synthetic", ["train.epochs=ten"])
+    assert str(err.value).startswith("--set train.epochs=ten: train.epochs: expected int")
+
+
+def test_type_errors_in_a_yaml_name_the_file(tmp_path):
+    import yaml
+
+    cfg = yaml.safe_load(open(SYNTHETIC))
+    cfg["train"]["lr"] = "fast"
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert str(err.value) == "%s: train.lr: expected int or float, got 'fast' (str)" % path
+
+
+def test_set_list_values_without_brackets():
+    cfg = load_config("synthetic", ["data.crop_size=64,128", "data.scales=0.5,1.0,2"])
+    assert cfg["data"]["crop_size"] == [64, 128]
+    assert cfg["data"]["scales"] == [0.5, 1.0, 2]
+    assert load_config("synthetic", ["data.crop_size=[64, 128]"])["data"]["crop_size"] == [64, 128]
+    with pytest.raises(ConfigError) as err:
+        load_config("synthetic", ["data.crop_size=64"])
+    assert "write a list as 64,128 or [64,128]" in str(err.value), str(err.value)
