@@ -55,8 +55,10 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path, classes, cell_width):
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
 
 
-def test_cli_export_from_params_sidecar(tmp_path, capsys):
+def test_cli_export_from_params_sidecar(tmp_path, capsys, caplog):
     from duc_hdc.models.sidecar import write_sidecar
+
+    caplog.set_level(logging.INFO)
 
     net = get_model("duc_hdc_resnet18", classes=2, base_width=4, cell_width=4)
     params = str(tmp_path / "trained.params")
@@ -68,6 +70,10 @@ def test_cli_export_from_params_sidecar(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "deploy-symbol.json" in out and "deploy.onnx" in out
     assert "symbol at 1x3x32x48" in out and "onnx at 1x3x32x48" in out
+    # mxnet's exporter's own INFO lines (naming the temporary file) are not shown
+    assert not [r for r in caplog.records if "ONNX file" in r.getMessage()
+                or "Converting json" in r.getMessage()], caplog.text
+    assert logging.root.manager.disable == logging.NOTSET  # logging is left as it was
     block = mx.gluon.SymbolBlock.imports(str(tmp_path / "deploy-symbol.json"), ["data"],
                                          str(tmp_path / "deploy-0000.params"))
     x = _x((1, 3, 32, 48), 7)

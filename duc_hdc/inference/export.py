@@ -135,9 +135,17 @@ def export_onnx(prefix, shape, onnx_path=None):
 
     onnx_path = onnx_path or prefix + ".onnx"
     tmp = onnx_path + ".tmp"
-    mx.onnx.export_model(prefix + "-symbol.json", prefix + "-0000.params", [tuple(shape)],
-                         [np.float32], tmp, dynamic=True,
-                         dynamic_input_shapes=[(None, 3, None, None)])
+    previous = logging.root.manager.disable
+    # mxnet's exporter logs on the root logger at INFO ("Converting json and weight file ...",
+    # "Exported ONNX file X.onnx.tmp saved to disk": our temporary name); export prints what
+    # it wrote itself
+    logging.disable(logging.INFO)
+    try:
+        mx.onnx.export_model(prefix + "-symbol.json", prefix + "-0000.params", [tuple(shape)],
+                             [np.float32], tmp, dynamic=True,
+                             dynamic_input_shapes=[(None, 3, None, None)])
+    finally:
+        logging.disable(previous)
     # mxnet's exporter lists the weights as graph inputs too; runtimes then cannot fold them as
     # constants (onnxruntime warns per weight). Keep only the real input.
     model = onnx.load(tmp)
