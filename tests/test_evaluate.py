@@ -232,6 +232,20 @@ def test_cli_evaluate_errors(cityscapes, tmp_path, capsys):
     assert "duc_hdc_resnet101_cityscapes" in capsys.readouterr().err
 
 
+def test_cli_evaluate_warns_when_the_dataset_has_other_classes(cityscapes, capsys, caplog):
+    """A 19-class model evaluated as --dataset voc (21 classes) ran without a word before."""
+    rc = cli.main(["evaluate", "--params", cityscapes["params"], "--rec", cityscapes["rec"],
+                   "--dataset", "voc", "--limit", "1", "--no-progress"])
+    assert rc == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("predicts 19 classes but voc has 21" in m for m in warned), warned
+    caplog.clear()
+    rc = cli.main(["evaluate", "--params", cityscapes["params"], "--rec", cityscapes["rec"],
+                   "--limit", "1", "--no-progress"])
+    assert rc == 0 and not [r for r in caplog.records if "predicts" in r.getMessage()]
+    capsys.readouterr()
+
+
 def test_per_image_scores_and_worst_images(cityscapes):
     seg = Segmenter(cityscapes["net"])
     dataset = SegRecordDataset(cityscapes["rec"])

@@ -246,6 +246,12 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
         rec = rec or (None if root else cfg["data"].get("val_rec"))
         dataset_name = dataset_name or cfg["data"]["dataset"]
     dataset_name = dataset_name or "cityscapes"
+    table = get_table(dataset_name)
+    if table.num_classes != segmenter.classes:
+        log.warning("the model predicts %d classes but %s has %d: per-class rows are numbered, "
+                    "not named, and the labels are read as %s's (give the --dataset the model "
+                    "was trained on)", segmenter.classes, dataset_name, table.num_classes,
+                    dataset_name)
     dataset = _open_dataset(rec, root, split, dataset_name)
     metric = evaluate(segmenter, dataset, segmenter.classes, dataset_name=dataset_name,
                       save_dir=save_dir, progress=progress, limit=limit, worst=keeper)
