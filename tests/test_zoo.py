@@ -640,3 +640,26 @@ def test_builtin_entries():
     assert zoo.get_entry("duc_hdc_resnet101_cityscapes_tusimple").urls == ()
     with pytest.raises(ValueError, match="sha256"):
         _entry(sha256="abc")
+
+
+@pytest.mark.parametrize("where", ["404", "closed port"])
+def test_gluoncv_backbone_download_failure_is_one_line_without_lock(server, home, monkeypatch,
+                                                                     capsys, where):
+    from duc_hdc import cli
+
+    repo = server.url + "/good/" if where == "404" else "http://127.0.0.1:9/"
+    monkeypatch.setenv("MXNET_GLUON_REPO", repo)  # GluonCV's own setting for its store's URL
+    stem = zoo.get_entry("resnet50_v1s").file_name[:-len(".params")]
+    url = repo + "gluon/models/" + stem + ".zip"
+    with pytest.raises(zoo.DownloadError) as info:
+        zoo.get_weights("resnet50_v1s", progress=False, retries=0, timeout=2)
+    message = str(info.value)
+    assert "resnet50_v1s" in message and url in message, message
+    assert ("HTTP 404" if where == "404" else "connection refused") in message, message
+    assert "\n" not in message and "[Errno" not in message and "Pool" not in message
+    assert os.listdir(str(home)) == []  # no lock, no part, no zip
+    if where == "404":  # the command: one line, rc 2 (404 is not retried)
+        rc = cli.main(["download", "resnet50_v1s", "--timeout", "2", "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("error: ") == 1 and url in err, err
+        assert os.listdir(str(home)) == []

@@ -230,8 +230,9 @@ def _transfer(url, path, part, offset, sha256, progress, timeout, size):
         if isinstance(e.reason, (socket.timeout, TimeoutError)):
             raise _kept_or_removed(_stalled(url, timeout, "connecting"), part, resumable) from e
         missing = isinstance(e.reason, (FileNotFoundError, IsADirectoryError, PermissionError))
-        raise _kept_or_removed(DownloadError("cannot open {}: {}".format(url, e.reason), url=url,
-                                             transient=not missing), part, resumable) from e
+        raise _kept_or_removed(DownloadError("cannot open {}: {}".format(url, _reason(e.reason)),
+                                             url=url, transient=not missing),
+                               part, resumable) from e
     except (socket.timeout, TimeoutError) as e:
         raise _kept_or_removed(_stalled(url, timeout, "transferring"), part, resumable) from e
     except http.client.IncompleteRead as e:
@@ -248,6 +249,17 @@ def _transfer(url, path, part, offset, sha256, progress, timeout, size):
         if not resumable and os.path.exists(part):
             os.remove(part)
         raise
+
+
+def _reason(reason):
+    """Why a URL could not be opened, in words (not ``[Errno -2] ...``)."""
+    if isinstance(reason, socket.gaierror):
+        return "cannot resolve its host name (no network, or a wrong address)"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused (nothing listens at that address and port)"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror[:1].lower() + reason.strerror[1:]
+    return str(reason)
 
 
 def _stalled(url, timeout, stage):

@@ -1,11 +1,11 @@
 """ImageNet backbones from GluonCV's model store, or from a mirror of its archives.
 
-Without a mirror, :func:`gluoncv.model_zoo.model_store.get_model_file` fetches and checks the
-file (its own SHA-1 check and lock). A mirror (``base_url=`` or ``$DUC_HDC_BASE_URL``) holds
-GluonCV's archives ``<name>-<sha1[:8]>.zip`` (its store's layout, any scheme urllib reads,
-including ``file://``); they are downloaded with :func:`duc_hdc.hub.download.download`,
-extracted and checked as GluonCV does, under GluonCV's own lock file so that both can share
-one cache.
+The archive ``<name>-<sha1[:8]>.zip`` comes from GluonCV's store (``$MXNET_GLUON_REPO`` or
+GluonCV's default, ``.../gluon/models/``) or from a mirror (``base_url=`` or
+``$DUC_HDC_BASE_URL``, any scheme urllib reads, including ``file://``); it is downloaded with
+:func:`duc_hdc.hub.download.download` (timeout, retries, one-line errors naming the URL),
+extracted and checked with GluonCV's SHA-1 into the cache GluonCV reads, under GluonCV's lock
+file name ``<stem>.lock`` (removed after use, as every duc-hdc lock).
 """
 import hashlib
 import logging
@@ -51,23 +51,30 @@ def gluoncv_file(entry, home, base_url, progress, retries, timeout, retry_delay)
         logger.warning("GluonCV's sha1 for %s is %s, the zoo entry says %s; using GluonCV's",
                        gluon_name, sha1, entry.sha1)
     base = base_url or os.environ.get(ENV_BASE_URL)
-    if not base:
-        return model_store.get_model_file(gluon_name, root=home)
+    if not base:  # GluonCV's store, where its get_model_file would look
+        base = os.environ.get("MXNET_GLUON_REPO", model_store.apache_repo_url)
+        base = base.rstrip("/") + "/gluon/models"
     root = gluoncv_root(home)
     os.makedirs(root, exist_ok=True)
     stem = "{}-{}".format(gluon_name, sha1[:8])
     params = os.path.join(root, stem + ".params")
-    # GluonCV's get_model_file locks <stem>.lock with portalocker.Lock and never re-checks the
-    # file after locking, so that lock file must stay (removing it could let two holders in)
-    with file_lock(os.path.join(root, stem), remove=False):
+    # GluonCV's get_model_file locks the same <stem>.lock (without re-checking the file after
+    # locking); the lock is removed after use like every duc-hdc lock: a GluonCV process racing
+    # on a removed lock can at worst fetch the same verified bytes again (params are renamed
+    # into place atomically here)
+    with file_lock(os.path.join(root, stem)):
         if os.path.exists(params) and _sha1(params) == sha1:
             return params
         url = base.rstrip("/") + "/" + stem + ".zip"
         archive = os.path.join(root, stem + ".zip")
         if os.path.exists(archive):
             os.remove(archive)
-        download(url, archive, sha256=None, progress=progress, retries=retries, timeout=timeout,
-                 retry_delay=retry_delay)
+        try:
+            download(url, archive, sha256=None, progress=progress, retries=retries,
+                     timeout=timeout, retry_delay=retry_delay)
+        except DownloadError as e:
+            raise type(e)("cannot download {!r} (GluonCV ImageNet weights): {}".format(
+                gluon_name, e), url=url, transient=e.transient) from e
         try:
             with zipfile.ZipFile(archive) as zf:
                 if stem + ".params" not in zf.namelist():
