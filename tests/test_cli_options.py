@@ -43,3 +43,25 @@ def test_gpu_options_refused_with_one_line(capsys, monkeypatch):
                    "--gpus", "0"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "--gpus need(s) a GPU" in err
+
+
+@pytest.mark.parametrize("argv, says", [
+    # options that only mean something with another one were accepted and ignored before
+    (["predict", "x.png", "--model", "duc_hdc_resnet18", "--out", "o", "--num-calib", "3"],
+     "--num-calib counts the images of --calib-rec"),
+    (["evaluate", "--model", "duc_hdc_resnet18", "--rec", "v.rec", "--worst", "3"],
+     "--worst picks the images the --report DIR shows"),
+    (["quantize", "--model", "duc_hdc_resnet18", "--calib-rec", "c.rec", "--out", "q",
+      "--limit", "3"], "--limit limits the images of --eval-rec"),
+])
+def test_an_option_without_the_one_it_needs_is_refused(argv, says, capsys):
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and says in err, err
+
+
+def test_benchmark_warmup_is_not_negative(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["benchmark", "--model", "duc_hdc_resnet18", "--warmup", "-1"])
+    assert stop.value.code == 2
+    assert "expected an integer >= 0, got '-1'" in capsys.readouterr().err

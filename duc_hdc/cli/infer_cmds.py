@@ -4,12 +4,17 @@ import sys
 from . import options
 
 
+#: worst images an evaluation --report shows unless --worst says otherwise
+WORST = 8
+
+
 def _segmenter(args):
     """The Segmenter the model, device, protocol and precision options name."""
     import duc_hdc
 
     from ..inference.segmenter import Segmenter
 
+    options.check_calibration(args)
     ctx = options.devices(args)[0]
     net = duc_hdc.load(args.model, params=args.params, config=args.config,
                        classes=args.classes, ctx=ctx)
@@ -22,11 +27,14 @@ def _segmenter(args):
 def cmd_evaluate(args):
     from ..evaluation.evaluate import class_names, run_evaluation
 
+    options.needs("--worst", args.worst, args.report,
+                  "picks the images the --report DIR shows")
     metric, summary = run_evaluation(
         config=args.config, model=args.model, params=args.params, classes=args.classes,
         rec=args.rec, root=args.root, split=args.split, dataset_name=args.dataset,
         save_dir=args.out, out_json=args.out_json, limit=args.limit, report_dir=args.report,
-        worst=args.worst, progress=options.progress(args), segmenter=lambda: _segmenter(args))
+        worst=args.worst or WORST, progress=options.progress(args),
+        segmenter=lambda: _segmenter(args))
     print(metric.per_class_table(class_names(summary["dataset"], metric.num_classes)))
     pixacc, miou = metric.get()
     print("%d images: mIoU %.4f, pixel accuracy %.4f" % (summary["images"], miou, pixacc))
@@ -91,8 +99,8 @@ def register(sub):
     s.add_argument("--limit", type=options.positive_int, help="evaluate the first N images only")
     s.add_argument("--report", metavar="DIR",
                    help="write an HTML report (index.html, figures, report.json) to DIR")
-    s.add_argument("--worst", type=options.positive_int, default=8, metavar="N",
-                   help="worst images (by per-image mIoU) in the report (default 8)")
+    s.add_argument("--worst", type=options.positive_int, metavar="N",
+                   help="worst images (by per-image mIoU) in the --report (default %d)" % WORST)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="segment images, folders, globs and videos",

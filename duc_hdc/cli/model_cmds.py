@@ -172,6 +172,7 @@ def cmd_quantize(args):
     from ..inference.export import export_prefix
     from ..inference.graphs import DUC_HEAD_LAYERS
 
+    options.needs("--limit", args.limit, args.eval_rec, "limits the images of --eval-rec")
     options.devices(args)  # refuses --gpus / --fp16 / --cudnn-autotune on CPU-only machines
     gpu_options = [name for name, on in (("--gpus", args.gpus is not None),
                                          ("--fp16", args.fp16),
@@ -352,7 +353,8 @@ def register(sub):
                    help="N,3,H,W (H, W multiples of 8)")
     s.add_argument("--iters", type=options.positive_int, default=10,
                    help="timed runs (default 10)")
-    s.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    s.add_argument("--warmup", type=options.non_negative_int, default=1,
+                   help="untimed runs first (default 1)")
     options.add_precision(s, calibration=False)
     s.add_argument("--plain", action="store_true",
                    help="fp32: the hybridized network itself, not the fused graph")

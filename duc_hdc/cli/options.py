@@ -68,6 +68,23 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError("expected an integer >= 0, got %r" % text)
+    return value
+
+
+def needs(option, given, other, what):
+    """Refuse ``option`` (a value the user gave: not None) without ``other`` (its value None),
+    in one line: ``what`` says what ``option`` does."""
+    if given is not None and other is None:
+        raise ValueError("%s %s; give it too, or drop %s" % (option, what, option))
+
+
 def add_model(s, config=True, classes=True):
     """--model / --params / --config / --classes: what :func:`duc_hdc.load` takes."""
     g = s.add_argument_group("model (one loader for every artifact)")
@@ -113,6 +130,8 @@ def progress(args):
 
 
 PRECISIONS = ("fp32", "bf16", "int8")
+#: calibration images of --precision int8 / quantize unless --num-calib says otherwise
+NUM_CALIB = 4
 
 
 def add_precision(s, calibration=True):
@@ -124,16 +143,24 @@ def add_precision(s, calibration=True):
     if calibration:
         g.add_argument("--calib-rec", metavar="REC",
                        help="--precision int8 on a network: .rec whose images calibrate it")
-        g.add_argument("--num-calib", type=positive_int, default=4,
-                       help="calibration images, spread over --calib-rec (default 4)")
+        g.add_argument("--num-calib", type=positive_int,
+                       help="calibration images, spread over --calib-rec (default %d)"
+                            % NUM_CALIB)
+
+
+def check_calibration(args):
+    """Refuse --num-calib without --calib-rec (before any model is loaded)."""
+    needs("--num-calib", getattr(args, "num_calib", None), getattr(args, "calib_rec", None),
+          "counts the images of --calib-rec")
 
 
 def calibration(args, net):
     """The normalized calibration batch --precision int8 needs for a network, else None."""
+    check_calibration(args)
     if getattr(args, "precision", None) != "int8" or not getattr(args, "calib_rec", None):
         if getattr(args, "calib_rec", None):
             raise ValueError("--calib-rec calibrates --precision int8; give --precision int8")
         return None
     from ..inference.graphs import calibration_images
 
-    return calibration_images(args.calib_rec, args.num_calib, net.normalization)
+    return calibration_images(args.calib_rec, args.num_calib or NUM_CALIB, net.normalization)
