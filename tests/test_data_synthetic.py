@@ -119,3 +119,18 @@ def test_colour_alone_does_not_solve_it():
         if union.any():
             ious.append(((pred == k) & (yv == k) & valid).sum() / union.sum())
     assert np.mean(ious) < 0.45, np.mean(ious)
+
+
+def test_cli_data_synthetic_says_what_it_wrote_once(tmp_path, capsys, caplog):
+    """The summary was printed twice: the library's INFO log line and the command's own."""
+    import logging
+
+    from duc_hdc import cli
+
+    caplog.set_level(logging.INFO)
+    rc = cli.main(["data", "synthetic", "--out", str(tmp_path / "s"), "--train", "1", "--val",
+                   "1", "--size", "32,64", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.count("wrote 1 train, 1 val") == 1, out
+    assert not [r for r in caplog.records if "synthetic images" in r.getMessage()
+                and r.levelno >= logging.INFO], caplog.text

@@ -99,7 +99,7 @@ def make_synthetic_cityscapes(out_root, num_train=200, num_val=50, size=(256, 51
                 bar.update()
     bar.close()
     counts = {"train": num_train, "val": num_val, "test": num_test}
-    logger.info("wrote %s synthetic images of %dx%d to %s", counts, height, width, out_root)
+    logger.debug("wrote %s synthetic images of %dx%d to %s", counts, height, width, out_root)
     return counts
 
 
