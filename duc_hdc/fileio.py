@@ -56,3 +56,20 @@ def sha256sum(path):
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_params(path):
+    """The named arrays of an MXNet ``.params`` file; one ``ValueError`` naming the file when
+    it is truncated, damaged or not a parameter file (never MXNet's own error text). The one
+    reader of ``.params`` files (the loader, the release converter); mxnet is imported here,
+    not at the top, so that this module stays free of it."""
+    import mxnet as mx
+
+    try:
+        loaded = mx.nd.load(path)
+    except mx.base.MXNetError:
+        raise ValueError("%s is not a complete MXNet parameter file (truncated or damaged?); "
+                         "%d bytes" % (path, os.path.getsize(path))) from None
+    if not isinstance(loaded, dict):
+        raise ValueError("%s holds an unnamed list of arrays, not named parameters" % path)
+    return loaded

@@ -139,7 +139,8 @@ def cmd_export(args):
         if args.calib_rec:
             _refuse_compiled("export", compiled, "--calib-rec (calibrating int8 ranges)")
         return _export_report(export_as_compiled(net, compiled[0], args.out, shape=args.shape,
-                                                 check=not args.no_check, name=name))
+                                                 check=not args.no_check, name=name,
+                                                 reload=duc_hdc.load))
     weights = None if args.random_weights else source
     if args.precision in ("bf16", "int8"):
         from ..inference.export import export_compiled

@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from ..fileio import atomic_path
+from ..fileio import atomic_path, read_params
 from ..models.resnet_hdc import RESNET_SPECS
 from .errors import ConversionError
 from .structure import node_attrs, read_graph
@@ -220,8 +220,6 @@ def save_params(arrays, out_path, config, **meta):
 
 def load_release_params(path):
     """Read a release ``.params`` file into name -> numpy (``arg:``/``aux:`` prefixes dropped)."""
-    from ..inference.loader import read_params  # the one reader of .params files
-
     if not os.path.exists(path):
         raise ConversionError("release parameters %s not found" % path)
     try:

@@ -275,7 +275,7 @@ def export_compiled(net, out, precision, calib_images=None, weights=None, name=N
     return dict(prefix=prefix, out_is=out_is, trained=weights is not None, files=files)
 
 
-def export_as_compiled(net, source, out, shape=None, check=True, name=None):
+def export_as_compiled(net, source, out, shape=None, check=True, name=None, reload=None):
     """``export --model PREFIX`` of a compiled graph (a bf16 / int8 ``PREFIX``): the graph as it
     is (``PREFIX-symbol.json``, ``-0000.params`` and its ``.json`` with the quantization
     settings and measurements), written under the prefix ``out`` names (:func:`export_prefix`),
@@ -292,6 +292,9 @@ def export_as_compiled(net, source, out, shape=None, check=True, name=None):
         As for :func:`export_model`; ``name`` defaults to the source's file name.
     shape : tuple, optional
         With ``check``: reload the written files and compare with ``net`` at this size.
+    reload : callable, optional
+        ``reload(prefix)`` -> a runner of the written graph, for ``check``
+        (:func:`duc_hdc.load`; passed in, as the loader imports this module).
     """
     prefix, out_is = export_prefix(out, name or os.path.basename(source))
     if os.path.abspath(prefix) == os.path.abspath(source):
@@ -305,10 +308,8 @@ def export_as_compiled(net, source, out, shape=None, check=True, name=None):
             shutil.copyfile(source + suffix, tmp)
         files.append(prefix + suffix)
     result = dict(prefix=prefix, out_is=out_is, files=files)
-    if check and shape is not None:
-        from .loader import load
-
+    if check and shape is not None and reload is not None:
         x = _random_input(parse_shape(shape), seed=1)
-        got = load(prefix)(x).asnumpy()
+        got = reload(prefix)(x).asnumpy()
         result["symbol_diff"] = {tuple(x.shape): dict(reload=_rel_diff(net(x).asnumpy(), got))}
     return result

@@ -22,6 +22,7 @@ import mxnet as mx
 import numpy as np
 
 from ..config import load_config, model_overrides
+from ..fileio import read_params
 from ..hub import zoo
 from ..models.network import DEFAULTS, MODEL_SPECS, build_model, model_names
 from ..models.network import resolve_settings as get_model_settings
@@ -36,19 +37,6 @@ __all__ = ["load", "load_params_checked", "artifact_prefix", "check_finite", "re
 
 
 # ------------------------------------------------------------------------------ weights
-def read_params(path):
-    """The named arrays of an MXNet ``.params`` file; one ``ValueError`` naming the file when
-    it is truncated, damaged or not a parameter file (never MXNet's own error text)."""
-    try:
-        loaded = mx.nd.load(path)
-    except mx.base.MXNetError:
-        raise ValueError("%s is not a complete MXNet parameter file (truncated or damaged?); "
-                         "%d bytes" % (path, os.path.getsize(path))) from None
-    if not isinstance(loaded, dict):
-        raise ValueError("%s holds an unnamed list of arrays, not named parameters" % path)
-    return loaded
-
-
 def _graph_to_structured(net, loaded, path):
     """An export's arg:/aux: names (``<block prefix>backbone_...``) -> ``net``'s structured
     names (``backbone.conv1.0.weight``), matched on the name after the block prefix, which
