@@ -5,7 +5,7 @@ GluonCV's default, ``.../gluon/models/``) or from a mirror (``base_url=`` or
 ``$DUC_HDC_BASE_URL``, any scheme urllib reads, including ``file://``); it is downloaded with
 :func:`duc_hdc.hub.download.download` (timeout, retries, one-line errors naming the URL),
 extracted and checked with GluonCV's SHA-1 into the cache GluonCV reads, under GluonCV's lock
-file name ``<stem>.lock`` (removed after use, as every duc-hdc lock).
+file ``<stem>.lock``, which stays (GluonCV does not re-check a lock file it opened).
 """
 import hashlib
 import logging
@@ -58,11 +58,10 @@ def gluoncv_file(entry, home, base_url, progress, retries, timeout, retry_delay)
     os.makedirs(root, exist_ok=True)
     stem = "{}-{}".format(gluon_name, sha1[:8])
     params = os.path.join(root, stem + ".params")
-    # GluonCV's get_model_file locks the same <stem>.lock (without re-checking the file after
-    # locking); the lock is removed after use like every duc-hdc lock: a GluonCV process racing
-    # on a removed lock can at worst fetch the same verified bytes again (params are renamed
-    # into place atomically here)
-    with file_lock(os.path.join(root, stem)):
+    # GluonCV's get_model_file locks the same <stem>.lock and never re-checks the file after
+    # locking, so that lock file stays (removing it could let a GluonCV process in beside us,
+    # both writing <stem>.zip); every other duc-hdc lock is removed after use
+    with file_lock(os.path.join(root, stem), remove=False):
         if os.path.exists(params) and _sha1(params) == sha1:
             return params
         url = base.rstrip("/") + "/" + stem + ".zip"
