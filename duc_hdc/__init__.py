@@ -40,18 +40,19 @@ def load(model_or_artifact, params=None, config=None, ctx=None, **kwargs):
     return _load(model_or_artifact, params=params, config=config, ctx=ctx, **kwargs)
 
 
-def train(cfg, ctx=None, resume=None, progress=True, overrides=None):
+def train(cfg, ctx=None, resume=None, progress=True, overrides=None, overwrite=False):
     """Train recipe ``cfg``, validating on ``data.val_rec`` (:func:`duc_hdc.training.trainer.train`
     with :func:`duc_hdc.evaluation.evaluate.recipe_validator`).
 
     With ``resume=RUN_DIR``, ``cfg`` may be None: the run continues under its saved config, with
-    ``overrides`` (``a.b=v`` strings) checked against what a resume may change.
+    ``overrides`` (``a.b=v`` strings) checked against what a resume may change. A new run
+    refuses a ``train.out_dir`` that holds a run, unless ``overwrite`` (that run is deleted).
     """
     from .evaluation.evaluate import recipe_validator
     from .training.trainer import train as _train
 
     return _train(cfg, ctx=ctx, resume=resume, progress=progress, overrides=overrides,
-                  validator_for=recipe_validator)
+                  validator_for=recipe_validator, overwrite=overwrite)
 
 
 __all__ = ["__version__", "get_model", "load", "train"]

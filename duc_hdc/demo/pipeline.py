@@ -53,7 +53,9 @@ def _train(workdir, recs, ctx, overrides):
         return final
     resume = run_dir if os.path.exists(os.path.join(run_dir, "checkpoints", "latest.json")) \
         else None
-    train(cfg, ctx=ctx, resume=resume)
+    # the demo's own run folder without a checkpoint (stopped before its first one) has nothing
+    # to continue: it starts over, clean
+    train(cfg, ctx=ctx, resume=resume, overwrite=resume is None)
     return final
 
 

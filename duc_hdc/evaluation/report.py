@@ -357,6 +357,12 @@ def write_evaluation_report(out_dir, metric, facts, names, dataset_name, worst=N
 
 # ------------------------------------------------------------------------------ training run
 def _read_rows(path):
+    run_dir = os.path.dirname(path)
+    has_weights = glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.json")) or any(
+        os.path.isfile(os.path.join(run_dir, n)) for n in ("final.params", "best.params"))
+    if not os.path.isfile(path) and has_weights:
+        return None  # a run that logged no iteration (an older duc-hdc: shorter than its
+        #              train.log_every_iters; or stopped before its first row)
     if not os.path.isfile(path):
         raise ReportError("%s: no such file; a training run directory holds metrics.jsonl "
                           "(give the train.out_dir of a run)" % path)
@@ -443,14 +449,18 @@ def write_run_report(run_dir, out_dir=None, eval_report=None):
     link to the newest evaluation report of the run's weights (``eval_report``, a report folder
     or its index.html, else found by the weights' sha256 in or beside ``run_dir``).
 
+    A run without metrics.jsonl (weights but no logged iteration) gets a report that says so.
+
     Raises
     ------
     ReportError
-        ``run_dir`` has no (readable) metrics.jsonl.
+        ``run_dir`` has neither metrics.jsonl nor weights, or an unreadable metrics.jsonl.
     ReportDirError
         The report folder cannot be written.
     """
     rows = _read_rows(os.path.join(run_dir, "metrics.jsonl"))
+    logged = rows is not None
+    rows = rows or []
     out_dir = out_dir or os.path.join(run_dir, "report")
     prepare_report_dir(out_dir)
     train = [r for r in rows if r.get("kind") == "train"]
@@ -496,7 +506,9 @@ def write_run_report(run_dir, out_dir=None, eval_report=None):
               if best else _fmt(None)),
              ("date", _e(_now()))]
     curves = "".join(_img(os.path.basename(figures[k]), k) for k in ("loss", "lr")
-                     if k in figures) or "<p>No training row in metrics.jsonl.</p>"
+                     if k in figures) or ("<p>No training row in metrics.jsonl.</p>" if logged
+                                          else "<p>No logged iterations: the run has no "
+                                               "metrics.jsonl.</p>")
     body = "".join([
         _section("Run", _facts_table(facts)),
         _section("Training curves (%d logged iterations)" % len(train),

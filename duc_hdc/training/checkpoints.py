@@ -112,12 +112,12 @@ class Checkpointer:
 
     def __init__(self, run_dir, keep_last=3):
         self.dir = os.path.join(run_dir, "checkpoints")
-        self.keep_last = max(1, int(keep_last))
-        os.makedirs(self.dir, exist_ok=True)
+        self.keep_last = max(1, int(keep_last))  # the folder is made by the first save()
 
     def save(self, net, trainer, state):
         """Write params, optimizer states, then the JSON with their sizes and sha256, then
         ``latest.json``: a kill at any point leaves the previous checkpoint as the newest."""
+        os.makedirs(self.dir, exist_ok=True)
         stem = os.path.join(self.dir, "ckpt-%08d" % state["iteration"])
         files = {}
         with atomic_path(stem + ".params") as tmp:
@@ -134,6 +134,8 @@ class Checkpointer:
         return stem
 
     def _stems(self):
+        if not os.path.isdir(self.dir):
+            return []
         return sorted(f[:-5] for f in os.listdir(self.dir)
                       if f.startswith("ckpt-") and f.endswith(".json"))
 

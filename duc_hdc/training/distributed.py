@@ -273,12 +273,15 @@ class RankLogHandler(logging.Handler):
 
     The rank is known once the kvstore exists; records before :func:`set_log_rank` are kept
     and written then (a process that never learns its rank writes ``train.log`` alone, or
-    ``train.pid<PID>.log`` inside a launched job).
+    ``train.pid<PID>.log`` inside a launched job, if the run directory exists). A new run's
+    handler is ``deferred``: it writes nothing until :func:`start_log` (the run has passed its
+    checks), and a run refused before that leaves no log file.
     """
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, deferred=False):
         super().__init__()
         self.run_dir, self.buffer, self.file = run_dir, [], None
+        self.deferred, self.rank = deferred, None
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
     def open(self, rank):
@@ -299,22 +302,37 @@ class RankLogHandler(logging.Handler):
             self.file.emit(record)
 
     def close(self):
-        if self.file is None and self.buffer:
-            self.open(None)
+        if self.file is None and self.buffer and not self.deferred and \
+                os.path.isdir(self.run_dir):
+            self.open(self.rank)
         if self.file is not None:
             self.file.close()
         super().close()
 
 
-def rank_log_handler(run_dir):
+def rank_log_handler(run_dir, deferred=False):
     """A :class:`RankLogHandler` on the ``duc_hdc`` logger (remove and close it at the end)."""
-    handler = RankLogHandler(run_dir)
+    handler = RankLogHandler(run_dir, deferred=deferred)
     logging.getLogger("duc_hdc").addHandler(handler)
     return handler
 
 
+def _waiting_handlers():
+    return [h for h in logging.getLogger("duc_hdc").handlers
+            if isinstance(h, RankLogHandler) and h.file is None]
+
+
 def set_log_rank(rank):
-    """Open the log file of ``rank`` on every :class:`RankLogHandler` waiting for it."""
-    for handler in logging.getLogger("duc_hdc").handlers:
-        if isinstance(handler, RankLogHandler) and handler.file is None:
+    """Open the log file of ``rank`` on every :class:`RankLogHandler` waiting for it (a
+    deferred one opens it at :func:`start_log`)."""
+    for handler in _waiting_handlers():
+        handler.rank = rank
+        if not handler.deferred:
             handler.open(rank)
+
+
+def start_log():
+    """The run starts writing its directory: deferred handlers open their rank's log file."""
+    for handler in _waiting_handlers():
+        handler.deferred = False
+        handler.open(handler.rank)

@@ -4,7 +4,8 @@ One run lives in one directory (``train.out_dir``)::
 
     config.yaml              the resolved recipe (with --set overrides applied)
     train.log                console log, also to file
-    metrics.jsonl            one JSON line per logging interval and per validation
+    metrics.jsonl            one JSON line per logging interval (and the last iteration) and
+                             per validation
     checkpoints/ckpt-<iteration>.{params,states,json}   last ``keep_last`` kept
     checkpoints/latest.json  points at the newest complete checkpoint (written last)
     best.params / best.json  the best validation mIoU so far (+ model settings sidecar)
@@ -41,6 +42,7 @@ from .errors import TrainingError
 from .loss import SegmentationLoss
 from .runlog import append_jsonl as _append_jsonl
 from .runlog import plot_curves, progress_bar as _progress_bar
+from .rundir import check_new_run_dir, clear_run, run_contents
 from .schedule import learning_rate
 
 __all__ = ["train", "resumed_config", "parse_devices", "build_network", "build_transform", "plot_curves",
@@ -70,7 +72,7 @@ def attach_loss_scaler(trainer, amp_dtype):
 
 
 def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=None,
-          validator_for=None):
+          validator_for=None, overwrite=False):
     """Train as ``cfg`` says; returns a summary dict (run_dir, iterations, best, checksum).
 
     Parameters
@@ -95,15 +97,28 @@ def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=N
         (the saved one when resuming), when no ``validator`` is given.
     overrides : list of str, optional
         With ``resume``: the user's ``a.b=v`` settings, checked as above.
+    overwrite : bool
+        A new run into a ``train.out_dir`` that holds a run deletes that run first (its files
+        only, once everything else has been checked); without it such a folder is refused.
+
+    Everything that can be checked (the run folder, the recipe against the devices, the data,
+    the initial weights, the kvstore's environment, a resumed checkpoint) is checked before
+    anything is written: a refused run leaves the file system as it was.
     """
     ctx = ctx or [mx.cpu()]
     if cfg is None and not resume:
         raise ConfigError("train: a recipe is needed unless resuming a run")
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in %s, --overwrite deletes it and starts "
+                          "a new one: give one of them" % resume)
     run_dir = resume or cfg["train"]["out_dir"]
-    os.makedirs(run_dir, exist_ok=True)
-    handler = dist.rank_log_handler(run_dir)  # train.log, or train.rank<N>.log
+    if not resume:
+        check_new_run_dir(run_dir, overwrite)
+    # train.log, or train.rank<N>.log; a new run's log is written once the run starts
+    handler = dist.rank_log_handler(run_dir, deferred=not resume)
     try:
-        return _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_for)
+        return _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_for,
+                      overwrite)
     finally:
         logging.getLogger("duc_hdc").removeHandler(handler)
         handler.close()
@@ -111,6 +126,9 @@ def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=N
 
 def _resume_point(cfg, ctx, run_dir, overrides):
     """The newest intact checkpoint of ``run_dir`` and the config the run continues under."""
+    if not os.path.isdir(run_dir):
+        raise TrainingError("--resume %s: no checkpoint found: no such folder (give the "
+                            "train.out_dir of a run)" % run_dir)
     stem, saved = Checkpointer(run_dir).latest_intact()
     if stem is None:
         raise TrainingError("--resume %s: no checkpoint found in %s"
@@ -148,10 +166,12 @@ def _build_trainer(net, train_cfg, kvstore, num_workers, num_devices, schedule, 
                               iteration=iteration)
 
 
-def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_for=None):
+def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_for=None,
+           overwrite=False):
     from ..data import SegRecordDataset
     from ..data.loader import build_train_loader, epoch_indices
 
+    # --- checks: nothing below writes a file until _start_run
     state = dict(epoch=0, batch=0, iteration=0, history=[], best=None)
     stem = saved = None
     if resume:
@@ -159,14 +179,24 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
     if validator is None and validator_for is not None:
         validator = validator_for(cfg)
     train_cfg, data_cfg = cfg["train"], cfg["data"]
-    # built from the run's own config (a resumed run keeps its keep_last)
-    checkpointer = Checkpointer(run_dir, train_cfg["keep_last"])
     amp_dtype = amp_target_dtype(train_cfg["amp"], ctx)
+    dist.check_launch_env(train_cfg["kvstore"])
+    base = SegRecordDataset(data_cfg["train_rec"])
+    if validator is not None and data_cfg["val_rec"]:
+        SegRecordDataset(data_cfg["val_rec"])  # opened now, not at the first epoch's end
     if amp_dtype:
         from mxnet.contrib import amp
 
         amp.init(target_dtype=amp_dtype)  # process-wide, before the network is built
         log.info("mixed precision: mxnet AMP, %s", amp_dtype)
+    mx.random.seed(train_cfg["seed"])
+    np.random.seed(train_cfg["seed"])
+    net = build_network(cfg, ctx)
+    net.hybridize(static_alloc=True, static_shape=True)
+    loss_fn = SegmentationLoss(data_cfg["ignore_label"])
+    loss_fn.hybridize()
+    # every worker of a job has checked its run folder before the kvstore exists (creating it
+    # waits for all of them), so no worker takes another's new files for an old run
     kvstore, rank, num_workers = dist.make_kvstore(train_cfg["kvstore"])
     dist.set_log_rank(rank)
     if num_workers > 1:  # every rank resumes the same checkpoint (a shared run directory)
@@ -176,15 +206,6 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
                           "worker's shard of the data would differ. Resume with %d workers, "
                           "or start a new run with --set model.init_params=%s.params"
                           % (saved["num_workers"], num_workers, saved["num_workers"], stem))
-    if rank == 0:
-        save_config(cfg, os.path.join(run_dir, "config.yaml"))
-    mx.random.seed(train_cfg["seed"])
-    np.random.seed(train_cfg["seed"])
-    net = build_network(cfg, ctx)
-    net.hybridize(static_alloc=True, static_shape=True)
-    loss_fn = SegmentationLoss(data_cfg["ignore_label"])
-    loss_fn.hybridize()
-    base = SegRecordDataset(data_cfg["train_rec"])
     batch_size = train_cfg["batch_size_per_device"] * len(ctx)
     shard = (rank, num_workers)
     iters_per_epoch = len(epoch_indices(len(base), train_cfg["seed"], 0, shard)) // batch_size
@@ -204,6 +225,10 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
         dist.load_trainer_states(trainer, stem + ".states", state["iteration"])
         log.info("resumed from %s: epoch %d, batch %d, iteration %d", stem, state["epoch"],
                  state["batch"], state["iteration"])
+    # --- the run starts: its folder, log and config
+    _start_run(run_dir, cfg, resume, overwrite, rank, kvstore, num_workers)
+    # built from the run's own config (a resumed run keeps its keep_last)
+    checkpointer = Checkpointer(run_dir, train_cfg["keep_last"])
     if attach_loss_scaler(trainer, amp_dtype) and saved is not None:
         restore_loss_scaler(trainer, saved.get("loss_scaler"))
     if num_workers > 1:
@@ -257,7 +282,9 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
                 bar.update(1)
                 bar.set_postfix(loss="%.4f" % running, lr="%.2e" % lr,
                                 sps="%.1f" % (seen / max(1e-9, time.time() - tic)))
-            if state["iteration"] % train_cfg["log_every_iters"] == 0 and rank == 0:
+            # every log_every_iters iterations, and the last one (a short run has its row)
+            if rank == 0 and (state["iteration"] % train_cfg["log_every_iters"] == 0
+                              or state["iteration"] == total_iters):
                 _append_jsonl(metrics_path, dict(kind="train", iteration=state["iteration"],
                                                  epoch=epoch, loss=running, lr=lr,
                                                  samples_per_sec=seen / (time.time() - tic)))
@@ -294,6 +321,21 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
                 best=state["best"], history=state["history"], checksum=checksum,
                 params_checksum=trainable, final=final, rank=rank, num_workers=num_workers,
                 last_checkpoint=last_ckpt)
+
+
+def _start_run(run_dir, cfg, resume, overwrite, rank, kvstore, num_workers):
+    """Every check passed: make the run folder (a new run with ``overwrite``: rank 0 deletes
+    the old run first, and every worker waits for that), open the log, write config.yaml."""
+    if not resume and overwrite and rank == 0 and run_contents(run_dir):
+        log.warning("--overwrite: deleting the run in %s (%s)", run_dir,
+                    ", ".join(run_contents(run_dir)))
+        clear_run(run_dir)
+    if not resume and overwrite and num_workers > 1:
+        kvstore._barrier()  # no worker opens its log in the folder while it is cleared
+    os.makedirs(run_dir, exist_ok=True)
+    dist.start_log()
+    if rank == 0:
+        save_config(cfg, os.path.join(run_dir, "config.yaml"))
 
 
 def _check_step(losses, grad_sq, epoch, state, lr, last_ckpt):
