@@ -65,3 +65,12 @@ def test_benchmark_warmup_is_not_negative(capsys):
         cli.main(["benchmark", "--model", "duc_hdc_resnet18", "--warmup", "-1"])
     assert stop.value.code == 2
     assert "expected an integer >= 0, got '-1'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "nan", "soon"])
+def test_launch_timeout_must_be_positive(value, capsys):
+    """launch --timeout -5 killed the job at once (rc 124) before."""
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["launch", "-n", "1", "--timeout", value, "--", "true"])
+    assert stop.value.code == 2
+    assert "expected a number > 0, got %r" % value in capsys.readouterr().err

@@ -212,3 +212,19 @@ def _batchnorms(block):
             out.append(child)
         out.extend(_batchnorms(child))
     return out
+
+
+def test_model_settings_given_with_an_artifact_must_match_it(trained, tmp_path, capsys):
+    """--classes / --base-width with a trained artifact were ignored without a word."""
+    t = trained
+    for model in (t["final"], t["prefix"]):
+        with pytest.raises(ValueError, match=r"--classes 19 \(it has 5\); drop that option"):
+            load(model, classes=19)
+        assert load(model, classes=5).classes == 5  # the artifact's own value: accepted
+        with pytest.raises(ValueError, match=r"--base-width 16 \(it has 8\), --classes 19 "
+                                             r"\(it has 5\); drop those options"):
+            load(model, classes=19, overrides=dict(base_width=16))
+    rc = cli.main(["predict", "x.png", "--model", t["final"], "--classes", "7", "--out",
+                   str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--classes 7 (it has 5)" in err, err

@@ -329,3 +329,13 @@ def test_cli_evaluate_report_and_run_report(evaluated, run_dir, tmp_path, capsys
     rc = cli.main(["report", str(tmp_path / "no-run")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "no-run" in err
+
+
+def test_run_report_refuses_an_evaluation_report_that_is_not_there(run_dir, tmp_path, capsys):
+    """report --eval-report nope.html wrote a dead link before."""
+    out = str(tmp_path / "rr")
+    rc = cli.main(["report", run_dir["run"], "--out", out, "--eval-report",
+                   str(tmp_path / "nope.html")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "nope.html" in err and "--report DIR" in err
+    assert not os.path.exists(out)

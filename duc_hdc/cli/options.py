@@ -78,6 +78,25 @@ def non_negative_int(text):
     return value
 
 
+def _number(text, low, strict):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > low if strict else value >= low):  # also refuses nan
+        raise argparse.ArgumentTypeError("expected a number %s %g, got %r"
+                                         % (">" if strict else ">=", low, text))
+    return value
+
+
+def positive_float(text):
+    return _number(text, 0, True)
+
+
+def non_negative_float(text):
+    return _number(text, 0, False)
+
+
 def needs(option, given, other, what):
     """Refuse ``option`` (a value the user gave: not None) without ``other`` (its value None),
     in one line: ``what`` says what ``option`` does."""

@@ -114,8 +114,9 @@ def register(sub):
     s.add_argument("--host-ip", metavar="ADDR",
                    help="the scheduler's address as the other hosts reach it (default: this "
                         "machine's, from dmlc_tracker)")
-    s.add_argument("--timeout", type=float, help="stop the job after this many seconds")
-    s.add_argument("--grace", type=float, default=5.0,
+    s.add_argument("--timeout", type=options.positive_float,
+                   help="stop the job after this many seconds")
+    s.add_argument("--grace", type=options.non_negative_float, default=5.0,
                    help="seconds a stopped job's processes get before SIGKILL (default 5)")
     s.add_argument("command", nargs=argparse.REMAINDER, help="-- then the worker command")
     s.set_defaults(func=cmd_launch)

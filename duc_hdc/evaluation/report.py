@@ -454,10 +454,18 @@ def write_run_report(run_dir, out_dir=None, eval_report=None):
     Raises
     ------
     ReportError
-        ``run_dir`` has neither metrics.jsonl nor weights, or an unreadable metrics.jsonl.
+        ``run_dir`` has neither metrics.jsonl nor weights, or an unreadable metrics.jsonl;
+        ``eval_report`` holds no report.
     ReportDirError
         The report folder cannot be written.
     """
+    if eval_report is not None:
+        target = eval_report if eval_report.endswith(".html") else \
+            os.path.join(eval_report, "index.html")
+        if not os.path.isfile(target):  # checked first: a dead link was written before
+            raise ReportError("--eval-report %s: no evaluation report there (%s is missing); "
+                              "give the folder `duc-hdc evaluate --report DIR` wrote, or its "
+                              "index.html" % (eval_report, target))
     rows = _read_rows(os.path.join(run_dir, "metrics.jsonl"))
     logged = rows is not None
     rows = rows or []

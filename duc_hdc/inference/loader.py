@@ -222,6 +222,20 @@ def _from_params_file(path, ctx, head_padding):
     return load_params_checked(net, path, ctx, note=_defaults_note(settings, side))
 
 
+def _own_settings(net, overrides, source):
+    """``net`` (loaded from the artifact ``source``), or ValueError where a model setting given
+    with it (``--classes``, ``--base-width``, ...: they build a model name) differs from the
+    artifact's own: they were ignored before, without a word."""
+    config = getattr(net, "config", None) or {}
+    wrong = ["--%s %s (it has %s)" % (key.replace("_", "-"), value, config.get(key))
+             for key, value in sorted(overrides.items()) if config.get(key) != value]
+    if wrong:
+        raise ValueError("%s is a trained model with its own settings: %s; drop %s (they set up "
+                         "a model name)" % (source, ", ".join(wrong),
+                                            "that option" if len(wrong) == 1 else "those options"))
+    return net
+
+
 def _from_zoo(name, root, base_url, ctx, head_padding, overrides):
     if name in zoo.MODELS:
         entry = zoo.get_entry(name)
@@ -299,9 +313,10 @@ def load(model=None, params=None, config=None, ctx=None, classes=None, overrides
         return load_params_checked(net, params, ctx)
     prefix = artifact_prefix(model)
     if prefix is not None:
-        return _from_prefix(prefix[0], prefix[1], ctx, head_padding)
+        return _own_settings(_from_prefix(prefix[0], prefix[1], ctx, head_padding), overrides,
+                             model)
     if os.path.isfile(model) or model.endswith(".params"):
-        return _from_params_file(model, ctx, head_padding)
+        return _own_settings(_from_params_file(model, ctx, head_padding), overrides, model)
     if model in zoo.MODELS or model in MODEL_SPECS:
         return _from_zoo(model, root, base_url, ctx, head_padding, overrides)
     raise ValueError("%r is not a file, an export prefix, a model name (%s) or a zoo name (%s)"
