@@ -132,3 +132,19 @@ def test_set_list_values_without_brackets():
     with pytest.raises(ConfigError) as err:
         load_config("synthetic", ["data.crop_size=64"])
     assert "write a list as 64,128 or [64,128]" in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("value, says", [
+    ("foo", "unknown dilation schedule 'foo'"),
+    ("[1,2,3]", "3 rates given, the backbone has 4 blocks"),
+    ("[1,2,0,1]", "every rate must be an integer >= 1"),
+])
+def test_dilations_are_checked_with_the_recipe_naming_the_key(value, says):
+    """The network's own error named no key (and came after the run folder was made)."""
+    with pytest.raises(ConfigError) as err:
+        load_config("synthetic", ["model.dilations=%s" % value])
+    message = str(err.value)
+    assert message.startswith("--set model.dilations=%s: model.dilations = " % value), message
+    assert says in message
+    for good in ("hdc", "none", "[1,2,5,9]", "[[1,2],[5,9]]"):
+        load_config("synthetic", ["model.dilations=%s" % good])
