@@ -100,10 +100,19 @@ def test_export_precision_loads_back_through_the_one_loader(setup, tmp_path, cap
         assert rc == 2 and "bf16" in capsys.readouterr().err
         return
     assert rc == 0
+    # the written graph was loaded back and compared with fp32 (printed nothing before)
+    checked = [line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("symbol at ")]
+    assert len(checked) == 1, checked
+    check = json.loads(checked[0].split(": ", 1)[1])
+    assert check["fp32"] < (0.05 if precision == "bf16" else 0.5), check
+    assert check["argmax_agreement"] > (0.95 if precision == "bf16" else 0.6), check
     net = duc_hdc.load(prefix)
     assert net.kind == precision and net.classes == 19
     agree = np.mean(Segmenter(net).predict(setup["rgb"]) == setup["want"])
     assert agree > (0.95 if precision == "bf16" else 0.6), agree
+    assert cli.main(argv + ["--no-check"]) == 0
+    assert "symbol at " not in capsys.readouterr().out
     rc = cli.main(argv + ["--onnx"])
     assert rc == 2 and "--onnx exports fp32" in capsys.readouterr().err
 

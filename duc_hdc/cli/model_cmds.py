@@ -150,7 +150,8 @@ def cmd_export(args):
                              "precision); drop --onnx or --precision %s" % args.precision)
         result = export_compiled(net, args.out, args.precision,
                                  calib_images=options.calibration(args, net), weights=weights,
-                                 name=name)
+                                 name=name, shape=None if args.no_check else args.shape,
+                                 reload=duc_hdc.load)
     else:
         result = export_model(net, args.out, args.shape, onnx=args.onnx,
                               check=not args.no_check, weights=weights, name=name)
