@@ -152,8 +152,10 @@ def _truthy(value):
 
 
 def _allows_amx(value):
-    """True when a ``DNNL_MAX_CPU_ISA`` value lets oneDNN use AMX (``AVX512_CORE_AMX``,
-    ``ALL``)."""
+    """True when a ``DNNL_MAX_CPU_ISA`` value may let oneDNN use AMX (``AVX512_CORE_AMX``,
+    ``ALL``). Deliberately broader than :func:`isa_cap` (any case, either variable): it decides
+    where the tile permission is asked for or the ISA lowered, and asking costs nothing where a
+    wrong "no" ends in SIGILL."""
     value = str(value).strip().upper()
     return "AMX" in value or value == "ALL"
 
@@ -331,8 +333,7 @@ def bf16_support(flags=None, environ=None):
     environ = os.environ if environ is None else environ
     if isa_below("AVX512_CORE", environ):
         return None  # oneDNN has no bfloat16 convolution below AVX512_CORE
-    isa = (environ.get(ISA_VARS[0]) or environ.get(ISA_VARS[1]) or "").upper()
-    if "amx_bf16" in flags and "amx_tile" in flags and "AMX" in isa:
+    if "amx_bf16" in flags and "amx_tile" in flags and isa_cap(environ) == AMX_ISA:
         return "amx"
     if "avx512_bf16" in flags or "amx_bf16" in flags:
         return "avx512_bf16"

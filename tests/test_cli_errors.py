@@ -172,3 +172,22 @@ def test_data_corrupt_image_with_worker_processes(capsys, tmp_path):
                    str(tmp_path / "skipped"), "--workers", "2", "--skip-bad", "--no-progress"])
     assert rc == 0
     assert bad in capsys.readouterr().out
+
+
+def test_an_os_error_names_the_option_closest_to_its_path():
+    """An option given / contains every path: the option whose value is closest wins, not the
+    first in alphabetical order."""
+    import argparse
+    import importlib
+
+    cli_main = importlib.import_module("duc_hdc.cli.main")  # the module (cli.main is main())
+
+    parser = cli_main.build_parser()
+    # "/" given to an option that sorts before --out
+    args = argparse.Namespace(calib_rec="/", out="/tmp/x", config="/etc")
+    err = FileNotFoundError(2, "No such file or directory", "/tmp/x/leftImg8bit")
+    assert cli_main._option_of(parser, args, err) == "--out"
+    err = FileNotFoundError(2, "No such file or directory", "/tmp/x")
+    assert cli_main._option_of(parser, args, err) == "--out"
+    err = FileNotFoundError(2, "No such file or directory", "/srv/data")
+    assert cli_main._option_of(parser, args, err) == "--calib-rec"

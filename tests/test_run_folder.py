@@ -104,7 +104,8 @@ def test_a_run_without_checkpoint_is_refused_without_suggesting_resume(tiny_recs
                                                                        capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text("name: synthetic\n")  # e.g. killed before its checkpoint
+    # a run killed before its first checkpoint: its saved recipe only
+    (run / "config.yaml").write_text("model: {name: duc_hdc_resnet18}\ntrain: {lr: 0.01}\n")
     (run / "notes.txt").write_text("mine")
     before = snapshot(run)
     capsys.readouterr()
@@ -112,6 +113,14 @@ def test_a_run_without_checkpoint_is_refused_without_suggesting_resume(tiny_recs
     line = error_line(capsys)
     assert str(run) in line and "--overwrite" in line and "--resume" not in line
     assert snapshot(run) == before
+    # a config.yaml that is no run's (the user's own) is neither taken for a run nor written
+    # over, even with --overwrite
+    (run / "config.yaml").write_text("name: my own settings\n")
+    before = snapshot(run)
+    for extra in ([], ["--overwrite"]):
+        assert cli_train(tiny_recs, run, "train.max_iters=1", args=extra) == 2
+        assert "not a training run's" in error_line(capsys)
+        assert snapshot(run) == before
     # a folder holding other files only is no run: a new run starts there, keeping them
     (run / "config.yaml").unlink()
     assert cli_train(tiny_recs, run, "train.max_iters=1") == 0
@@ -166,7 +175,7 @@ def test_demo_starts_over_a_run_folder_that_has_no_checkpoint(tiny_recs, tmp_pat
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text("name: synthetic\n")
+    (run / "config.yaml").write_text("model: {name: duc_hdc_resnet18}\ntrain: {lr: 0.01}\n")
     (run / "metrics.jsonl").write_text('{"kind": "train", "iteration": 99, "loss": 1.0}\n')
     sets = [s for s in tiny_sets(tiny_recs, run, "train.max_iters=2")
             if not s.startswith(("data.train_rec=", "data.val_rec=", "train.out_dir="))]

@@ -113,6 +113,10 @@ def test_onednn_ignores_the_values_isa_cap_ignores(monkeypatch):
 
 def test_bf16_support_per_cpu():
     assert runtime.bf16_support(AMX_FLAGS, {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"}) == "amx"
+    # values oneDNN 2.4 ignores do not enable AMX (the same reading as isa_cap)
+    for ignored in ({"DNNL_MAX_CPU_ISA": "avx512_core_amx"},
+                    {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}):
+        assert runtime.bf16_support(AMX_FLAGS, ignored) == "avx512_bf16", ignored
     # AMX present but not enabled (refused, opted out): the AVX512_BF16 kernels
     assert runtime.bf16_support(AMX_FLAGS, {}) == "avx512_bf16"
     assert runtime.bf16_support({"avx512f", "avx512_bf16"}, {}) == "avx512_bf16"

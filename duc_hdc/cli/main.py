@@ -102,12 +102,19 @@ def _option_of(parser, args, e):
                 options.setdefault(action.dest, action.option_strings[-1])
     for path in paths:
         full = os.path.abspath(path)
+        # the option whose value is the path, else the one whose value is closest to it (the
+        # longest that contains it or is contained in it: --root / must not win over --out)
+        matches = []
         for dest, value in sorted(vars(args).items()):
             if dest in options and isinstance(value, str) and value:
                 given = os.path.abspath(value)
-                if full == given or full.startswith(given.rstrip(os.sep) + os.sep) or \
-                        given.startswith(full.rstrip(os.sep) + os.sep):
+                if full == given:
                     return options[dest]
+                if full.startswith(given.rstrip(os.sep) + os.sep) or \
+                        given.startswith(full.rstrip(os.sep) + os.sep):
+                    matches.append((len(given), options[dest]))
+        if matches:
+            return max(matches)[1]
     return None
 
 

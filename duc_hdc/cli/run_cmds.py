@@ -19,14 +19,11 @@ def cmd_train(args):
         overrides.append("train.amp=float16")  # AMP on GPUs; checked against the devices
     if args.config is None and not args.resume:
         raise ValueError("train: give --config RECIPE (or --resume RUN_DIR)")
-    if args.resume and args.overwrite:
-        raise ValueError("train: --resume %s continues that run, --overwrite deletes a run and "
-                         "starts a new one; give one of them" % args.resume)
     ctx = options.devices(args, cpu_devices=args.cpu_devices)
     if args.resume and args.config is None:
         # the run's saved config is authoritative; --set may change only what extends the run
         summary = duc_hdc.train(None, ctx=ctx, resume=args.resume, overrides=overrides,
-                                progress=options.progress(args))
+                                progress=options.progress(args), overwrite=args.overwrite)
     else:
         # a whole recipe with --resume is compared key by key with the saved one
         summary = duc_hdc.train(load_config(args.config, overrides), ctx=ctx,
@@ -81,9 +78,9 @@ def register(sub):
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly, under its saved recipe; --set "
                         "may change only %s" % ", ".join(RESUME_KEYS))
     s.add_argument("--overwrite", action="store_true",
-                   help="train.out_dir holds a run: delete it (its config, logs, metrics, "
-                        "checkpoints and weights; other files stay) and start a new one there. "
-                        "Without it such a folder is refused")
+                   help="train.out_dir holds a run: delete it (config.yaml, logs, metrics, "
+                        "weights, curves.png, the checkpoints/ and report/ folders; other files "
+                        "stay) and start a new one there. Without it such a folder is refused")
     options.add_progress(s)
     s.set_defaults(func=cmd_train)
 

@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 
+import yaml
+
 from ..config import ConfigError
 
 #: files a run writes at the top of its folder (checkpoints/ and the report/ folder apart)
@@ -28,6 +30,17 @@ def _run_report(run_dir):
         return None
 
 
+def _is_run_config(path):
+    """True when ``path`` is a run's saved recipe (sections ``model`` and ``train``), not some
+    other ``config.yaml`` of the user's that happens to sit in the folder."""
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and "model" in doc and "train" in doc
+
+
 def run_contents(run_dir):
     """What of a training run ``run_dir`` holds (names, ``checkpoints/`` for a non-empty
     checkpoint folder); empty when it holds none (missing, empty, or other files only)."""
@@ -35,7 +48,8 @@ def run_contents(run_dir):
         return []
     names = sorted(os.listdir(run_dir))
     found = [n for n in names if (n in RUN_FILES or _RANK_LOG.match(n))
-             and os.path.isfile(os.path.join(run_dir, n))]
+             and os.path.isfile(os.path.join(run_dir, n))
+             and (n != "config.yaml" or _is_run_config(os.path.join(run_dir, n)))]
     checkpoints = os.path.join(run_dir, "checkpoints")
     if os.path.isdir(checkpoints) and os.listdir(checkpoints):
         found.append("checkpoints/")
@@ -48,6 +62,12 @@ def check_new_run_dir(run_dir, overwrite=False):
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ConfigError("train.out_dir %s is a file, not a folder; choose another "
                           "train.out_dir" % run_dir)
+    config = os.path.join(run_dir, "config.yaml")
+    if os.path.isfile(config) and not _is_run_config(config):
+        raise ConfigError("train.out_dir %s holds a config.yaml that is not a training run's "
+                          "(no model and train sections); a run writes its own config.yaml "
+                          "there: choose another train.out_dir (--set train.out_dir=NEW_DIR)"
+                          % run_dir)
     found = run_contents(run_dir)
     if not found or overwrite:
         return
