@@ -179,17 +179,17 @@ def _check_value(key, value, types, choices, source="<config>"):
                              ", ".join(repr(c) for c in choices if c is not None)))
 
 
-def _check_dilations(model, source, specs):
+def _check_dilations(model, source):
     """model.dilations resolved for the recipe's backbone, as the network will (its error,
     which named no key, gets the key and where the value came from)."""
+    from .models.network import MODEL_SPECS
     from .models.resnet_hdc import RESNET_SPECS, dilation_schedule
 
     value = model["dilations"]
-    depth = model.get("depth") or specs[model["name"]].get("depth")
-    if value is None or depth not in RESNET_SPECS:
+    if value is None:
         return
     try:
-        dilation_schedule(value, RESNET_SPECS[depth][1])
+        dilation_schedule(value, RESNET_SPECS[MODEL_SPECS[model["name"]]["depth"]][1])
     except (ValueError, TypeError) as e:
         raise ConfigError("%s: model.dilations = %r: %s" % (source, value, e)) from None
 
@@ -258,7 +258,7 @@ def validate(cfg, source="<config>", origins=None):
         raise ConfigError("%s: model.name: %r is not a model; choose one of %s"
                           % (where("model.name"), cfg["model"]["name"],
                              ", ".join(sorted(MODEL_SPECS))))
-    _check_dilations(cfg["model"], where("model.dilations"), MODEL_SPECS)
+    _check_dilations(cfg["model"], where("model.dilations"))
     return cfg
 
 

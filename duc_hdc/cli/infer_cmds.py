@@ -4,10 +4,6 @@ import sys
 from . import options
 
 
-#: worst images an evaluation --report shows unless --worst says otherwise
-WORST = 8
-
-
 def _segmenter(args):
     """The Segmenter the model, device, protocol and precision options name."""
     import duc_hdc
@@ -33,7 +29,7 @@ def cmd_evaluate(args):
         config=args.config, model=args.model, params=args.params, classes=args.classes,
         rec=args.rec, root=args.root, split=args.split, dataset_name=args.dataset,
         save_dir=args.out, out_json=args.out_json, limit=args.limit, report_dir=args.report,
-        worst=args.worst or WORST, progress=options.progress(args),
+        worst=args.worst, progress=options.progress(args),
         segmenter=lambda: _segmenter(args))
     print(metric.per_class_table(class_names(summary["dataset"], metric.num_classes)))
     pixacc, miou = metric.get()
@@ -100,7 +96,7 @@ def register(sub):
     s.add_argument("--report", metavar="DIR",
                    help="write an HTML report (index.html, figures, report.json) to DIR")
     s.add_argument("--worst", type=options.positive_int, metavar="N",
-                   help="worst images (by per-image mIoU) in the --report (default %d)" % WORST)
+                   help="worst images (by per-image mIoU) in the --report (default 8)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="segment images, folders, globs and videos",

@@ -124,6 +124,7 @@ def _refuse_compiled(command, compiled, what, hint=""):
 def cmd_export(args):
     from ..inference.export import export_model
 
+    options.check_calibration(args)
     options.devices(args)  # refuses GPU options on CPU-only machines; export runs on the CPU
     net = _network(args)
     source = args.params or args.model
@@ -150,7 +151,7 @@ def cmd_export(args):
                              "precision); drop --onnx or --precision %s" % args.precision)
         result = export_compiled(net, args.out, args.precision,
                                  calib_images=options.calibration(args, net), weights=weights,
-                                 name=name, shape=None if args.no_check else args.shape,
+                                 name=name, shape=args.shape, check=not args.no_check,
                                  reload=duc_hdc.load)
     else:
         result = export_model(net, args.out, args.shape, onnx=args.onnx,
@@ -270,7 +271,7 @@ def register(sub):
     s.add_argument("--base-url", help="mirror replacing everything before the file name "
                                       "(https://, http://, file://)")
     s.add_argument("--trust", action="store_true", help="accept an entry without a checksum")
-    s.add_argument("--timeout", type=float, default=60.0,
+    s.add_argument("--timeout", type=options.positive_float, default=60.0,
                    help="seconds without data (connecting or mid-transfer) before an attempt "
                         "gives up (default 60)")
     options.add_progress(s)
@@ -322,8 +323,9 @@ def register(sub):
                                    "and int8. Every command loads it with --model PREFIX.")
     options.add_model(s)
     s.add_argument("--calib-rec", required=True, help=".rec whose images calibrate the ranges")
-    s.add_argument("--num-calib", type=options.positive_int, default=4,
-                   help="calibration images, spread over the file (default 4)")
+    s.add_argument("--num-calib", type=options.positive_int, default=options.NUM_CALIB,
+                   help="calibration images, spread over the file (default %d)"
+                        % options.NUM_CALIB)
     s.add_argument("--calib-mode", choices=("naive", "entropy"), default="naive",
                    help="thresholds from min/max (naive, default) or KL divergence (entropy)")
     s.add_argument("--keep-head-fp32", action="store_true",

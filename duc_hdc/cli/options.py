@@ -168,17 +168,18 @@ def add_precision(s, calibration=True):
 
 
 def check_calibration(args):
-    """Refuse --num-calib without --calib-rec (before any model is loaded)."""
+    """Refuse --num-calib without --calib-rec, and --calib-rec without --precision int8 (the
+    command's first step: before any model is loaded)."""
     needs("--num-calib", getattr(args, "num_calib", None), getattr(args, "calib_rec", None),
           "counts the images of --calib-rec")
+    if getattr(args, "calib_rec", None) and getattr(args, "precision", None) != "int8":
+        raise ValueError("--calib-rec calibrates --precision int8; give --precision int8")
 
 
 def calibration(args, net):
-    """The normalized calibration batch --precision int8 needs for a network, else None."""
-    check_calibration(args)
+    """The normalized calibration batch --precision int8 needs for a network, else None
+    (:func:`check_calibration` is the command's first step)."""
     if getattr(args, "precision", None) != "int8" or not getattr(args, "calib_rec", None):
-        if getattr(args, "calib_rec", None):
-            raise ValueError("--calib-rec calibrates --precision int8; give --precision int8")
         return None
     from ..inference.graphs import calibration_images
 

@@ -35,6 +35,9 @@ __all__ = ["evaluate", "sample_name", "save_prediction", "class_names", "write_m
 
 log = logging.getLogger(__name__)
 
+#: images an evaluation report shows as the worst, unless told otherwise
+WORST_IMAGES = 8
+
 _NAME_SUFFIXES = ("_leftImg8bit", "_gtFine_labelIds", "_gtCoarse_labelIds")
 
 
@@ -203,7 +206,7 @@ def _weights_file(model, params):
 
 def run_evaluation(config=None, model=None, params=None, classes=None, rec=None, root=None,
                    split="val", dataset_name=None, save_dir=None, out_json=None, limit=None,
-                   progress=True, report_dir=None, worst=8, segmenter=None,
+                   progress=True, report_dir=None, worst=None, segmenter=None,
                    **segmenter_kwargs):
     """Everything ``duc-hdc evaluate`` does: build the model and data, evaluate, write JSON.
 
@@ -211,7 +214,8 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
     model name, with optional ``params``) or ``params`` alone (``FILE.params`` + sidecar). The
     data from ``rec``, ``root`` + ``split``, or the config's ``data.val_rec``. With
     ``report_dir``, also an HTML report there (:func:`duc_hdc.evaluation.report.
-    write_evaluation_report`) showing the ``worst`` images with the lowest per-image mIoU.
+    write_evaluation_report`) showing the ``worst`` images with the lowest per-image mIoU
+    (default :data:`WORST_IMAGES`).
     ``segmenter``: a :class:`Segmenter` already built (or a callable returning one, called
     after the report folder is checked) instead of one built from the model arguments and
     ``segmenter_kwargs``; the model arguments then only describe it in the outputs.
@@ -233,7 +237,7 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
 
     if report_dir is not None:
         report.prepare_report_dir(report_dir)
-        keeper = WorstImages(worst)
+        keeper = WorstImages(WORST_IMAGES if worst is None else worst)
     else:
         keeper = None
     if segmenter is None:

@@ -239,17 +239,17 @@ BF16_EXPORT_KIND = "duc-hdc-bf16"
 
 
 def export_compiled(net, out, precision, calib_images=None, weights=None, name=None,
-                    shape=None, reload=None):
+                    shape=None, check=True, reload=None):
     """``export --precision bf16|int8``: the compiled graph, as ``PREFIX-symbol.json``,
     ``PREFIX-0000.params`` and ``PREFIX.json`` (the one loader takes it back as ``PREFIX``).
 
     bf16: BatchNorm folded, converted by AMP (:func:`duc_hdc.inference.graphs.precision_graph`);
     MXNet with oneDNN runs it (ONNX has no use for it). int8: quantized on ``calib_images``
     (what ``duc-hdc quantize`` writes). Shape-free graphs: one export serves every input size.
-    With ``shape`` and ``reload`` (``reload(prefix)`` -> a runner, :func:`duc_hdc.load`), the
-    written graph is loaded back and compared with the fp32 network on a random input of that
-    shape (int8: on the first calibration image): ``symbol_diff`` holds the relative difference
-    and the argmax agreement.
+    With ``check``, ``shape`` and ``reload`` (``reload(prefix)`` -> a runner,
+    :func:`duc_hdc.load`), the written graph is loaded back and compared with the fp32 network
+    on a random input of that shape (int8: on the first calibration image): ``symbol_diff``
+    holds the relative difference and the argmax agreement.
     """
     from .graphs import precision_graph, quantize_net, save_quantized
 
@@ -278,7 +278,7 @@ def export_compiled(net, out, precision, calib_images=None, weights=None, name=N
     else:
         raise ValueError("--precision %r: export_compiled writes bf16 or int8" % (precision,))
     result = dict(prefix=prefix, out_is=out_is, trained=weights is not None, files=files)
-    if shape is not None and reload is not None:
+    if check and shape is not None and reload is not None:
         # int8: on a calibration image (a random input lies outside the calibrated ranges:
         # agreement 0.90 there against 0.99 on images, demo model)
         x = (mx.nd.array(calib_images[:1]) if calib_images is not None

@@ -226,7 +226,7 @@ def _own_settings(net, overrides, source):
     """``net`` (loaded from the artifact ``source``), or ValueError where a model setting given
     with it (``--classes``, ``--base-width``, ...: they build a model name) differs from the
     artifact's own: they were ignored before, without a word."""
-    config = getattr(net, "config", None) or {}
+    config = dict(DEFAULTS, **(getattr(net, "config", None) or {}))  # a sidecar may omit some
     wrong = ["--%s %s (it has %s)" % (key.replace("_", "-"), value, config.get(key))
              for key, value in sorted(overrides.items()) if config.get(key) != value]
     if wrong:

@@ -38,13 +38,13 @@ SPLIT_CHANNELS = 512
 
 
 def splitting_helps(flags=None, environ=None, precision="fp32"):
-    """True where oneDNN runs the AVX-512 ``brgconv`` kernels the split is measured on: the
-    CPU has AVX-512 (F, BW, DQ, VL) and ``DNNL_MAX_CPU_ISA`` (if set to a name oneDNN
-    accepts, :func:`duc_hdc.runtime.isa_cap`) does not cap oneDNN below ``AVX512_CORE``.
-    Elsewhere nothing is split: on an AVX2-only AMD EPYC (Zen 3) the forced split took 1.015
-    (512 x 1024) and 1.002 (1024 x 2048) of the unsplit time, alternating rounds (oneDNN 2.4 runs those dilated convolutions on im2col +
-    sgemm there, whose speed does not depend on the input width). ``DUC_HDC_NO_SPLIT=1``
-    turns it off (for comparisons).
+    """True where oneDNN runs the AVX-512 ``brgconv`` kernels the split is measured on: the CPU
+    has AVX-512 (F, BW, DQ, VL) and ``DNNL_MAX_CPU_ISA`` (if set to a name oneDNN accepts,
+    :func:`duc_hdc.runtime.isa_cap`) does not cap oneDNN below ``AVX512_CORE``. Elsewhere
+    nothing is split: on an AVX2-only AMD EPYC (Zen 3) the forced split took 1.015 (512 x 1024)
+    and 1.002 (1024 x 2048) of the unsplit time, alternating rounds (oneDNN 2.4 runs those
+    dilated convolutions on im2col + sgemm there, whose speed does not depend on the input
+    width). ``DUC_HDC_NO_SPLIT=1`` turns it off (for comparisons).
 
     ``precision='bf16'`` splits only where oneDNN runs bfloat16 on AMX
     (:func:`duc_hdc.runtime.bf16_support`): there the split took 0.85 of the unsplit time
