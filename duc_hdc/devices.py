@@ -21,6 +21,12 @@ def parse_ids(text, flag="--gpus"):
     return ids
 
 
+def gpu_options(gpus=None, fp16=False, cudnn_autotune=None, flag="--gpus"):
+    """The GPU options given (their names), of ``--gpus``, ``--fp16`` and ``--cudnn-autotune``."""
+    return [name for name, on in ((flag, gpus is not None), ("--fp16", fp16),
+                                  ("--cudnn-autotune", cudnn_autotune is not None)) if on]
+
+
 def contexts(gpus=None, cpu_devices=1, fp16=False, cudnn_autotune=None, flag="--gpus"):
     """The contexts to run on: ``gpus`` ("0,1") -> GPUs, else ``cpu_devices`` CPU contexts.
 
@@ -29,8 +35,7 @@ def contexts(gpus=None, cpu_devices=1, fp16=False, cudnn_autotune=None, flag="--
     """
     import mxnet as mx
 
-    wanted = [name for name, on in ((flag, gpus is not None), ("--fp16", fp16),
-                                    ("--cudnn-autotune", cudnn_autotune is not None)) if on]
+    wanted = gpu_options(gpus, fp16, cudnn_autotune, flag)
     if not wanted:
         if int(cpu_devices) < 1:
             raise DeviceError("--cpu-devices must be >= 1, got %r" % (cpu_devices,))

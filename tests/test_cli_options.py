@@ -74,3 +74,17 @@ def test_launch_timeout_must_be_positive(value, capsys):
         cli.main(["launch", "-n", "1", "--timeout", value, "--", "true"])
     assert stop.value.code == 2
     assert "expected a number > 0, got %r" % value in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, what", [
+    (["quantize", "--model", "m.params", "--calib-rec", "c.rec", "--out", "q"],
+     "INT8 quantization (MKLDNN) runs on the CPU"),
+    (["export", "--model", "m.params", "--shape", "1,3,64,64", "--out", "e"],
+     "export runs on the CPU"),
+])
+def test_cpu_commands_refuse_gpu_options_on_a_gpu_machine(command, what, capsys, monkeypatch):
+    """export took --gpus 0 on a GPU machine and ran on the CPU without a word."""
+    monkeypatch.setattr(mx.context, "num_gpus", lambda: 1)  # a GPU machine (nothing runs)
+    rc = cli.main(command + ["--gpus", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and what in err and "drop --gpus" in err, err

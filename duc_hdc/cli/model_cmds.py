@@ -125,7 +125,7 @@ def cmd_export(args):
     from ..inference.export import export_model
 
     options.check_calibration(args)
-    options.devices(args)  # refuses GPU options on CPU-only machines; export runs on the CPU
+    options.cpu_only(args, "export")
     net = _network(args)
     source = args.params or args.model
     name = _out_name(args)
@@ -176,14 +176,7 @@ def cmd_quantize(args):
     from ..inference.graphs import DUC_HEAD_LAYERS
 
     options.needs("--limit", args.limit, args.eval_rec, "limits the images of --eval-rec")
-    options.devices(args)  # refuses --gpus / --fp16 / --cudnn-autotune on CPU-only machines
-    gpu_options = [name for name, on in (("--gpus", args.gpus is not None),
-                                         ("--fp16", args.fp16),
-                                         ("--cudnn-autotune", args.cudnn_autotune is not None))
-                   if on]
-    if gpu_options:
-        raise ValueError("%s: INT8 quantization (MKLDNN) runs on the CPU; drop %s"
-                         % (" and ".join(gpu_options), " and ".join(gpu_options)))
+    options.cpu_only(args, "INT8 quantization (MKLDNN)")
     net = _network(args)
     compiled = _compiled(net, args)
     if compiled:

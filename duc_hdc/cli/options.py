@@ -9,7 +9,7 @@
 import argparse
 
 from ..config import available_configs
-from ..devices import contexts
+from ..devices import contexts, gpu_options
 
 
 def ints(text, what, count=None):
@@ -142,6 +142,16 @@ def devices(args, cpu_devices=1):
     """The contexts the device options name (refused with one line where impossible)."""
     return contexts(None if args.cpu else args.gpus, cpu_devices=cpu_devices, fp16=args.fp16,
                     cudnn_autotune=args.cudnn_autotune)
+
+
+def cpu_only(args, what):
+    """Refuse the GPU options (after :func:`devices` refused them where there is no GPU): the
+    command runs ``what`` on the CPU."""
+    devices(args)
+    given = gpu_options(args.gpus, args.fp16, args.cudnn_autotune)
+    if given:
+        raise ValueError("%s: %s runs on the CPU; drop %s"
+                         % (" and ".join(given), what, " and ".join(given)))
 
 
 def progress(args):

@@ -357,13 +357,12 @@ def write_evaluation_report(out_dir, metric, facts, names, dataset_name, worst=N
 
 # ------------------------------------------------------------------------------ training run
 def _read_rows(path):
-    run_dir = os.path.dirname(path)
-    has_weights = glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.json")) or any(
-        os.path.isfile(os.path.join(run_dir, n)) for n in ("final.params", "best.params"))
-    if not os.path.isfile(path) and has_weights:
-        return None  # a run that logged no iteration (an older duc-hdc: shorter than its
-        #              train.log_every_iters; or stopped before its first row)
     if not os.path.isfile(path):
+        run_dir = os.path.dirname(path)
+        if glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.json")) or any(
+                os.path.isfile(os.path.join(run_dir, n)) for n in ("final.params", "best.params")):
+            return None  # a run that logged no iteration (an older duc-hdc: shorter than its
+            #              train.log_every_iters; or stopped before its first row)
         raise ReportError("%s: no such file; a training run directory holds metrics.jsonl "
                           "(give the train.out_dir of a run)" % path)
     rows = []
@@ -441,6 +440,11 @@ def _find_evaluation(run_dir, hashes):
     return max(found)[1] if found else None
 
 
+def _report_index(report):
+    """The index.html of a report given as its folder or its index.html."""
+    return report if report.endswith(".html") else os.path.join(report, "index.html")
+
+
 def write_run_report(run_dir, out_dir=None, eval_report=None):
     """Write ``run_dir/report/index.html`` (or ``out_dir``) for a training run.
 
@@ -460,8 +464,7 @@ def write_run_report(run_dir, out_dir=None, eval_report=None):
         The report folder cannot be written.
     """
     if eval_report is not None:
-        target = eval_report if eval_report.endswith(".html") else \
-            os.path.join(eval_report, "index.html")
+        target = _report_index(eval_report)
         if not os.path.isfile(target):  # checked first: a dead link was written before
             raise ReportError("--eval-report %s: no evaluation report there (%s is missing); "
                               "give the folder `duc-hdc evaluate --report DIR` wrote, or its "
@@ -495,9 +498,8 @@ def write_run_report(run_dir, out_dir=None, eval_report=None):
         eval_report = _find_evaluation(run_dir, {w["sha256"] for w in weights if w["sha256"]})
     link = None
     if eval_report:
-        target = eval_report if eval_report.endswith(".html") else \
-            os.path.join(eval_report, "index.html")
-        link = os.path.relpath(os.path.abspath(target), os.path.abspath(out_dir))
+        link = os.path.relpath(os.path.abspath(_report_index(eval_report)),
+                               os.path.abspath(out_dir))
     config_path = os.path.join(run_dir, "config.yaml")
     config = None
     if os.path.isfile(config_path):
