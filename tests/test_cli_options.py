@@ -88,3 +88,18 @@ def test_cpu_commands_refuse_gpu_options_on_a_gpu_machine(command, what, capsys,
     rc = cli.main(command + ["--gpus", "0"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and what in err and "drop --gpus" in err, err
+
+
+def test_ctrl_c_in_train_is_one_line_saying_how_to_resume(tmp_path, capsys, monkeypatch):
+    """Ctrl-C printed a 27-line KeyboardInterrupt traceback from inside the training loop."""
+    import duc_hdc
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(duc_hdc, "train", interrupted)
+    run = str(tmp_path / "run")
+    rc = cli.main(["train", "--config", "synthetic", "--cpu", "--set", "train.out_dir=%s" % run])
+    err = capsys.readouterr().err
+    assert rc == 130 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("interrupted: ") and "duc-hdc train --resume %s" % run in err

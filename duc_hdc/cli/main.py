@@ -150,3 +150,8 @@ def main(argv=None):
                 message = "%s: %s" % (option, message)
         print("error: %s" % message, file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C: one line (what to do next, where known), not a
+        if args.verbose:            # traceback of wherever the main thread was
+            raise
+        print("interrupted%s" % (": %s" % e if str(e) else ""), file=sys.stderr)
+        return 130

@@ -20,15 +20,18 @@ def cmd_train(args):
     if args.config is None and not args.resume:
         raise ValueError("train: give --config RECIPE (or --resume RUN_DIR)")
     ctx = options.devices(args, cpu_devices=args.cpu_devices)
-    if args.resume and args.config is None:
-        # the run's saved config is authoritative; --set may change only what extends the run
-        summary = duc_hdc.train(None, ctx=ctx, resume=args.resume, overrides=overrides,
+    # the run's saved config is authoritative with --resume alone (--set may change only what
+    # extends the run); a whole recipe with --resume is compared key by key with the saved one
+    cfg = None if args.resume and args.config is None else load_config(args.config, overrides)
+    run_dir = args.resume or cfg["train"]["out_dir"]
+    try:
+        summary = duc_hdc.train(cfg, ctx=ctx, resume=args.resume,
+                                overrides=overrides if cfg is None else None,
                                 progress=options.progress(args), overwrite=args.overwrite)
-    else:
-        # a whole recipe with --resume is compared key by key with the saved one
-        summary = duc_hdc.train(load_config(args.config, overrides), ctx=ctx,
-                                resume=args.resume, progress=options.progress(args),
-                                overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("training of %s stopped; `duc-hdc train --resume %s` continues "
+                                "it from its last checkpoint (if it wrote one)"
+                                % (run_dir, run_dir)) from None
     best = summary["best"]
     print("trained %d iterations; final parameters %s" % (summary["iterations"],
                                                           summary["final"]))
