@@ -124,7 +124,12 @@ def test_benchmark_takes_an_artifact_and_a_precision(setup, tmp_path, capsys):
     assert rc == 0
     doc = json.load(open(out))
     assert doc["precision"] == "int8" and doc["median_s"] > 0
-    assert "oneDNN ISA" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "oneDNN ISA" in out
+    # int8 quantizes the merged graph: the report says so, as for fp32 and bf16 (null before)
+    from duc_hdc.inference.merging import merge_state
+    assert doc["centre_merge"] == merge_state()[1] and "centre-tap merge: " in out
+    assert doc["input_split"] is None  # int8 is not split
 
 
 def test_env_reports_the_amx_decision(capsys):

@@ -168,7 +168,9 @@ def add_precision(s, calibration=True):
     g = s.add_argument_group("precision")
     g.add_argument("--precision", choices=PRECISIONS,
                    help="fp32 (default: BatchNorm folded, MKLDNN-fused), bf16 (AMX or "
-                        "AVX512_BF16 CPUs), int8 (an INT8 model, or quantized with --calib-rec)")
+                        "AVX512_BF16 CPUs), int8 (an INT8 model, or %s)"
+                        % ("quantized with --calib-rec" if calibration else
+                           "quantized on random images: for timing only"))
     if calibration:
         g.add_argument("--calib-rec", metavar="REC",
                        help="--precision int8 on a network: .rec whose images calibrate it")

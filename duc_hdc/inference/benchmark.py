@@ -266,8 +266,10 @@ def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
     build_s = time.perf_counter() - build_start - sum(times)
     med = statistics.median(times)
     amx = runtime.amx_state()
-    fused_cpu = (precision in ("fp32", "bf16") and graph != "plain" and ctx.device_type == "cpu"
-                 and not compiled)  # a compiled graph: as it was exported, not as built here
+    # graphs built here on the CPU (a compiled one runs as it was exported): fp32 and bf16 are
+    # split and merged, int8 merged (quantize_net) but not split
+    built_cpu = graph != "plain" and ctx.device_type == "cpu" and not compiled
+    fused_cpu = built_cpu and precision in ("fp32", "bf16")
     return dict(model=model, shape=list(shape), precision=precision, graph=graph,
                 compiled=compiled,
                 mode=graph if precision == "fp32" else precision, ctx=str(ctx),
@@ -278,7 +280,7 @@ def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
                 omp_threads=os.environ.get("OMP_NUM_THREADS"), cpu=runtime.cpu_model(),
                 amx=amx["enabled"], amx_reason=amx["reason"],
                 input_split=(split_state(precision=precision)[1] if fused_cpu else None),
-                centre_merge=merge_state()[1] if fused_cpu else None,
+                centre_merge=merge_state()[1] if built_cpu else None,
                 onednn_isa=runtime.onednn_isa() if probe_isa else None)
 
 
