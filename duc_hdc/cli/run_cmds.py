@@ -9,14 +9,20 @@ from ..config import RESUME_KEYS
 from . import options
 
 
-def cmd_train(args):
-    from ..config import load_config
-
+def _train_overrides(args):
+    """``train``'s ``--set`` values with ``--kvstore`` and ``--fp16`` added as overrides."""
     overrides = list(args.set or [])
     if args.kvstore:
         overrides.append("train.kvstore=%s" % args.kvstore)
     if args.fp16:
         overrides.append("train.amp=float16")  # AMP on GPUs; checked against the devices
+    return overrides
+
+
+def cmd_train(args):
+    from ..config import load_config
+
+    overrides = _train_overrides(args)
     if args.config is None and not args.resume:
         raise ValueError("train: give --config RECIPE (or --resume RUN_DIR)")
     ctx = options.devices(args, cpu_devices=args.cpu_devices)
@@ -32,6 +38,10 @@ def cmd_train(args):
         raise KeyboardInterrupt("training of %s stopped; `duc-hdc train --resume %s` continues "
                                 "it from its last checkpoint (if it wrote one)"
                                 % (run_dir, run_dir)) from None
+    if summary.get("rank", 0) != 0:  # a worker of a launched job: rank 0 writes final.params
+        print("worker %d of %d done (%d iterations)" % (summary["rank"], summary["num_workers"],
+                                                        summary["iterations"]))
+        return 0
     best = summary["best"]
     print("trained %d iterations; final parameters %s" % (summary["iterations"],
                                                           summary["final"]))
@@ -40,8 +50,44 @@ def cmd_train(args):
     return 0
 
 
+def _worker_kvstore(command):
+    """The ``train.kvstore`` a ``duc-hdc train`` worker command trains with; None when the
+    command is something else or its recipe cannot be read here (the workers then decide)."""
+    import contextlib
+    import io
+    import os
+
+    from ..config import load_config
+    from ..training.distributed import DIST_KVSTORES
+    from .main import build_parser
+
+    if command[1:3] == ["-m", "duc_hdc.cli"]:
+        argv = command[3:]
+    elif os.path.basename(command[0]) == "duc-hdc":
+        argv = command[1:]
+    else:
+        return None
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            args = build_parser().parse_args(argv)
+    except SystemExit:  # not a valid command line: the workers say so
+        return None
+    if getattr(args, "func", None) is not cmd_train:
+        return None
+    if args.kvstore:  # an unknown name: the workers say so
+        return args.kvstore if args.kvstore in ("local", "device") + DIST_KVSTORES else None
+    try:
+        if args.config is not None:
+            return load_config(args.config, _train_overrides(args))["train"]["kvstore"]
+        if args.resume:  # the run's saved recipe
+            return load_config(os.path.join(args.resume, "config.yaml"))["train"]["kvstore"]
+    except (ValueError, LookupError, OSError):  # the workers report it
+        return None
+    return None
+
+
 def cmd_launch(args):
-    from ..training.distributed import launch
+    from ..training.distributed import DIST_KVSTORES, launch
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -52,6 +98,13 @@ def cmd_launch(args):
     if not command:
         raise ValueError("launch: give the worker command after --, e.g. -- duc-hdc train "
                          "--config synthetic --kvstore dist_sync")
+    kvstore = _worker_kvstore(command)
+    if kvstore is not None and kvstore not in DIST_KVSTORES:
+        # every worker would train the whole recipe alone, into the same run folder
+        raise ValueError("launch: the workers would train with train.kvstore=%s, one process "
+                         "each; give the train command --kvstore %s (one job over the "
+                         "workers), or run duc-hdc train without launch"
+                         % (kvstore, "|".join(DIST_KVSTORES)))
     ssh_options = [part for opt in (args.ssh_option or []) for part in shlex.split(opt)]
     return launch(command, args.num_workers, args.num_servers, launcher=args.launcher,
                   hostfile=args.hostfile, timeout=args.timeout, grace=args.grace,

@@ -53,9 +53,17 @@ def is_async(name):
 
 
 def check_launch_env(name, environ=None):
-    """Refuse a dist kvstore outside ``duc-hdc launch`` (no ``DMLC_ROLE``/``DMLC_NUM_WORKER``)."""
+    """Refuse a dist kvstore outside ``duc-hdc launch`` (no ``DMLC_ROLE``/``DMLC_NUM_WORKER``),
+    and a one-process kvstore (``local``, ``device``) inside it: every worker would train the
+    whole recipe on its own, into the same run folder."""
     environ = os.environ if environ is None else environ
     if str(name) not in DIST_KVSTORES:
+        if "DMLC_ROLE" in environ:
+            raise ConfigError(
+                "train.kvstore=%s trains in one process, and this is a worker of a "
+                "parameter-server job (DMLC_ROLE is set, e.g. by `duc-hdc launch`): use "
+                "--kvstore %s under launch, or run `duc-hdc train` without launch"
+                % (name, "|".join(DIST_KVSTORES)))
         return
     missing = [k for k in ("DMLC_ROLE", "DMLC_NUM_WORKER", "DMLC_PS_ROOT_URI") if k not in environ]
     if missing:

@@ -24,7 +24,10 @@ or mpirun client) exits with an error, the others would wait forever in a kvstor
 the launcher stops them all (SIGTERM, then SIGKILL after ``grace`` s) and returns the failed
 process's exit code (128 + N for a signal N), within ``poll + 2 * grace`` seconds. Over ssh each
 remote command runs under a small guard that stops it when its ssh connection ends, so
-stopping the local ssh client stops the remote process too.
+stopping the local ssh client stops the remote process too. The launcher itself stopped by
+SIGINT (Ctrl-C), SIGTERM (``timeout``, batch schedulers, ``kill``) or SIGHUP (the terminal
+closed) stops the job the same way and returns 128 + N: every process runs in its own session,
+so no signal meant for the launcher reaches them, and none is left running unsupervised.
 """
 import logging
 import os
@@ -39,6 +42,9 @@ import time
 log = logging.getLogger(__name__)
 
 LAUNCHERS = ("local", "ssh", "mpi")
+
+#: signals that stop the launcher: it stops the job first, then returns 128 + N
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 #: environment passed to remote processes (ssh, mpi) besides the DMLC_* role variables
 _FORWARD_PREFIXES = ("DMLC_", "PS_", "OMP_", "KMP_", "MXNET_", "DUC_HDC_")
@@ -222,6 +228,37 @@ def _stop(procs, grace):
             p.popen.stdin.close()
 
 
+class _StopSignals:
+    """While active, SIGINT/SIGTERM/SIGHUP are recorded in ``received`` instead of ending the
+    launcher (whose job would then run on unsupervised): the caller checks it between steps
+    and stops the job. Outside the main thread no handler can be set and the signals keep
+    their behaviour (an exception reaching :func:`launch` still stops the job)."""
+
+    def __init__(self):
+        self.received, self.previous = [], {}
+
+    def _record(self, signum, frame):
+        self.received.append(signum)
+
+    def __enter__(self):
+        try:
+            for signum in STOP_SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._record)
+        except ValueError:  # not the main thread
+            self.__exit__()
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self.previous = {}
+
+    @property
+    def code(self):
+        """128 + N for the first signal received, else None."""
+        return 128 + self.received[0] if self.received else None
+
+
 def exit_code(returncode):
     """A process's exit status as a shell reports it: 128 + N for a signal N."""
     return returncode if returncode >= 0 else 128 - returncode
@@ -230,7 +267,8 @@ def exit_code(returncode):
 def launch(command, num_workers, num_servers=1, launcher=None, hostfile=None, timeout=None,
            poll=0.2, grace=5.0, env=None, ssh_options=(), host_ip=None):
     """Run ``command`` as the ``num_workers`` workers of a parameter-server job; returns an exit
-    code (0, the first failed process's code, 124 on ``timeout``, 130 on Ctrl-C).
+    code (0, the first failed process's code, 124 on ``timeout``, 128 + N when the launcher gets
+    signal N: 130 on Ctrl-C, 143 on SIGTERM, 129 on SIGHUP; the job is stopped first).
 
     Parameters
     ----------
@@ -281,64 +319,85 @@ def launch(command, num_workers, num_servers=1, launcher=None, hostfile=None, ti
         "127.0.0.1" if root.startswith("127.") else "")),
         DMLC_NUM_SERVER=str(num_servers), DMLC_NUM_WORKER=str(num_workers))
     role_cmd = [sys.executable, "-c", "import mxnet"]
-    procs = [_start("scheduler", 0, role_cmd,
-                    dict(base, DMLC_ROLE="scheduler", DMLC_NODE_HOST=root))]
-    try:
-        if launcher == "mpi":
-            for role, count, cmd in (("server", num_servers, role_cmd),
-                                     ("worker", num_workers, list(command))):
-                role_env = dict(base, DMLC_ROLE=role)
-                argv = mpi_command(count, cmd, role_env, hostfile, flavour)
-                procs.append(_start(role + "s", 0, argv, role_env, "mpirun"))
-        else:
-            # dmlc_tracker's order: servers first, then workers, round-robin over the hosts
-            for i in range(num_servers + num_workers):
-                role, index = ("server", i) if i < num_servers else ("worker", i - num_servers)
-                cmd = role_cmd if role == "server" else list(command)
-                if hosts:
-                    host, port = hosts[i % len(hosts)]
-                    role_env = dict(base, DMLC_ROLE=role, DMLC_NODE_HOST=host)
-                    where = "ssh %s%s" % (host, ":%d" % port if port else "")
-                    procs.append(_start(role, index, ssh_command(host, port, cmd, role_env,
-                                                                 ssh_options), role_env, where))
-                else:
-                    procs.append(_start(role, index, cmd,
-                                        dict(base, DMLC_ROLE=role, DMLC_NODE_HOST=root)))
-    except OSError as e:
+    procs = []
+    with _StopSignals() as stop:
+        try:
+            _start_all(procs, stop, launcher, command, role_cmd, base, root, hosts, hostfile,
+                       flavour, num_servers, num_workers, ssh_options)
+            if stop.code is None:
+                workers = [p for p in procs if p.role.startswith("worker")]
+                log.info("launched (%s) scheduler on %s:%s, %d server(s), %d worker(s)",
+                         launcher, root, base["DMLC_PS_ROOT_PORT"], num_servers, num_workers)
+                code = _watch(procs, workers, timeout, poll, grace, num_workers, stop)
+                if code is not None:
+                    return code
+        except OSError as e:
+            _stop(procs, grace)
+            raise LaunchError("--launcher %s: cannot start %s (%s)"
+                              % (launcher, e.filename, e.strerror)) from e
+        except BaseException:  # e.g. KeyboardInterrupt when no handler could be set
+            _stop(procs, grace)
+            raise
+        log.error("launcher stopped by %s; stopping the job",
+                  signal.Signals(stop.received[0]).name)
         _stop(procs, grace)
-        raise LaunchError("--launcher %s: cannot start %s (%s)" % (launcher, e.filename,
-                                                                   e.strerror)) from e
-    workers = [p for p in procs if p.role.startswith("worker")]
-    log.info("launched (%s) scheduler on %s:%s, %d server(s), %d worker(s)", launcher, root,
-             base["DMLC_PS_ROOT_PORT"], num_servers, num_workers)
-    return _watch(procs, workers, timeout, poll, grace, num_workers)
+        return stop.code
 
 
-def _watch(procs, workers, timeout, poll, grace, num_workers):
+def _start_all(procs, stop, launcher, command, role_cmd, base, root, hosts, hostfile, flavour,
+               num_servers, num_workers, ssh_options):
+    """Start the scheduler, servers and workers into ``procs``; stop starting on a signal."""
+    procs.append(_start("scheduler", 0, role_cmd,
+                        dict(base, DMLC_ROLE="scheduler", DMLC_NODE_HOST=root)))
+    if launcher == "mpi":
+        for role, count, cmd in (("server", num_servers, role_cmd),
+                                 ("worker", num_workers, list(command))):
+            if stop.code is not None:
+                return
+            role_env = dict(base, DMLC_ROLE=role)
+            argv = mpi_command(count, cmd, role_env, hostfile, flavour)
+            procs.append(_start(role + "s", 0, argv, role_env, "mpirun"))
+        return
+    # dmlc_tracker's order: servers first, then workers, round-robin over the hosts
+    for i in range(num_servers + num_workers):
+        if stop.code is not None:
+            return
+        role, index = ("server", i) if i < num_servers else ("worker", i - num_servers)
+        cmd = role_cmd if role == "server" else list(command)
+        if hosts:
+            host, port = hosts[i % len(hosts)]
+            role_env = dict(base, DMLC_ROLE=role, DMLC_NODE_HOST=host)
+            where = "ssh %s%s" % (host, ":%d" % port if port else "")
+            procs.append(_start(role, index, ssh_command(host, port, cmd, role_env, ssh_options),
+                                role_env, where))
+        else:
+            procs.append(_start(role, index, cmd,
+                                dict(base, DMLC_ROLE=role, DMLC_NODE_HOST=root)))
+
+
+def _watch(procs, workers, timeout, poll, grace, num_workers, stop):
+    """The job's exit code, or None when a stop signal arrived (``stop.received``)."""
     # ``workers``: the processes to wait for (one mpirun holds all of them with --launcher mpi)
     start = time.time()
-    try:
-        while True:
-            failed = [p for p in procs if p.popen.poll() not in (None, 0)]
-            if failed:
-                p = failed[0]
-                code = exit_code(p.popen.returncode)
-                log.error("%s exited with code %d; stopping the job", p.name, code)
-                _stop(procs, grace)
-                return code
-            if all(w.popen.poll() == 0 for w in workers):
-                # the workers finished; servers and scheduler leave once told, else stop them
-                deadline = time.time() + max(grace, 10.0)
-                while any(p.popen.poll() is None for p in procs) and time.time() < deadline:
-                    time.sleep(poll)
-                _stop(procs, grace)
-                log.info("all %d workers finished", num_workers)
-                return 0
-            if timeout and time.time() - start > timeout:
-                log.error("job still running after %.0f s (--timeout); stopping it", timeout)
-                _stop(procs, grace)
-                return 124
-            time.sleep(poll)
-    except KeyboardInterrupt:
-        _stop(procs, grace)
-        return 130
+    while stop.code is None:
+        failed = [p for p in procs if p.popen.poll() not in (None, 0)]
+        if failed:
+            p = failed[0]
+            code = exit_code(p.popen.returncode)
+            log.error("%s exited with code %d; stopping the job", p.name, code)
+            _stop(procs, grace)
+            return code
+        if all(w.popen.poll() == 0 for w in workers):
+            # the workers finished; servers and scheduler leave once told, else stop them
+            deadline = time.time() + max(grace, 10.0)
+            while any(p.popen.poll() is None for p in procs) and time.time() < deadline:
+                time.sleep(poll)
+            _stop(procs, grace)
+            log.info("all %d workers finished", num_workers)
+            return 0
+        if timeout and time.time() - start > timeout:
+            log.error("job still running after %.0f s (--timeout); stopping it", timeout)
+            _stop(procs, grace)
+            return 124
+        time.sleep(poll)
+    return None
