@@ -195,6 +195,20 @@ class Checkpointer:
         TrainingError
             Checkpoints exist but none is intact.
         """
+        stem, doc, damaged = self.find_intact()
+        self.set_aside(damaged)
+        return stem, doc
+
+    def find_intact(self):
+        """(stem, saved document, damaged stems) of the newest checkpoint that verifies;
+        (None, None, []) when there is none at all. Reads only: the damaged checkpoints newer
+        than it are logged and returned, for :meth:`set_aside` once the resume is accepted.
+
+        Raises
+        ------
+        TrainingError
+            Checkpoints exist but none is intact.
+        """
         try:
             named = self.latest()
         except (OSError, ValueError, KeyError) as e:  # a damaged pointer: verify them all
@@ -206,7 +220,7 @@ class Checkpointer:
             stems.remove(named)
             stems.insert(0, named)
         if not stems:
-            return None, None
+            return None, None, []
         reports = []
         for stem in stems:
             problems = self.verify(stem)
@@ -214,16 +228,19 @@ class Checkpointer:
                 if reports:
                     log.warning("resuming from %s, the newest intact checkpoint, instead",
                                 os.path.basename(stem))
-                    for bad in reports:
-                        self._set_aside(bad[0])
                 with open(stem + ".json") as f:
-                    return stem, json.load(f)
+                    return stem, json.load(f), [bad for bad, _ in reports]
             for p in problems:
                 log.error("checkpoint %s is damaged: %s", os.path.basename(stem), p)
             reports.append((stem, problems))
         raise TrainingError("no intact checkpoint in %s: %s. Not training from damaged weights; "
                             "start a new run (or restore the files)"
                             % (self.dir, "; ".join(p for _, ps in reports for p in ps)))
+
+    def set_aside(self, stems):
+        """Rename the damaged checkpoints ``stems`` aside (``*.damaged``)."""
+        for stem in stems:
+            self._set_aside(stem)
 
     def _set_aside(self, stem):
         for ext in self.EXTS + (".json",):

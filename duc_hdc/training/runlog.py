@@ -5,6 +5,8 @@ import os
 
 from ..fileio import atomic_path
 
+log = logging.getLogger(__name__)
+
 
 def setup_file_log(run_dir):
     """Log ``duc_hdc`` to ``run_dir/train.log`` too; returns the handler (remove it after)."""
@@ -25,6 +27,50 @@ def progress_bar(total, initial, enabled):
 def append_jsonl(path, row):
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
+
+
+def metrics_after(row, iteration, epoch):
+    """True when metrics.jsonl ``row`` was logged after the checkpoint at (``iteration``,
+    ``epoch``): a training row of a later iteration, a validation of a later epoch (the
+    checkpoint at an epoch's end follows its validation; one inside the epoch precedes it)."""
+    if not isinstance(row, dict):
+        return False
+    if row.get("kind") == "val" and isinstance(row.get("epoch"), int) and row["epoch"] > epoch:
+        return True
+    return isinstance(row.get("iteration"), int) and row["iteration"] > iteration
+
+
+def truncate_metrics(path, state):
+    """Resuming from the checkpoint ``state`` (its ``iteration`` and ``epoch``): drop the rows
+    of ``path`` (metrics.jsonl) logged after it, which the resumed run logs again, so every
+    iteration appears once. Rewritten atomically, and only when a row goes; a line cut short
+    by a kill (not JSON) goes too. Returns the number of lines dropped."""
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        lines = f.readlines()
+    kept, dropped, broken = [], 0, 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            broken += 1
+            continue
+        if metrics_after(row, int(state["iteration"]), int(state["epoch"])):
+            dropped += 1
+        else:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if not dropped and not broken:
+        return 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+    log.info("resume: dropped %d row(s) of %s logged after iteration %d%s (logged again as "
+             "the run continues)", dropped, os.path.basename(path), state["iteration"],
+             ", and %d unreadable line(s)" % broken if broken else "")
+    return dropped + broken
 
 
 def plot_curves(metrics_path, out_path):

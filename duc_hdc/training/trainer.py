@@ -15,8 +15,8 @@ One run lives in one directory (``train.out_dir``)::
 A checkpoint holds everything to continue *exactly*: parameters (with BatchNorm statistics),
 optimizer states (momentum), the iteration (so the schedule position), the epoch and the
 batch within it (the data order and augmentation are functions of (seed, epoch, index)), the
-resolved config and the metric history; its JSON records the size and sha256 of its
-``.params`` and ``.states``, verified on resume (a damaged newest checkpoint is reported and the
+resolved config, the metric history and the logged loss's running average; its JSON
+records the size and sha256 of its ``.params`` and ``.states``, verified on resume (a damaged newest checkpoint is reported and the
 newest intact one used). Nothing non-finite is written or trained from. Checkpoint files and their verification are in
 :mod:`.checkpoints`, the loss in :mod:`.loss`, schedules in :mod:`.schedule`, what a run is
 built from in :mod:`.build`, its log / metrics / curves in :mod:`.runlog`.
@@ -41,7 +41,7 @@ from .checkpoints import (Checkpointer, gradient_sum_sq, loss_scaler_state,
 from .errors import TrainingError
 from .loss import SegmentationLoss
 from .runlog import append_jsonl as _append_jsonl
-from .runlog import plot_curves, progress_bar as _progress_bar
+from .runlog import plot_curves, progress_bar as _progress_bar, truncate_metrics
 from .rundir import check_new_run_dir, clear_run, run_contents
 from .schedule import learning_rate
 
@@ -114,8 +114,9 @@ def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=N
     run_dir = resume or cfg["train"]["out_dir"]
     if not resume:
         check_new_run_dir(run_dir, overwrite)
-    # train.log, or train.rank<N>.log; a new run's log is written once the run starts
-    handler = dist.rank_log_handler(run_dir, deferred=not resume)
+    # train.log, or train.rank<N>.log, written once the run starts (a resumed run's too: a
+    # refused resume leaves its log as it was)
+    handler = dist.rank_log_handler(run_dir, deferred=True)
     try:
         return _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_for,
                       overwrite)
@@ -125,11 +126,13 @@ def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=N
 
 
 def _resume_point(cfg, ctx, run_dir, overrides):
-    """The newest intact checkpoint of ``run_dir`` and the config the run continues under."""
+    """The newest intact checkpoint of ``run_dir``, the config the run continues under, the
+    loop state and the saved document, and the damaged checkpoints newer than it (set aside
+    only once the resume is accepted: reads only)."""
     if not os.path.isdir(run_dir):
         raise TrainingError("--resume %s: no checkpoint found: no such folder (give the "
                             "train.out_dir of a run)" % run_dir)
-    stem, saved = Checkpointer(run_dir).latest_intact()
+    stem, saved, damaged = Checkpointer(run_dir).find_intact()
     if stem is None:
         raise TrainingError("--resume %s: no checkpoint found in %s"
                             % (run_dir, os.path.join(run_dir, "checkpoints")))
@@ -144,7 +147,9 @@ def _resume_point(cfg, ctx, run_dir, overrides):
                           "start a new run with --set model.init_params=%s.params"
                           % (devices, len(ctx), devices, stem))
     state = {k: saved[k] for k in ("epoch", "batch", "iteration", "history", "best")}
-    return stem, merged, state, saved
+    # the logged loss's running average (absent from checkpoints of older versions)
+    state["running_loss"] = saved.get("running_loss")
+    return stem, merged, state, saved, damaged
 
 
 def resumed_config(run_dir, cfg=None, overrides=None, ctx=None):
@@ -172,10 +177,11 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
     from ..data.loader import build_train_loader, epoch_indices
 
     # --- checks: nothing below writes a file until _start_run
-    state = dict(epoch=0, batch=0, iteration=0, history=[], best=None)
+    state = dict(epoch=0, batch=0, iteration=0, history=[], best=None, running_loss=None)
     stem = saved = None
+    damaged = []
     if resume:
-        stem, cfg, state, saved = _resume_point(cfg, ctx, run_dir, overrides)
+        stem, cfg, state, saved, damaged = _resume_point(cfg, ctx, run_dir, overrides)
     if validator is None and validator_for is not None:
         validator = validator_for(cfg)
     train_cfg, data_cfg = cfg["train"], cfg["data"]
@@ -227,8 +233,12 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
                  state["batch"], state["iteration"])
     # --- the run starts: its folder, log and config
     _start_run(run_dir, cfg, resume, overwrite, rank, kvstore, num_workers)
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
     # built from the run's own config (a resumed run keeps its keep_last)
     checkpointer = Checkpointer(run_dir, train_cfg["keep_last"])
+    if resume and rank == 0:
+        checkpointer.set_aside(damaged)
+        truncate_metrics(metrics_path, state)
     if attach_loss_scaler(trainer, amp_dtype) and saved is not None:
         restore_loss_scaler(trainer, saved.get("loss_scaler"))
     if num_workers > 1:
@@ -239,7 +249,6 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
     if train_cfg["max_iters"]:
         total_iters = min(total_iters, train_cfg["max_iters"])
     transform = build_transform(cfg, net)
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
     log.info("training %s on %s: %d iterations (%d per epoch), batch %d per worker, %d "
              "worker(s), kvstore %s", cfg["name"], ",".join(map(str, ctx)), total_iters,
              iters_per_epoch, batch_size, num_workers, train_cfg["kvstore"])
@@ -248,7 +257,7 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
 
     bar = _progress_bar(total_iters, state["iteration"], progress and rank == 0)
     last_ckpt = stem
-    tic, seen, running = time.time(), 0, None
+    tic, seen = time.time(), 0
     while state["iteration"] < total_iters:
         epoch = state["epoch"]
         loader = build_train_loader(base, batch_size, transform, data_cfg["num_workers"],
@@ -274,7 +283,9 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
                                last_ckpt)
             # each device's loss is a mean over its valid pixels; average devices and workers
             trainer.step(dist.step_size(train_cfg["kvstore"], len(ctx), num_workers))
+            running = state["running_loss"]
             running = loss if running is None else 0.9 * running + 0.1 * loss
+            state["running_loss"] = running
             state["iteration"] += 1
             state["batch"] += 1
             seen += data.shape[0]
