@@ -1,7 +1,17 @@
-"""Training data loading: per-item augmentation seeds, epoch orders and shards, DataLoader."""
+"""Training data loading: per-item augmentation seeds, epoch orders and shards, DataLoader,
+and the watch on its worker processes (:class:`WatchedLoader`)."""
+import logging
+import multiprocessing
+import queue
+import signal
+import threading
+import time
+
 import numpy as np
 
 from .datasets import SegRecordDataset, _gluon_dataset_base
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------- loaders
@@ -95,8 +105,9 @@ def build_train_loader(rec_path, batch_size, transform, num_workers=2, seed=0, e
 
     Returns
     -------
-    mxnet.gluon.data.DataLoader
-        Yields (data (N, 3, H, W) float32, label (N, H / cw, W / cw) float32) NDArrays.
+    WatchedLoader
+        A gluon DataLoader, iterated once, whose worker processes are watched. Yields (data
+        (N, 3, H, W) float32, label (N, H / cw, W / cw) float32) NDArrays.
     """
     from mxnet import gluon
 
@@ -108,4 +119,191 @@ def build_train_loader(rec_path, batch_size, transform, num_workers=2, seed=0, e
                          "'discard' would give no batch)" % (rec_path, len(indices), batch_size))
     indices = indices[int(start_batch) * batch_size:]
     sampler = gluon.data.BatchSampler(_IndexSampler(indices), batch_size, last_batch)
-    return gluon.data.DataLoader(data, batch_sampler=sampler, num_workers=num_workers)
+    before = set(multiprocessing.active_children())
+    loader = gluon.data.DataLoader(data, batch_sampler=sampler, num_workers=num_workers,
+                                   timeout=LOADER_TIMEOUT)
+    # the processes its pool started (Pool starts them in its constructor)
+    workers = [p for p in multiprocessing.active_children() if p not in before]
+    return WatchedLoader(loader, workers)
+
+
+# ----------------------------------------------------------------------- worker watch
+
+#: seconds MXNet's DataLoader waits for one batch from a (live but stuck) worker (its default)
+LOADER_TIMEOUT = 120
+
+
+class LoaderWorkerDied(RuntimeError):
+    """A worker process of the data loader exited while the loader was in use (killed by
+    the out-of-memory killer, a crash in native code): its batch never comes."""
+
+    def __init__(self, pid, exitcode):
+        self.pid, self.exitcode = pid, exitcode
+        super().__init__("data loader worker process %s died (%s)" % (pid, exit_text(exitcode)))
+
+
+def exit_text(exitcode):
+    """``exitcode`` of a multiprocessing.Process in words."""
+    if exitcode is None:
+        return "exit code unknown"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "signal %d" % -exitcode
+        killer = ", e.g. by the out-of-memory killer" if -exitcode == signal.SIGKILL else ""
+        return "killed by %s (signal %d%s)" % (name, -exitcode, killer)
+    return "exit code %d" % exitcode
+
+
+_END = object()
+
+
+class WatchedLoader(object):
+    """A gluon DataLoader whose worker processes are watched, iterated once.
+
+    A worker of MXNet's DataLoader (a ``multiprocessing.Pool``) that dies takes its batch with
+    it, and the pool cannot be terminated afterwards when the dead process held the lock of
+    its task queue (``Pool.terminate`` waits for it forever; MXNet terminates the pool when
+    the loader is garbage-collected). So the batches are fetched by a helper thread and the
+    caller waits for them polling the workers' ``exitcode``: a worker that exits raises
+    :class:`LoaderWorkerDied` within :attr:`POLL` seconds of the caller waiting for a batch
+    that is not there (a SIGTERM counts once the pool is known not to have sent it: MXNet
+    terminates its pool on a failed batch, whose error is raised). At the end of the iteration
+    (exhausted, broken off or failed) the pool is stopped, without waiting on a lock a dead
+    worker held; a live worker that sends no batch for ``LOADER_TIMEOUT`` seconds makes
+    MXNet's own timeout end the iteration. Without worker processes (``num_workers=0``) the
+    loader is iterated as it is.
+    """
+
+    POLL = 0.2
+    #: seconds to let a healthy pool stop (or the helper thread finish its batch) at the end
+    STOP_TIMEOUT = 30
+
+    def __init__(self, loader, workers):
+        self.loader = loader
+        self.workers = list(workers)
+        self._used = False
+
+    def __len__(self):
+        return len(self.loader)
+
+    def dead_worker(self, terminated=False):
+        """The first of the loader's worker processes that has exited (None while all run).
+
+        One ended by SIGTERM counts only with ``terminated``: MXNet terminates the pool
+        itself when a batch fails (e.g. bad data), and that error is the one to report."""
+        for p in self.workers:
+            code = p.exitcode
+            if code is not None and (terminated or code != -signal.SIGTERM):
+                return p
+        return None
+
+    def _check_workers(self, terminated=False):
+        dead = self.dead_worker(terminated)
+        if dead is not None:
+            raise LoaderWorkerDied(dead.pid, dead.exitcode)
+
+    def _raise_if_dead(self, error):
+        """``error`` came from fetching a batch: when a worker died, say that instead. A worker
+        killed after sending a batch fails its reading with an OSError or EOFError (the batch's
+        shared memory is passed over a connection to it), possibly a moment before the
+        worker's exit code can be read: waited for, briefly."""
+        deadline = time.time() + (1.0 if isinstance(error, (OSError, EOFError)) else 0)
+        # no batch within the timeout: MXNet has not terminated the pool, any exit counts
+        terminated = isinstance(error, multiprocessing.TimeoutError)
+        while True:
+            dead = self.dead_worker(terminated)
+            if dead is not None:
+                raise LoaderWorkerDied(dead.pid, dead.exitcode) from error
+            if time.time() >= deadline:
+                return
+            time.sleep(0.05)
+
+    def __iter__(self):
+        if not self.workers:
+            yield from self.loader
+            return
+        if self._used:
+            raise RuntimeError("a training loader is iterated once (its workers are stopped "
+                               "at the end); build another one")
+        self._used = True
+        results, stop = queue.Queue(maxsize=1), threading.Event()
+
+        def put(item):
+            while not stop.is_set():
+                try:
+                    results.put(item, timeout=self.POLL)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
+        def fetch():
+            try:
+                for batch in self.loader:
+                    if not put((True, batch)):
+                        return
+                put((True, _END))
+            except BaseException as e:  # handed to the caller: raised there
+                put((False, e))
+
+        thread = threading.Thread(target=fetch, name="duc-hdc data loader", daemon=True)
+        thread.start()
+        try:
+            while True:
+                try:
+                    ok, item = results.get(timeout=self.POLL)
+                except queue.Empty:
+                    self._check_workers()
+                    continue
+                if not ok:
+                    self._raise_if_dead(item)
+                    if isinstance(item, multiprocessing.TimeoutError):
+                        raise TimeoutError(
+                            "the data loader's worker processes sent no batch in %d s; stopped "
+                            "waiting (a stuck worker? lower data.num_workers or check the "
+                            "data)" % LOADER_TIMEOUT)
+                    raise item
+                if item is _END:
+                    dead = self.dead_worker()
+                    if dead is not None:  # after sending every batch: none was lost
+                        log.warning("data loader worker process %d died (%s) after its last "
+                                    "batch; the next epoch starts new ones", dead.pid,
+                                    exit_text(dead.exitcode))
+                    return
+                yield item
+        finally:
+            stop.set()
+            self._stop(thread, results)
+
+    def _stop(self, thread, results):
+        """Let the helper thread finish the batch it waits for (while the workers live), then
+        terminate the pool; a pool whose terminate hangs on a dead worker's lock is left to
+        its daemon thread and its processes are killed."""
+        deadline = time.time() + self.STOP_TIMEOUT
+        while thread.is_alive() and self.dead_worker() is None and time.time() < deadline:
+            try:
+                results.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(self.POLL)
+        pool = getattr(self.loader, "_worker_pool", None)  # MXNet's multiprocessing.Pool
+        if pool is None:
+            return
+        # terminate once: it unregisters the pool's finalizer, so the loader's __del__ and
+        # the interpreter's exit do not wait on that lock again
+        stopper = threading.Thread(target=pool.terminate, name="duc-hdc loader stop",
+                                   daemon=True)
+        stopper.start()
+        deadline = time.time() + self.STOP_TIMEOUT
+        stopper.join(self.POLL)
+        while stopper.is_alive() and self.dead_worker() is None and time.time() < deadline:
+            stopper.join(self.POLL)
+        if stopper.is_alive():
+            processes = set(self.workers) | set(getattr(pool, "_pool", ()))
+            for p in processes:
+                if p.exitcode is None:
+                    p.kill()
+            for p in processes:
+                p.join(self.POLL)

@@ -262,7 +262,7 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
         epoch = state["epoch"]
         loader = build_train_loader(base, batch_size, transform, data_cfg["num_workers"],
                                     train_cfg["seed"], epoch, shard, start_batch=state["batch"])
-        for data, label in loader:
+        for data, label in _batches(loader, state, run_dir, lambda: last_ckpt):
             if state["iteration"] >= total_iters or state["batch"] >= iters_per_epoch:
                 break
             lr = learning_rate(state["iteration"], train_cfg, iters_per_epoch, schedule_iters)
@@ -347,6 +347,27 @@ def _start_run(run_dir, cfg, resume, overwrite, rank, kvstore, num_workers):
     dist.start_log()
     if rank == 0:
         save_config(cfg, os.path.join(run_dir, "config.yaml"))
+
+
+def _batches(loader, state, run_dir, last_ckpt):
+    """The batches of ``loader``; a data loader worker process that dies (or no batch within
+    the loader's timeout) stops the run in one line: what happened, where, and the checkpoint
+    to resume from (``last_ckpt()``, the newest written so far)."""
+    from ..data.loader import LoaderWorkerDied
+
+    try:
+        yield from loader
+    except (LoaderWorkerDied, TimeoutError) as e:
+        stem = last_ckpt()
+        if stem:
+            then = ("the last checkpoint is %s: `duc-hdc train --resume %s` continues from it"
+                    % (os.path.basename(stem), run_dir))
+        else:
+            then = "no checkpoint was written yet: start the run again"
+        hint = (" (if memory ran out: fewer data.num_workers, which --set may change on "
+                "resume)" if isinstance(e, LoaderWorkerDied) else "")
+        raise TrainingError("%s at epoch %d, iteration %d; training stopped, %s%s"
+                            % (e, state["epoch"], state["iteration"], then, hint)) from e
 
 
 def _check_step(losses, grad_sq, epoch, state, lr, last_ckpt):
