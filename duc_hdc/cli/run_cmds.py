@@ -59,7 +59,6 @@ def _worker_kvstore(command):
 
     from ..config import load_config
     from ..training.distributed import DIST_KVSTORES
-    from .main import build_parser
 
     if command[1:3] == ["-m", "duc_hdc.cli"]:
         argv = command[3:]
@@ -69,7 +68,10 @@ def _worker_kvstore(command):
         return None
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            args = build_parser().parse_args(argv)
+            # this module's own commands (not cli.main's parser: main imports this module)
+            parser = argparse.ArgumentParser(prog="duc-hdc")
+            register(parser.add_subparsers(dest="command"))
+            args = parser.parse_args(argv)
     except SystemExit:  # not a valid command line: the workers say so
         return None
     if getattr(args, "func", None) is not cmd_train:
