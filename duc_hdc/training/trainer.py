@@ -143,9 +143,10 @@ def _resume_point(cfg, ctx, run_dir, overrides):
     devices = saved.get("num_devices")
     if devices is not None and devices != len(ctx):
         raise ConfigError("--resume: the run trained on %d device(s), now %d: the batch (and so "
-                          "its position in the data) would differ. Resume on %d device(s), or "
-                          "start a new run with --set model.init_params=%s.params"
-                          % (devices, len(ctx), devices, stem))
+                          "its position in the data) would differ. Resume on %d device(s) "
+                          "(--gpus with %d ids, or --cpu-devices %d), or start a new run with "
+                          "--set model.init_params=%s.params"
+                          % (devices, len(ctx), devices, devices, devices, stem))
     state = {k: saved[k] for k in ("epoch", "batch", "iteration", "history", "best")}
     # the logged loss's running average (absent from checkpoints of older versions)
     state["running_loss"] = saved.get("running_loss")
