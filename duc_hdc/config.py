@@ -1,6 +1,7 @@
 """Training recipes: YAML load, ``--set a.b=v`` overrides, validation with clear errors.
 
 A recipe is one complete YAML file (no inheritance): ``model``, ``data``, ``train`` sections.
+
 Every key is declared in :data:`SCHEMA` with its type (and choices where they are closed), so an
 unknown key or a wrong type stops with a message naming the key and what would be right.
 """
@@ -18,6 +19,9 @@ _OPT_INT = (int, type(None))
 _OPT_NUM = (int, float, type(None))
 _LIST = (list, tuple)
 _OPT_LIST = (list, tuple, type(None))
+
+#: train.kvstore's values (the dist_* ones need `duc-hdc launch`)
+KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 
 #: section -> key -> (accepted types, choices or None)
 SCHEMA = {
@@ -66,7 +70,7 @@ SCHEMA = {
         "warmup_iters": (int, None),
         "clip_gradient": (_OPT_NUM, None),
         "seed": (int, None),
-        "kvstore": (str, ("local", "device", "dist_sync", "dist_device_sync", "dist_async")),
+        "kvstore": (str, KVSTORES),
         "amp": ((bool, str), (False, True, "bfloat16", "float16")),  # true: the devices' own
         "checkpoint_every_iters": (int, None),
         "keep_last": (int, None),

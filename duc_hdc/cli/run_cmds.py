@@ -57,8 +57,7 @@ def _worker_kvstore(command):
     import io
     import os
 
-    from ..config import load_config
-    from ..training.distributed import DIST_KVSTORES
+    from ..config import KVSTORES, load_config
 
     if command[1:3] == ["-m", "duc_hdc.cli"]:
         argv = command[3:]
@@ -77,7 +76,7 @@ def _worker_kvstore(command):
     if getattr(args, "func", None) is not cmd_train:
         return None
     if args.kvstore:  # an unknown name: the workers say so
-        return args.kvstore if args.kvstore in ("local", "device") + DIST_KVSTORES else None
+        return args.kvstore if args.kvstore in KVSTORES else None
     try:
         if args.config is not None:
             return load_config(args.config, _train_overrides(args))["train"]["kvstore"]

@@ -199,11 +199,6 @@ class WatchedLoader(object):
                 return p
         return None
 
-    def _check_workers(self, terminated=False):
-        dead = self.dead_worker(terminated)
-        if dead is not None:
-            raise LoaderWorkerDied(dead.pid, dead.exitcode)
-
     def _raise_if_dead(self, error):
         """``error`` came from fetching a batch: when a worker died, say that instead. A worker
         killed after sending a batch fails its reading with an OSError or EOFError (the batch's
@@ -255,7 +250,9 @@ class WatchedLoader(object):
                 try:
                     ok, item = results.get(timeout=self.POLL)
                 except queue.Empty:
-                    self._check_workers()
+                    dead = self.dead_worker()
+                    if dead is not None:
+                        raise LoaderWorkerDied(dead.pid, dead.exitcode)
                     continue
                 if not ok:
                     self._raise_if_dead(item)

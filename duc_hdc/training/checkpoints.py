@@ -183,22 +183,6 @@ class Checkpointer:
             stem = json.load(f)["checkpoint"]
         return os.path.join(self.dir, os.path.basename(stem))  # the run dir may have moved
 
-    def latest_intact(self):
-        """(stem, saved document) of the newest checkpoint that verifies, or (None, None) when
-        there is none at all.
-
-        Damaged ones newer than it are logged by file name and renamed aside (``.damaged``),
-        so they are neither resumed nor kept in place of intact ones by ``keep_last``.
-
-        Raises
-        ------
-        TrainingError
-            Checkpoints exist but none is intact.
-        """
-        stem, doc, damaged = self.find_intact()
-        self.set_aside(damaged)
-        return stem, doc
-
     def find_intact(self):
         """(stem, saved document, damaged stems) of the newest checkpoint that verifies;
         (None, None, []) when there is none at all. Reads only: the damaged checkpoints newer
@@ -240,10 +224,7 @@ class Checkpointer:
     def set_aside(self, stems):
         """Rename the damaged checkpoints ``stems`` aside (``*.damaged``)."""
         for stem in stems:
-            self._set_aside(stem)
-
-    def _set_aside(self, stem):
-        for ext in self.EXTS + (".json",):
-            if os.path.exists(stem + ext):
-                os.replace(stem + ext, stem + ext + ".damaged")
-        log.warning("set aside the damaged %s.* as *.damaged", os.path.basename(stem))
+            for ext in self.EXTS + (".json",):
+                if os.path.exists(stem + ext):
+                    os.replace(stem + ext, stem + ext + ".damaged")
+            log.warning("set aside the damaged %s.* as *.damaged", os.path.basename(stem))

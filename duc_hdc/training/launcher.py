@@ -256,7 +256,7 @@ class _StopSignals:
     @property
     def code(self):
         """128 + N for the first signal received, else None."""
-        return 128 + self.received[0] if self.received else None
+        return exit_code(-self.received[0]) if self.received else None
 
 
 def exit_code(returncode):

@@ -3,7 +3,7 @@ import json
 import logging
 import os
 
-from ..fileio import atomic_path
+from ..fileio import atomic_path, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,8 @@ def truncate_metrics(path, state):
             kept.append(line if line.endswith("\n") else line + "\n")
     if not dropped and not broken:
         return 0
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.writelines(kept)
+    with atomic_write(path) as f:
+        f.writelines(kept)
     log.info("resume: dropped %d row(s) of %s logged after iteration %d%s (logged again as "
              "the run continues)", dropped, os.path.basename(path), state["iteration"],
              ", and %d unreadable line(s)" % broken if broken else "")
