@@ -171,3 +171,30 @@ def test_bad_data_in_a_worker_is_reported_as_such_not_as_a_worker_death(tiny_rec
     with pytest.raises(ValueError, match="this item cannot be augmented"):
         for _ in build_train_loader(tiny_recs["train"], 2, transform, 1):
             pass
+
+
+def test_a_worker_killed_as_its_pool_starts_is_caught(tiny_recs):
+    """A worker killed before the watch recorded it (the old recording, active_children(),
+    drops a dead process; under load a kill could land there) was not watched: its batch
+    never came and training waited out MXNet's 120 s timeout. The pool's replacement for it
+    now gives it away; the recording reads the pool, which still lists a dead worker."""
+    from duc_hdc.data.loader import LoaderWorkerDied, build_train_loader
+
+    def transform(img, label, anchors, rng):
+        return (np.asarray(img[:8, :8], np.float32).transpose(2, 0, 1),
+                np.asarray(label[:8, :8], np.float32))
+
+    loader = build_train_loader(tiny_recs["train"], 2, transform, 1)
+    (worker,) = loader.workers
+    pool = loader.loader._worker_pool
+    assert list(pool._pool) == [worker]  # recorded from the pool
+    loader.workers = []  # as the old recording had it after such a kill
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.join(10)
+    deadline = time.time() + 10  # the pool replaces an exited worker every 0.1 s
+    while time.time() < deadline and worker in pool._pool:
+        time.sleep(0.05)
+    assert pool._pool and worker not in pool._pool
+    with pytest.raises(LoaderWorkerDied, match=r"replaced by %d" % pool._pool[0].pid):
+        for _ in loader:
+            pass

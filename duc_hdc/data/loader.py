@@ -6,6 +6,7 @@ import queue
 import signal
 import threading
 import time
+import types
 
 import numpy as np
 
@@ -122,8 +123,11 @@ def build_train_loader(rec_path, batch_size, transform, num_workers=2, seed=0, e
     before = set(multiprocessing.active_children())
     loader = gluon.data.DataLoader(data, batch_sampler=sampler, num_workers=num_workers,
                                    timeout=LOADER_TIMEOUT)
-    # the processes its pool started (Pool starts them in its constructor)
-    workers = [p for p in multiprocessing.active_children() if p not in before]
+    # the processes its pool started (Pool starts them in its constructor): read from the pool
+    # itself, which still lists one that died meanwhile (active_children() drops it)
+    pool = getattr(getattr(loader, "_worker_pool", None), "_pool", None)
+    workers = (list(pool) if pool is not None else
+               [p for p in multiprocessing.active_children() if p not in before])
     return WatchedLoader(loader, workers)
 
 
@@ -197,6 +201,13 @@ class WatchedLoader(object):
             code = p.exitcode
             if code is not None and (terminated or code != -signal.SIGTERM):
                 return p
+        # a process the pool started in place of one that exited before it was watched (a
+        # multiprocessing.Pool replaces its exited workers; MXNet's never retires them): that
+        # worker's batch is lost all the same
+        pool = getattr(getattr(self.loader, "_worker_pool", None), "_pool", None) or ()
+        for p in pool:
+            if p not in self.workers:
+                return types.SimpleNamespace(pid="(replaced by %d)" % p.pid, exitcode=None)
         return None
 
     def _raise_if_dead(self, error):
@@ -216,8 +227,8 @@ class WatchedLoader(object):
             time.sleep(0.05)
 
     def __iter__(self):
-        if not self.workers:
-            yield from self.loader
+        if not self.workers and getattr(self.loader, "_worker_pool", None) is None:
+            yield from self.loader  # no worker processes (num_workers=0)
             return
         if self._used:
             raise RuntimeError("a training loader is iterated once (its workers are stopped "
