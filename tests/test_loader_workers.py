@@ -177,7 +177,11 @@ def test_a_worker_killed_as_its_pool_starts_is_caught(tiny_recs):
     """A worker killed before the watch recorded it (the old recording, active_children(),
     drops a dead process; under load a kill could land there) was not watched: its batch
     never came and training waited out MXNet's 120 s timeout. The pool's replacement for it
-    now gives it away; the recording reads the pool, which still lists a dead worker."""
+    now gives it away; the recording reads the pool, which still lists a dead worker.
+
+    The worker is killed once it waits for a task: it then holds the lock of the pool's task
+    queue for good, so the replacement can never take the batch (killed before it took the
+    lock, the replacement would send every batch: the next test)."""
     from duc_hdc.data.loader import LoaderWorkerDied, build_train_loader
 
     def transform(img, label, anchors, rng):
@@ -189,6 +193,12 @@ def test_a_worker_killed_as_its_pool_starts_is_caught(tiny_recs):
     pool = loader.loader._worker_pool
     assert list(pool._pool) == [worker]  # recorded from the pool
     loader.workers = []  # as the old recording had it after such a kill
+    lock = pool._inqueue._rlock  # multiprocessing.SimpleQueue's reader lock
+    deadline = time.time() + HANG
+    while lock.acquire(block=False):  # free: the worker has not reached its wait yet
+        lock.release()
+        assert time.time() < deadline, "the worker never waited for a task"
+        time.sleep(0.02)
     os.kill(worker.pid, signal.SIGKILL)
     worker.join(10)
     deadline = time.time() + 10  # the pool replaces an exited worker every 0.1 s
@@ -198,3 +208,29 @@ def test_a_worker_killed_as_its_pool_starts_is_caught(tiny_recs):
     with pytest.raises(LoaderWorkerDied, match=r"replaced by %d" % pool._pool[0].pid):
         for _ in loader:
             pass
+
+
+def test_a_worker_replaced_after_the_last_batch_is_a_warning_naming_it(caplog):
+    """Every batch came, then the pool showed a replaced worker: a warning, not an error. It
+    was a TypeError: the warning formatted the replacement's description with %d (seen in
+    CI when a kill landed before the worker took the task queue's lock)."""
+    import types
+
+    from duc_hdc.data.loader import WatchedLoader
+
+    # the pool as the old recording saw it: its worker gone unrecorded, none listed yet
+    pool = types.SimpleNamespace(_pool=[], terminate=lambda: None)
+
+    class Loader(object):
+        _worker_pool = pool
+
+        def __iter__(self):
+            yield "batch 0"
+            yield "batch 1"
+            pool._pool[:] = [types.SimpleNamespace(pid=202, exitcode=None)]  # a replacement
+
+    watched = WatchedLoader(Loader(), [])
+    with caplog.at_level("WARNING", logger="duc_hdc.data.loader"):
+        assert list(watched) == ["batch 0", "batch 1"]
+    (record,) = [r for r in caplog.records if "after its last batch" in r.getMessage()]
+    assert "replaced by 202" in record.getMessage()

@@ -276,7 +276,7 @@ class WatchedLoader(object):
                 if item is _END:
                     dead = self.dead_worker()
                     if dead is not None:  # after sending every batch: none was lost
-                        log.warning("data loader worker process %d died (%s) after its last "
+                        log.warning("data loader worker process %s died (%s) after its last "
                                     "batch; the next epoch starts new ones", dead.pid,
                                     exit_text(dead.exitcode))
                     return
