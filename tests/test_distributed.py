@@ -172,9 +172,10 @@ def test_resume_refuses_a_run_directory_the_ranks_see_differently(tiny_recs, tmp
     rc = launch(command, 2, 1, timeout=120, env=ENV)
     err = capfd.readouterr().err
     assert rc != 0
-    assert re.search(r"the 2 workers see different checkpoints in \S+ \(rank 0: [0-9a-f]{16}; "
+    # the run's path as it is (a temporary folder may hold spaces: not \S+)
+    assert re.search(r"the 2 workers see different checkpoints in %s \(rank 0: [0-9a-f]{16}; "
                      r"rank 1: [0-9a-f]{16}\); the run directory must be on a filesystem every "
-                     r"machine shares", err), err[-3000:]
+                     r"machine shares" % re.escape(str(run)), err), err[-3000:]
     assert [r["iteration"] for r in metrics(run) if r["kind"] == "train"] == [1, 2]
 
 
@@ -393,12 +394,13 @@ def sshd(tmp_path_factory):
                                str(d / key)])
     shutil.copy(d / "user_key.pub", d / "authorized_keys")
     port = dist.free_port()
+    # paths double-quoted: sshd splits an unquoted value at spaces (TMPDIR may hold some)
     (d / "sshd_config").write_text("\n".join([
-        "Port %d" % port, "ListenAddress 127.0.0.1", "HostKey %s" % (d / "host_key"),
-        "AuthorizedKeysFile %s" % (d / "authorized_keys"), "StrictModes no",
+        "Port %d" % port, "ListenAddress 127.0.0.1", 'HostKey "%s"' % (d / "host_key"),
+        'AuthorizedKeysFile "%s"' % (d / "authorized_keys"), "StrictModes no",
         "PubkeyAuthentication yes", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "UsePAM no", "PermitRootLogin yes",
-        "PidFile %s" % (d / "sshd.pid"), "LogLevel ERROR", ""]))
+        'PidFile "%s"' % (d / "sshd.pid"), "LogLevel ERROR", ""]))
     os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory
     proc = subprocess.Popen([exe, "-D", "-e", "-f", str(d / "sshd_config")])
     deadline = time.time() + 20
