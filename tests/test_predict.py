@@ -11,7 +11,7 @@ import pytest
 from duc_hdc import cli, get_model
 from duc_hdc.hub import zoo
 from duc_hdc.models.sidecar import write_sidecar
-from duc_hdc.inference.io import expand_inputs, output_stems, read_image
+from duc_hdc.inference.io import OUTPUTS_LIST, expand_inputs, output_stems, read_image
 from duc_hdc.inference.predict import predict_paths, prediction_report, run_prediction
 from duc_hdc.inference.segmenter import Segmenter, sliding_windows, window_starts
 
@@ -316,7 +316,9 @@ def _png(path, rgb):
 
 
 def _files_under(folder):
-    return sorted(os.path.join(d, n) for d, _, names in os.walk(str(folder)) for n in names)
+    """The files under ``folder`` but predict's list of its outputs (OUTPUTS_LIST)."""
+    return sorted(os.path.join(d, n) for d, _, names in os.walk(str(folder)) for n in names
+                  if n != OUTPUTS_LIST)
 
 
 def test_predict_images_folders_globs_videos(tmp_path):

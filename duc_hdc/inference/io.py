@@ -10,12 +10,16 @@ What ``duc-hdc predict`` does around a :class:`~duc_hdc.inference.segmenter.Segm
   ``OUT/b/good_*``, ``OUT/good_1_*``; one run never writes a file twice;
 - a video reports the frames it read against the frames its container announces
   (``CAP_PROP_FRAME_COUNT``); a truncated one is listed as incomplete, not as a success;
-- every file is written atomically (:mod:`duc_hdc.fileio`).
+- every file is written atomically (:mod:`duc_hdc.fileio`);
+- a run never writes over one of its inputs, and it lists what it writes in
+  ``OUT/.duc_hdc_outputs`` (:class:`RunOutputs`): with ``--out`` equal to (or inside) an
+  input folder, a later run replaces those files instead of predicting them as new inputs.
 
 :mod:`duc_hdc.inference.predict` runs a Segmenter over all of it (``duc-hdc predict``).
 """
 import collections
 import glob
+import json
 import logging
 import os
 
@@ -29,7 +33,7 @@ from ..fileio import atomic_write
 
 __all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "expand_inputs", "output_stems",
            "unsupported_reason", "read_image", "save_outputs", "predict_video", "is_video",
-           "OutputCollision"]
+           "OutputCollision", "RunOutputs", "OUTPUTS_LIST"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,7 @@ def _walk(folder):
         for name in sorted(names):
             if _is_image(name) or is_video(name):
                 files.append(os.path.join(dirpath, name))
-            else:
+            elif name != OUTPUTS_LIST:
                 others += 1
     return files, others
 
@@ -108,8 +112,20 @@ def output_stems(paths, anchors=None):
     return out
 
 
-def expand_inputs(inputs):
+def _new(paths, earlier_outputs, item):
+    """``paths`` without the outputs of earlier runs (logged)."""
+    keep = [p for p in paths if os.path.realpath(p) not in earlier_outputs]
+    if len(keep) < len(paths):
+        log.info("%s: leaving out %d output file(s) of an earlier run (listed in %s)", item,
+                 len(paths) - len(keep), OUTPUTS_LIST)
+    return keep
+
+
+def expand_inputs(inputs, earlier_outputs=()):
     """Expand files, folders (recursively: images and videos) and glob patterns.
+
+    ``earlier_outputs``: real paths of files an earlier run wrote (:meth:`RunOutputs.earlier`);
+    a folder or a glob leaves them out (a file named on its own is kept).
 
     Returns
     -------
@@ -129,7 +145,7 @@ def expand_inputs(inputs):
             if not found:
                 skipped.append((item, "folder holds no images or videos (supported: %s)"
                                 % _supported()))
-            files += [(path, item) for path in found]
+            files += [(path, item) for path in _new(found, earlier_outputs, item)]
         elif os.path.isfile(item):
             files.append((item, os.path.dirname(os.path.abspath(item))))
         elif os.path.exists(item):
@@ -138,7 +154,8 @@ def expand_inputs(inputs):
             matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
             if not matches:
                 skipped.append((item, "no such file, folder or matching glob"))
-            files += [(path, os.path.dirname(os.path.abspath(path))) for path in matches]
+            files += [(path, os.path.dirname(os.path.abspath(path)))
+                      for path in _new(matches, earlier_outputs, item)]
     seen, keep, anchors = set(), [], []
     for path, anchor in files:
         key = os.path.realpath(path)
@@ -174,16 +191,72 @@ def read_image(path):
 
 
 # ------------------------------------------------------------------------------ outputs
-def _claim(written, paths):
-    """Add ``paths`` to the set of files this run writes; :class:`OutputCollision` if one of
-    them is already in it (nothing is added then)."""
-    paths = [os.path.abspath(p) for p in paths]
-    if written is not None:
+#: the list of files predict wrote into an output folder (one JSON string a line, relative)
+OUTPUTS_LIST = ".duc_hdc_outputs"
+
+
+class RunOutputs(object):
+    """The files one predict run writes into ``out_dir``.
+
+    A file is claimed before it is written: :class:`OutputCollision` if this run already wrote
+    it or if it is one of the run's ``inputs`` (never written over). Claimed files are
+    appended to ``out_dir/OUTPUTS_LIST`` first, so that a later run into the same folder
+    (``--out`` equal to an input folder) tells earlier outputs (:meth:`earlier`: replaced)
+    from inputs, whatever their names.
+    """
+
+    def __init__(self, out_dir, inputs=()):
+        self.out_dir = os.path.abspath(out_dir)
+        self.list_path = os.path.join(self.out_dir, OUTPUTS_LIST)
+        self.inputs = frozenset(os.path.realpath(p) for p in inputs)
+        self.written = set()
+        self.listed = set(self._read_list(self.list_path))
+
+    @staticmethod
+    def _read_list(list_path):
+        try:
+            with open(list_path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        names = []
+        for line in lines:
+            try:
+                names.append(json.loads(line))
+            except ValueError:  # a line cut by a crash
+                continue
+        return [n for n in names if isinstance(n, str)]
+
+    @classmethod
+    def earlier(cls, out_dir):
+        """Real paths of the files earlier runs listed in ``out_dir/OUTPUTS_LIST``."""
+        return frozenset(os.path.realpath(os.path.join(out_dir, name))
+                         for name in cls._read_list(os.path.join(out_dir, OUTPUTS_LIST)))
+
+    def claim(self, paths):
         for path in paths:
-            if path in written:
+            if path in self.written:
                 raise OutputCollision("%s was already written by an earlier input of this run"
                                       % path)
-        written.update(paths)
+            if os.path.realpath(path) in self.inputs:
+                raise OutputCollision("its output %s is an input of this run (never written "
+                                      "over); give another --out" % path)
+        new = [os.path.relpath(p, self.out_dir) for p in paths]
+        new = [n for n in new if n not in self.listed]
+        if new:
+            os.makedirs(self.out_dir, exist_ok=True)
+            with open(self.list_path, "a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(n) + "\n" for n in new))
+            self.listed.update(new)
+        self.written.update(paths)
+
+
+def _claim(written, paths):
+    """Claim ``paths`` for this run (:meth:`RunOutputs.claim`; ``written`` None: no checks);
+    :class:`OutputCollision` if one of them may not be written (nothing is claimed then)."""
+    paths = [os.path.abspath(p) for p in paths]
+    if written is not None:
+        written.claim(paths)
     return paths
 
 
@@ -203,8 +276,8 @@ def save_outputs(out_dir, stem, rgb, train_ids, dataset="cityscapes", overlay_im
                  written=None):
     """Write ``stem_trainIds.png``, ``stem_color.png`` and ``stem_overlay.png`` under out_dir.
 
-    ``written``: the set of files this run wrote (see :class:`OutputCollision`). Returns the
-    paths written."""
+    ``written``: the :class:`RunOutputs` of this run (see :class:`OutputCollision`). Returns
+    the paths written."""
     suffixes = ["_trainIds.png", "_color.png"] + (["_overlay.png"] if overlay_image else [])
     paths = _claim(written, [os.path.join(out_dir, stem + s) for s in suffixes])
     images = [train_ids, colorize(train_ids, dataset)]

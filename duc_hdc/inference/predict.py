@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from ..data.labels import DATASETS, get_table
 from ..data.recordio import BadSampleError
-from .io import OutputCollision, expand_inputs, is_video, predict_video, read_image, save_outputs
+from .io import (OutputCollision, RunOutputs, expand_inputs, is_video, predict_video, read_image,
+                 save_outputs)
 from .segmenter import Segmenter
 
 __all__ = ["predict_paths", "prediction_report", "default_dataset", "run_prediction",
@@ -31,8 +32,10 @@ def predict_paths(segmenter, inputs, out_dir, dataset="cityscapes", progress=Tru
     inputs, :func:`~duc_hdc.inference.io.output_stems`): ``OUT/STEM_trainIds.png`` (uint8 trainIds),
     ``OUT/STEM_color.png`` (the dataset's palette) and ``OUT/STEM_overlay.png``. For a video
     ``STEM.mp4``: ``OUT/STEM/frame_NNNNNN_trainIds.png`` and ``_color.png`` per frame and
-    ``OUT/STEM_overlay.avi``. A run never writes one file twice; files of an earlier run are
-    replaced. Unreadable inputs are logged and skipped.
+    ``OUT/STEM_overlay.avi``. A run never writes one file twice, nor over one of its inputs
+    (that input is skipped); files of an earlier run are replaced, and a folder or glob
+    leaves them out of the inputs (:class:`~duc_hdc.inference.io.RunOutputs`). Unreadable
+    inputs are logged and skipped.
 
     Parameters
     ----------
@@ -56,11 +59,11 @@ def predict_paths(segmenter, inputs, out_dir, dataset="cityscapes", progress=Tru
     get_table(dataset)  # an unknown palette fails before any work
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise NotADirectoryError("--out %s is a file; predict writes into a folder" % out_dir)
-    found, skipped = expand_inputs(inputs)
+    found, skipped = expand_inputs(inputs, RunOutputs.earlier(out_dir))
     for item, reason in skipped:
         log.warning("skipping %s: %s", item, reason)
     os.makedirs(out_dir, exist_ok=True)
-    written = set()
+    written = RunOutputs(out_dir, [path for path, _ in found])
     result = dict(images=0, frames=0, videos=0, outputs=[], files=[], video_reports=[],
                   skipped=skipped, incomplete=[])
     images = [(p, s) for p, s in found if not is_video(p)]

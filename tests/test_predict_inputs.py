@@ -1,0 +1,65 @@
+"""predict on the inputs engineers feed it: output folder = input folder, runs repeated."""
+import os
+
+import cv2
+import numpy as np
+
+from duc_hdc import get_model
+from duc_hdc.inference.predict import predict_paths, prediction_report
+from duc_hdc.inference.segmenter import Segmenter
+
+
+def _segmenter():
+    return Segmenter(get_model("duc_hdc_resnet18", classes=5, base_width=8))
+
+
+def _png(path, seed, h=16, w=24):
+    rgb = np.random.RandomState(seed).randint(0, 256, (h, w, 3)).astype(np.uint8)
+    assert cv2.imwrite(str(path), rgb)
+    return path.read_bytes()
+
+
+def _images(folder):
+    return sorted(n for n in os.listdir(str(folder)) if n.endswith(".png"))
+
+
+def test_output_folder_equal_to_input_folder_never_overwrites_an_input(tmp_path):
+    seg = _segmenter()
+    src = tmp_path / "photos"
+    src.mkdir()
+    inputs = {name: _png(src / name, seed) for seed, name in
+              enumerate(["a.png", "a_color.png", "b.png"])}  # a_color.png: a real photo
+    result = predict_paths(seg, [str(src)], str(src), progress=False)
+    for name, data in inputs.items():
+        assert (src / name).read_bytes() == data, "%s was overwritten" % name
+    # a.png's colour map would replace the photo a_color.png: a.png is skipped, by name
+    skipped = dict(result["skipped"])
+    assert list(skipped) == [str(src / "a.png")]
+    assert "a_color.png" in skipped[str(src / "a.png")]
+    assert "is an input of this run" in skipped[str(src / "a.png")]
+    assert result["images"] == 2 and prediction_report(result, str(src))[2] == 3
+    first = _images(src)
+    assert first == ["a.png", "a_color.png", "a_color_color.png", "a_color_overlay.png",
+                     "a_color_trainIds.png", "b.png", "b_color.png", "b_overlay.png",
+                     "b_trainIds.png"]
+    # the same run again: the earlier outputs are replaced, not predicted as new inputs
+    again = predict_paths(seg, [str(src)], str(src), progress=False)
+    assert _images(src) == first
+    assert again["images"] == 2 and list(dict(again["skipped"])) == [str(src / "a.png")]
+    for name, data in inputs.items():
+        assert (src / name).read_bytes() == data
+
+
+def test_same_run_twice_into_the_input_folder_and_by_glob(tmp_path):
+    seg = _segmenter()
+    src = tmp_path / "in"
+    src.mkdir()
+    _png(src / "x.png", 3)
+    for run in range(2):
+        result = predict_paths(seg, [str(src)], str(src), progress=False)
+        assert (result["images"], result["skipped"]) == (1, []), run
+        assert prediction_report(result, str(src))[2] == 0
+        assert _images(src) == ["x.png", "x_color.png", "x_overlay.png", "x_trainIds.png"]
+    result = predict_paths(seg, [str(src / "*.png")], str(src), progress=False)
+    assert (result["images"], result["skipped"]) == (1, [])
+    assert _images(src) == ["x.png", "x_color.png", "x_overlay.png", "x_trainIds.png"]
