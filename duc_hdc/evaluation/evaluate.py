@@ -128,7 +128,9 @@ def evaluate(segmenter, dataset, num_classes, dataset_name="cityscapes", save_di
     Raises
     ------
     ValueError
-        Class counts differ, an item has no label, or a label's size differs from its image's.
+        Class counts differ, an item has no label, a label's size differs from its image's,
+        or a label holds a value that is neither a class id nor ``ignore_label`` (the message
+        names the data and the item).
     """
     from tqdm import tqdm
 
@@ -155,6 +157,13 @@ def evaluate(segmenter, dataset, num_classes, dataset_name="cityscapes", save_di
             raise ValueError("%s item %d (%s): image is %dx%d but its label is %s"
                              % (where, i, sample_name(dataset, i, meta), np.shape(img)[0],
                                 np.shape(img)[1], "x".join(map(str, label.shape))))
+        outside = label[(label != ignore_label) & ((label < 0) | (label >= num_classes))]
+        if outside.size:
+            raise ValueError("%s item %d (%s): the label holds values %s that are neither "
+                             "class ids 0..%d nor the ignore label %d (labelIds instead of "
+                             "trainIds, or another dataset's labels?)"
+                             % (where, i, sample_name(dataset, i, meta),
+                                np.unique(outside)[:10].tolist(), num_classes - 1, ignore_label))
         pred = segmenter.predict(img)
         if worst is None:
             metric.update(label, pred)
