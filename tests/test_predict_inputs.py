@@ -63,3 +63,45 @@ def test_same_run_twice_into_the_input_folder_and_by_glob(tmp_path):
     result = predict_paths(seg, [str(src / "*.png")], str(src), progress=False)
     assert (result["images"], result["skipped"]) == (1, [])
     assert _images(src) == ["x.png", "x_color.png", "x_overlay.png", "x_trainIds.png"]
+
+
+def _corrupt(data, start, count):
+    data = bytearray(data)
+    for i in range(start, start + count):
+        data[i] ^= 0xFF
+    return bytes(data)
+
+
+def test_corrupt_files_among_good_ones_are_named_without_library_noise(tmp_path, capfd):
+    from duc_hdc import cli
+    from duc_hdc.models.sidecar import write_sidecar
+
+    net = get_model("duc_hdc_resnet18", classes=5, base_width=8)
+    params = str(tmp_path / "tiny.params")
+    net.save_parameters(params)
+    write_sidecar(params, net.config)
+    src = tmp_path / "in"
+    src.mkdir()
+    _png(src / "good.png", 0, 64, 96)
+    rgb = cv2.resize(cv2.imread(str(src / "good.png")), (96, 64))
+    jpeg = cv2.imencode(".jpg", np.kron(rgb, np.ones((2, 2, 1), np.uint8)))[1].tobytes()
+    png = cv2.imencode(".png", rgb)[1].tobytes()
+    bmp = cv2.imencode(".bmp", rgb)[1].tobytes()
+    # damaged inside, intact ends: libjpeg decodes it with a part missing; libpng gives up
+    (src / "flipped.jpg").write_bytes(_corrupt(jpeg, len(jpeg) // 2, 50))
+    (src / "flipped.png").write_bytes(_corrupt(png, 200, 200))
+    (src / "cut.bmp").write_bytes(bmp[:len(bmp) // 2])
+    capfd.readouterr()
+    status = cli.main(["predict", "--model", params, str(src), "--out", str(tmp_path / "out"),
+                       "--no-progress"])
+    out, err = capfd.readouterr()
+    assert status == 3
+    assert "1 image(s)" in out
+    assert os.path.exists(str(tmp_path / "out" / "good_trainIds.png"))
+    for name in ("flipped.jpg", "flipped.png", "cut.bmp"):
+        assert "  %s: corrupt" % (src / name) in err, name
+        assert not os.path.exists(str(tmp_path / "out" / (name[:-4] + "_trainIds.png")))
+    # no raw library line (libpng, libjpeg, OpenCV's log) of its own
+    for line in err.splitlines():
+        assert not line.startswith(("libpng", "Corrupt JPEG", "Premature end", "[")), line
+        assert "OpenCV(" not in line and "loadsave.cpp" not in line, line

@@ -23,6 +23,8 @@ import struct
 import cv2
 import numpy as np
 
+from .decoder_messages import damage, decoder_messages
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -137,10 +139,15 @@ def decode_image(data, path="<bytes>"):
     BadSampleError
         If the bytes do not decode.
     """
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    with decoder_messages() as lines:  # libpng / libjpeg text: into the reason, not stderr
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    why = damage(lines, img is not None)
     if img is None:
-        raise BadSampleError(path, "corrupt or truncated image (%d bytes do not decode)"
-                             % len(data))
+        raise BadSampleError(path, "corrupt or truncated image (%d bytes do not decode%s)"
+                             % (len(data), ": %s" % why if why else ""))
+    if why:
+        raise BadSampleError(path, "corrupt image: it decodes only with parts made up (%s)"
+                             % why)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -152,10 +159,12 @@ def decode_label(data, path="<bytes>"):
     BadSampleError
         If the bytes do not decode, or the PNG is not single-channel 8-bit.
     """
-    lab = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    with decoder_messages() as lines:
+        lab = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    why = damage(lines, lab is not None)
     if lab is None:
-        raise BadSampleError(path, "corrupt or truncated label (%d bytes do not decode)"
-                             % len(data))
+        raise BadSampleError(path, "corrupt or truncated label (%d bytes do not decode%s)"
+                             % (len(data), ": %s" % why if why else ""))
     if lab.ndim != 2 or lab.dtype != np.uint8:
         raise BadSampleError(path, "label must be a single-channel 8-bit PNG, got shape %s "
                              "dtype %s" % (lab.shape, lab.dtype))
