@@ -340,15 +340,17 @@ def bf16_support(flags=None, environ=None):
     return None
 
 
-def no_bf16_reason(environ=None):
+def no_bf16_reason(environ=None, flags=None):
     """The words for a CPU :func:`bf16_support` finds without bfloat16 (the refusals of
-    ``--precision bf16`` and ``train.amp: bfloat16`` say the same)."""
+    ``--precision bf16`` and ``train.amp: bfloat16`` say the same): the CPU's own lack
+    first, else the ``DNNL_MAX_CPU_ISA`` that holds oneDNN below it."""
+    flags = cpu_flags() if flags is None else flags
+    if not ({"avx512_bf16", "amx_bf16"} & set(flags)):
+        return ("this CPU (%s) has neither AMX (amx_bf16) nor AVX512_BF16 (avx512_bf16 in "
+                "/proc/cpuinfo), which oneDNN needs for bfloat16" % cpu_model())
     capped = isa_below("AVX512_CORE", environ)
-    if capped:
-        return ("%s keeps oneDNN below AVX512_CORE, where it has no bfloat16 convolution "
-                "(unset it, or set AVX512_CORE_BF16 or higher)" % capped)
-    return ("this CPU (%s) has neither AMX (amx_bf16) nor AVX512_BF16 (avx512_bf16 in "
-            "/proc/cpuinfo), which oneDNN needs for bfloat16" % cpu_model())
+    return ("%s keeps oneDNN below AVX512_CORE, where it has no bfloat16 convolution "
+            "(unset it, or set AVX512_CORE_BF16 or higher)" % capped)
 
 
 # ------------------------------------------------------------------------------ oneDNN ISA
@@ -419,7 +421,7 @@ def environment_report(probe=True):
             ("cpu flags", " ".join(engines) or "none of avx2/avx512/amx"),
             ("amx", state["reason"]),
             ("bf16", {"amx": "AMX (fast)", "avx512_bf16": "AVX512_BF16 without AMX (slow)",
-                      None: "not supported: %s" % no_bf16_reason()}[bf16]),
+                      None: "not supported: %s" % no_bf16_reason(flags=flags)}[bf16]),
             ("DNNL_MAX_CPU_ISA", isa_setting()),
             ("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "(unset)")),
             ("malloc", malloc_state()["reason"]),

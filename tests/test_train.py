@@ -485,8 +485,10 @@ def test_only_float16_gets_the_amp_loss_scaler(monkeypatch):
     assert attached == [trainer]
 
 
-def test_amp_dtype_follows_the_devices_and_refuses_float16_on_cpu():
+def test_amp_dtype_follows_the_devices_and_refuses_float16_on_cpu(monkeypatch):
     from duc_hdc.training.trainer import amp_target_dtype
+
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)  # the CPU flags decide here
 
     amx, avx512_bf16, avx2 = ({"amx_tile", "amx_bf16", "avx512f"}, {"avx512f", "avx512_bf16"},
                               {"avx2", "fma"})
@@ -538,8 +540,8 @@ def test_bfloat16_training_runs_where_the_cpu_has_it_and_is_refused_elsewhere(ti
         assert done.returncode != 0
         assert "Traceback" not in done.stderr, done.stderr[-2000:]
         lines = done.stderr.strip().splitlines()
-        assert lines and "train.amp: this CPU" in lines[-1] and "avx512_bf16" in lines[-1]
-        assert "use --set train.amp=false" in lines[-1]
+        assert lines and lines[-1] == "error: train.amp: %s; use --set train.amp=false" % (
+            runtime.no_bf16_reason())
         assert not (run / "metrics.jsonl").exists()
         return
     assert done.returncode == 0, done.stderr[-2000:]
@@ -551,3 +553,22 @@ def test_bfloat16_training_runs_where_the_cpu_has_it_and_is_refused_elsewhere(ti
     losses = [r["loss"] for r in rows if r["kind"] == "train"]
     assert len(losses) == 4 and all(np.isfinite(losses)) and losses[-1] < losses[0]
     duc_hdc.load(str(run / "final.params"))  # finite float32 weights, loadable
+
+
+def test_bf16_training_refusal_reads_as_one_sentence_under_a_capped_isa(monkeypatch):
+    """A CPU with AVX512_BF16 whose oneDNN ``DNNL_MAX_CPU_ISA`` holds below AVX512_CORE: the
+    refusal names the variable. It read "... (unset it, or set AVX512_CORE_BF16 or higher)
+    training; use ..." (the CPU reason's words had "training" appended)."""
+    from duc_hdc.training.build import amp_target_dtype
+
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    with pytest.raises(ConfigError) as info:
+        amp_target_dtype("bfloat16", [mx.cpu()], {"avx512f", "avx512_bf16"})
+    assert str(info.value) == (
+        "train.amp: DNNL_MAX_CPU_ISA=AVX2 keeps oneDNN below AVX512_CORE, where it has no "
+        "bfloat16 convolution (unset it, or set AVX512_CORE_BF16 or higher); use --set "
+        "train.amp=false")
+    # a CPU without bf16 hardware: its own lack is named, whatever the cap
+    with pytest.raises(ConfigError, match=r"^train.amp: this CPU \(.*\) has neither AMX .*"
+                                          r"bfloat16; use --set train.amp=false$"):
+        amp_target_dtype("bfloat16", [mx.cpu()], {"avx2", "fma"})

@@ -56,7 +56,7 @@ def check_bf16(flags=None, environ=None):
     support = runtime.bf16_support(flags, environ)
     if support is None:
         raise ValueError("--precision bf16: %s; use --precision fp32 or int8"
-                         % runtime.no_bf16_reason(environ))
+                         % runtime.no_bf16_reason(environ, flags))
     if not mkldnn_available():
         raise ValueError("--precision bf16 needs an MXNet build with MKLDNN (oneDNN)")
     emulated = runtime.isa_below("AVX512_CORE_BF16", environ)

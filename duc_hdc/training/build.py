@@ -118,6 +118,6 @@ def amp_target_dtype(amp, ctx, flags=None):
         raise ConfigError("train.amp: bfloat16 mixed precision runs on CPUs in mxnet 1.9; on "
                           "GPUs use --set train.amp=float16")
     if dtype == "bfloat16" and runtime.bf16_support(flags) is None:
-        raise ConfigError("train.amp: %s training; use --set train.amp=false"
-                          % runtime.no_bf16_reason())
+        raise ConfigError("train.amp: %s; use --set train.amp=false"
+                          % runtime.no_bf16_reason(flags=flags))
     return dtype
