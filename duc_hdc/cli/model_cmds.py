@@ -1,5 +1,6 @@
 """Commands about models and weights: models, gridding, download, convert, export, quantize,
 benchmark."""
+import argparse
 import json
 import logging
 import os
@@ -211,6 +212,11 @@ def cmd_benchmark(args):
         raise ValueError("benchmark --config: time a model name (random weights) or an "
                          "artifact (--model FILE.params / PREFIX); the recipe's model is "
                          "--model <its model.name> with --base-width etc.")
+    if args.mode in ("whole", "sliding"):
+        raise ValueError("--mode %s is the inference protocol of predict and evaluate; "
+                         "benchmark times one forward pass of --shape (a sliding window: "
+                         "--shape N,3,CROP_H,CROP_W) in --precision fp32|bf16|int8 (--plain: "
+                         "the unfused network)" % args.mode)
     overrides = {"base_width": args.base_width} if args.base_width else {}
     result = run_benchmark(args.model, args.shape, iters=args.iters, mode=args.mode,
                            precision=args.precision, graph="plain" if args.plain else None,
@@ -339,10 +345,11 @@ def register(sub):
     s = sub.add_parser("benchmark", help="latency, images/s, GFLOP/s and peak memory of one "
                                          "inference path",
                        description="Times one network at one input size (random weights unless "
-                                   "--params). Modes: fp32 (hybridized), fused (BatchNorm "
-                                   "folded + MKLDNN fusion, the CPU default of predict and "
-                                   "evaluate), int8 (post-training quantization; speed only, "
-                                   "see `duc-hdc quantize` for accuracy).")
+                                   "--params): --precision fp32 (BatchNorm folded + MKLDNN "
+                                   "fusion, the CPU default of predict and evaluate; --plain: "
+                                   "the hybridized network), bf16, int8 (post-training "
+                                   "quantization; speed only, see `duc-hdc quantize` for "
+                                   "accuracy).")
     options.add_model(s)
     s.add_argument("--base-width", type=options.positive_int,
                    help="narrower network (tests, quick looks)")
@@ -355,9 +362,9 @@ def register(sub):
     options.add_precision(s, calibration=False)
     s.add_argument("--plain", action="store_true",
                    help="fp32: the hybridized network itself, not the fused graph")
-    s.add_argument("--mode", choices=("fp32", "fused", "int8"),
-                   help="former spelling: fused = --precision fp32, fp32 = --plain, "
-                        "int8 = --precision int8")
+    # the former spelling (fused = --precision fp32, fp32 = --plain, int8 = --precision int8),
+    # still taken but not offered: --mode is predict's and evaluate's inference protocol
+    s.add_argument("--mode", help=argparse.SUPPRESS)
     options.add_devices(s)
     options.add_progress(s)
     s.add_argument("--json", help="also write the measurements to this JSON file")
