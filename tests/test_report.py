@@ -1,9 +1,14 @@
 """HTML reports: an evaluation and a training run, rendered by headless Chromium; bad input."""
 import hashlib
+import html
 import json
 import os
+import pathlib
 import re
+import shutil
 import subprocess
+import urllib.parse
+import urllib.request
 
 import cv2
 import numpy as np
@@ -44,7 +49,7 @@ def _chromium(tmp_path, *args):
 
 def render(index, tmp_path):
     """Load ``index`` in headless Chromium: (the DOM after load, the screenshot as BGR)."""
-    url = "file://" + os.path.abspath(index)
+    url = pathlib.Path(os.path.abspath(index)).as_uri()  # quoted: the path may hold "#"
     dom = _chromium(tmp_path, "--dump-dom", url)
     shot = str(tmp_path / (os.path.basename(os.path.dirname(index)) + "-screenshot.png"))
     _chromium(tmp_path, "--screenshot=%s" % shot, "--window-size=1280,2000", url)
@@ -246,14 +251,39 @@ def test_run_report_in_a_browser(run_dir, tmp_path):
         sha = hashlib.sha256(open(os.path.join(run, name), "rb").read()).hexdigest()
         assert re.search(r'%s</code></td><td class="num">\d+</td><td class="num">\d+</td><td>'
                          r'<code>%s<' % (re.escape(name), sha), page), name
-    assert "train_rec: %s" % load_config(os.path.join(run, "config.yaml"))["data"][
-        "train_rec"] in page  # the resolved config
+    with open(os.path.join(run, "config.yaml")) as f:
+        config = f.read()
+    assert load_config(os.path.join(run, "config.yaml"))["data"]["train_rec"] in config
+    assert html.escape(config) in page  # the resolved config (its paths as YAML writes them)
     # the evaluation of final.params, found by its sha256, linked relatively
-    link = re.search(r'<h2>Last evaluation</h2><p><a href="([^"]+)"', page).group(1)
-    assert os.path.samefile(os.path.join(os.path.dirname(index), link), run_dir["eval_index"])
+    assert os.path.samefile(linked_evaluation(index), run_dir["eval_index"])
     # learning-rate rows: warm-up then poly, as the trainer logged them
     doc = json.load(open(os.path.join(run, "report", "report.json")))
     assert [r["lr"] for r in doc["train"]][:2] == [2e-3, 4e-3]
+
+
+
+def linked_evaluation(index):
+    """The file the run report's "Last evaluation" link opens in a browser (the href resolved
+    against the page's file:// URL, as a URL: "#" starts a fragment, "%" an escape)."""
+    with open(index) as f:
+        page = f.read()
+    href = html.unescape(re.search(r'<h2>Last evaluation</h2><p><a href="([^"]+)"',
+                                   page).group(1))
+    url = urllib.parse.urlsplit(urllib.parse.urljoin(pathlib.Path(index).as_uri(), href))
+    assert url.scheme == "file" and not url.query and not url.fragment, href
+    return urllib.request.url2pathname(url.path)
+
+
+def test_run_report_links_an_evaluation_whose_folder_name_holds_url_characters(run_dir,
+                                                                               tmp_path):
+    """A folder named "eval #2 50%" made a link to "../eval #2 50%/index.html", which a
+    browser reads as "../eval " plus a fragment: the href is URL-quoted now."""
+    other = tmp_path / "eval #2 50%"
+    shutil.copytree(os.path.dirname(run_dir["eval_index"]), str(other))
+    index = report.write_run_report(run_dir["run"], out_dir=str(tmp_path / "run report"),
+                                    eval_report=str(other))
+    assert os.path.samefile(linked_evaluation(index), str(other / "index.html"))
 
 
 # ------------------------------------------------------------------------------ bad input

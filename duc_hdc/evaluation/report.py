@@ -16,6 +16,7 @@ import math
 import os
 import re
 import string
+import urllib.request
 
 import numpy as np
 
@@ -533,7 +534,9 @@ def write_run_report(run_dir, out_dir=None, eval_report=None):
             ["file", "#iteration", "#epoch", "sha256"],
             [("<code>%s</code>" % _e(w["file"]), _fmt(w["iteration"]), _fmt(w["epoch"]),
               "<code>%s</code>" % _e(w["sha256"] or "missing")) for w in weights])),
-        _section("Last evaluation", '<p><a href="%s">%s</a></p>' % (_e(link), _e(link)) if link
+        # the href URL-quoted: a folder named "eval #2" would read as "eval " and a fragment
+        _section("Last evaluation", '<p><a href="%s">%s</a></p>'
+                 % (_e(urllib.request.pathname2url(link)), _e(link)) if link
                  else "<p>No evaluation report of this run's weights found.</p>"),
         _section("Resolved config", "<pre>%s</pre>" % _e(config) if config else
                  "<p>%s: not found.</p>" % _e(config_path))])
