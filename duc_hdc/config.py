@@ -274,7 +274,13 @@ def parse_override(text):
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError("--set %s: cannot parse value %r: %s" % (key, raw, e)) from e
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError("--set %s: cannot parse value %r: %s" % (key, raw, problem)) from e
+    # no key takes a mapping, and a value holds no comment: YAML would have cut a path such
+    # as "/data/run #2/x.rec" at " #", or read "/data/a: b/x.rec" as a mapping
+    if isinstance(value, dict) or (re.search(r"(^|\s)#", raw) and
+                                   not (isinstance(value, str) and "#" in value)):
+        value = raw.strip()
     return key.strip().split("."), value
 
 

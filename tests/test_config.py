@@ -112,6 +112,27 @@ def test_set_errors_blame_the_set_option_not_the_recipe():
     assert str(err.value).startswith("--set train.epochs=ten: train.epochs: expected int")
 
 
+
+@pytest.mark.parametrize("path", ["/data/run #2/train.rec", "/data/a: b/train.rec",
+                                  "#1/train.rec"])
+def test_set_takes_a_path_with_yaml_characters_as_written(path):
+    """YAML read "/data/run #2/train.rec" as "/data/run" and a comment (then "no such RecordIO
+    file /data/run"), and "a: b" as a mapping: a value YAML would cut or turn into a mapping is
+    the text itself (a quoted YAML string keeps its "#")."""
+    cfg = load_config("synthetic", ["data.train_rec=%s" % path])
+    assert cfg["data"]["train_rec"] == path
+    assert load_config("synthetic", ['data.train_rec="a #b"'])["data"]["train_rec"] == "a #b"
+    assert load_config("synthetic", ["train.lr=0.5"])["train"]["lr"] == 0.5
+
+
+def test_set_value_yaml_cannot_parse_is_one_line():
+    with pytest.raises(ConfigError) as err:
+        load_config("synthetic", ["data.crop_size=[64,128"])
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("--set data.crop_size: cannot parse "
+                                                     "value '[64,128'"), message
+
+
 def test_type_errors_in_a_yaml_name_the_file(tmp_path):
     import yaml
 
