@@ -2,14 +2,46 @@
 
 Every file the project writes goes through :func:`atomic_write` (or :func:`atomic_json`): the
 content lands under a temporary name in the same folder and is renamed over the target once
-complete, so a crash never leaves a half-written file under the real name.
+complete, so a crash never leaves a half-written file under the real name; a failed write (a
+full disk) raises an ``OSError`` naming the real file (:func:`write_errors_named`).
 """
 import contextlib
+import errno
 import hashlib
 import json
 import os
 
 _CHUNK = 1 << 20
+#: what MXNet's writers (``mx.nd.save``, ``save_parameters``, RecordIO) say when a write fails;
+#: they take a file name and report no errno
+_MXNET_WRITE_FAILURES = ("FileStream.Write incomplete", "LocalFileSystem::Open")
+
+
+@contextlib.contextmanager
+def write_errors_named(path, tmp=None):
+    """Inside the block, a failed write of ``path`` (or of its temporary name ``tmp``) raises an
+    ``OSError`` naming ``path``: an OSError without a file name (a flush or close on a full
+    disk), one naming ``tmp``, or MXNet's error text for an incomplete write (then ENOSPC when
+    the device is full, else EIO saying the write was incomplete)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno is None or (e.filename is not None and e.filename != tmp):
+            raise
+        raise OSError(e.errno, e.strerror, path) from e
+    except Exception as e:
+        if type(e).__name__ != "MXNetError" or not any(m in str(e)
+                                                        for m in _MXNET_WRITE_FAILURES):
+            raise
+        try:
+            stat = os.statvfs(os.path.dirname(os.path.abspath(path)))
+            full = stat.f_bavail * stat.f_frsize < _CHUNK
+        except OSError:
+            full = False
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from e
+        raise OSError(errno.EIO, "could not be written completely (a full disk, a file size "
+                      "limit or a missing folder?)", path) from e
 
 
 @contextlib.contextmanager
@@ -33,7 +65,8 @@ def atomic_path(path):
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, ".%s.tmp%d" % (os.path.basename(path), os.getpid()))
     try:
-        yield tmp
+        with write_errors_named(path, tmp):
+            yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -15,6 +15,7 @@ RecordIO) and ``PREFIX.lst``, one tab-separated line per record:
 ``index  name  image_path  label_path_or_-  anchors`` (anchors as ``row,col;row,col;...``).
 """
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +25,8 @@ import cv2
 import numpy as np
 
 from .decoder_messages import damage, decoder_messages
+
+from ..fileio import write_errors_named
 
 logger = logging.getLogger(__name__)
 
@@ -274,26 +277,38 @@ class RecordWriter(object):
         out_dir = os.path.dirname(os.path.abspath(prefix))
         if not os.path.isdir(out_dir):
             os.makedirs(out_dir)
-        self._record = recordio.MXIndexedRecordIO(self.parts[1], self.parts[0], "w")
-        self._lst = open(self.parts[2], "w")
-        self.count = 0
+        self._record = self._lst = None
         self.closed = False
+        self.count = 0
+        try:
+            with write_errors_named(self.final[0], self.parts[0]):
+                self._record = recordio.MXIndexedRecordIO(self.parts[1], self.parts[0], "w")
+                self._lst = open(self.parts[2], "w")
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, image_bytes, label_bytes, meta):
         """Append one record; returns its index."""
         index = self.count
-        self._record.write_idx(index, pack_record(index, image_bytes, label_bytes, meta))
         anchors = ";".join("%d,%d" % (r, c) for r, c in meta.get("anchors") or [])
-        self._lst.write("%d\t%s\t%s\t%s\t%s\n" % (index, meta.get("name", ""),
-                                                 meta.get("image", ""),
-                                                 meta.get("label") or "-", anchors))
+        with write_errors_named(self.final[0], self.parts[0]):  # a full disk names the .rec
+            self._record.write_idx(index, pack_record(index, image_bytes, label_bytes, meta))
+            self._lst.write("%d\t%s\t%s\t%s\t%s\n" % (index, meta.get("name", ""),
+                                                     meta.get("image", ""),
+                                                     meta.get("label") or "-", anchors))
         self.count += 1
         return index
 
     def commit(self):
         """Close the files and move them into place."""
-        self._record.close()
-        self._lst.close()
+        try:
+            with write_errors_named(self.final[0], self.parts[0]):
+                self._record.close()
+                self._lst.close()
+        except BaseException:
+            self.abort()
+            raise
         # the .idx first: a crash between the renames leaves an old/absent .rec, never a new
         # .rec with a stale index
         for part, final in zip((self.parts[1], self.parts[0], self.parts[2]),
@@ -302,10 +317,13 @@ class RecordWriter(object):
         self.closed = True
 
     def abort(self):
-        """Close and delete the temporary files."""
+        """Close and delete the temporary files (a failing close, e.g. on the full disk that
+        stopped the conversion, does not hide why it stopped)."""
         try:
-            self._record.close()
-            self._lst.close()
+            for handle in (self._record, self._lst):
+                if handle is not None:
+                    with contextlib.suppress(Exception):
+                        handle.close()
         finally:
             for part in self.parts:
                 if os.path.exists(part):

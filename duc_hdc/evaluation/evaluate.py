@@ -16,7 +16,6 @@ Metrics follow the official Cityscapes evaluation (see :mod:`duc_hdc.evaluation.
 ``save_dir/metrics.json``
     :meth:`SegmentationMetric.to_dict` plus the inference settings, model and image count.
 """
-import json
 import logging
 import math
 import os
@@ -27,6 +26,7 @@ from .. import data
 from ..config import load_config
 from ..data import SegRecordDataset
 from ..data.labels import cityscapes_train_id_to_id, colorize, get_table
+from ..fileio import atomic_json, atomic_write
 from ..inference.segmenter import Segmenter
 from .metrics import SegmentationMetric, WorstImages
 
@@ -89,9 +89,11 @@ def save_prediction(save_dir, name, train_ids, dataset_name="cityscapes"):
              os.path.join(save_dir, "color", "color_%s.png" % name)]
     images = [ids, cv2.cvtColor(colorize(train_ids, dataset_name), cv2.COLOR_RGB2BGR)]
     for path, image in zip(paths, images):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if not cv2.imwrite(path, np.ascontiguousarray(image)):
-            raise OSError("could not write %s" % path)
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(image))
+        if not ok:
+            raise ValueError("could not encode %s as PNG" % path)
+        with atomic_write(path, "wb") as f:  # never a truncated PNG under the real name
+            f.write(png.tobytes())
     return paths
 
 
@@ -185,12 +187,7 @@ def write_metrics(path, metric, dataset_name="cityscapes", **extra):
     """Write ``metric.to_dict(class names)`` plus ``extra`` as JSON (atomically)."""
     doc = metric.to_dict(class_names(dataset_name, metric.num_classes))
     doc.update(dataset=dataset_name, **extra)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2, allow_nan=False)
-    os.replace(tmp, path)
-    return path
+    return atomic_json(path, doc, sort_keys=False)
 
 
 def _open_dataset(rec=None, root=None, split="val", dataset_name="cityscapes"):
@@ -266,6 +263,14 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
                     "was trained on)", segmenter.classes, dataset_name, table.num_classes,
                     dataset_name)
     dataset = _open_dataset(rec, root, split, dataset_name)
+    if out_json is None and save_dir is not None:
+        out_json = os.path.join(save_dir, "metrics.json")
+    if out_json and os.path.isfile(out_json):
+        # the metrics of an earlier evaluation would describe a folder this one is rewriting:
+        # if it stops early, no metrics.json may present the mix as one complete evaluation
+        os.remove(out_json)
+        log.info("removed %s of an earlier evaluation; written again when this one completes",
+                 out_json)
     metric = evaluate(segmenter, dataset, segmenter.classes, dataset_name=dataset_name,
                       save_dir=save_dir, progress=progress, limit=limit, worst=keeper)
     images = len(dataset) if limit is None else min(int(limit), len(dataset))
@@ -274,8 +279,6 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
         raise ValueError("%s: none of the %d evaluated image(s) has a labelled pixel (every "
                          "label is %d = ignored): nothing to evaluate; use a labelled split"
                          % (where, images, metric.ignore_label))
-    if out_json is None and save_dir is not None:
-        out_json = os.path.join(save_dir, "metrics.json")
     source = dict(config=config, model=model, params=params, rec=rec, root=root,
                   split=None if rec else split)
     if out_json:

@@ -21,8 +21,8 @@ import shutil
 import mxnet as mx
 import numpy as np
 
-from ..fileio import atomic_path
-from ..models.sidecar import write_sidecar
+from ..fileio import atomic_path, write_errors_named
+from ..models.sidecar import retire_artifact, write_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +92,31 @@ def _rel_diff(a, b):
 def export_symbol(net, prefix, shape, weights=None):
     """Hybridize ``net``, trace it at ``shape`` and write ``prefix-symbol.json``/``-0000.params``.
 
-    Files are written under a temporary prefix and renamed, so an interrupted export leaves no
-    half-written pair behind.
+    Files are written under a hidden temporary prefix and renamed, so an interrupted export
+    leaves no half-written pair behind; the files of an earlier export at ``prefix`` stay whole
+    until the new ones are complete, and its sidecar goes first (:func:`retire_artifact`).
     """
     out_dir = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(out_dir, exist_ok=True)
     net.hybridize(static_alloc=True, static_shape=True)
     x = _random_input(shape)
     net(x).wait_to_read()
-    tmp = prefix + ".tmp%d" % os.getpid()
-    net.export(tmp, epoch=0)
-    for suffix in ("-symbol.json", "-0000.params"):
-        os.replace(tmp + suffix, prefix + suffix)
+    tmp = os.path.join(out_dir, ".%s.tmp%d" % (os.path.basename(prefix), os.getpid()))
+    suffixes = ("-symbol.json", "-0000.params")
+    try:
+        try:
+            net.export(tmp, epoch=0)
+        except Exception:  # a failed write (a full disk) names the file: the params once begun
+            failed = suffixes[os.path.exists(tmp + suffixes[1])]
+            with write_errors_named(prefix + failed, tmp + failed):
+                raise
+        retire_artifact(prefix)
+        for suffix in suffixes:
+            os.replace(tmp + suffix, prefix + suffix)
+    finally:
+        for suffix in suffixes:
+            if os.path.exists(tmp + suffix):
+                os.remove(tmp + suffix)
     write_sidecar(prefix + "-0000.params", net.config, path=prefix + ".json", kind=EXPORT_KIND,
                   weights=None if weights is None else str(weights))
     return prefix + "-symbol.json", prefix + "-0000.params"
@@ -134,28 +147,27 @@ def export_onnx(prefix, shape, onnx_path=None):
     import onnx
 
     onnx_path = onnx_path or prefix + ".onnx"
-    tmp = onnx_path + ".tmp"
-    previous = logging.root.manager.disable
-    # mxnet's exporter logs on the root logger at INFO ("Converting json and weight file ...",
-    # "Exported ONNX file X.onnx.tmp saved to disk": our temporary name); export prints what
-    # it wrote itself
-    logging.disable(logging.INFO)
-    try:
-        mx.onnx.export_model(prefix + "-symbol.json", prefix + "-0000.params", [tuple(shape)],
-                             [np.float32], tmp, dynamic=True,
-                             dynamic_input_shapes=[(None, 3, None, None)])
-    finally:
-        logging.disable(previous)
-    # mxnet's exporter lists the weights as graph inputs too; runtimes then cannot fold them as
-    # constants (onnxruntime warns per weight). Keep only the real input.
-    model = onnx.load(tmp)
-    inits = {t.name for t in model.graph.initializer}
-    keep = [i for i in model.graph.input if i.name not in inits]
-    del model.graph.input[:]
-    model.graph.input.extend(keep)
-    onnx.checker.check_model(model)
-    onnx.save(model, tmp)
-    os.replace(tmp, onnx_path)
+    with atomic_path(onnx_path) as tmp:  # no .onnx until it is complete and checked
+        previous = logging.root.manager.disable
+        # mxnet's exporter logs on the root logger at INFO ("Converting json and weight file
+        # ...", "Exported ONNX file .X.onnx.tmpN saved to disk": our temporary name); export
+        # prints what it wrote itself
+        logging.disable(logging.INFO)
+        try:
+            mx.onnx.export_model(prefix + "-symbol.json", prefix + "-0000.params",
+                                 [tuple(shape)], [np.float32], tmp, dynamic=True,
+                                 dynamic_input_shapes=[(None, 3, None, None)])
+        finally:
+            logging.disable(previous)
+        # mxnet's exporter lists the weights as graph inputs too; runtimes then cannot fold
+        # them as constants (onnxruntime warns per weight). Keep only the real input.
+        model = onnx.load(tmp)
+        inits = {t.name for t in model.graph.initializer}
+        keep = [i for i in model.graph.input if i.name not in inits]
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+        onnx.checker.check_model(model)
+        onnx.save(model, tmp)
     return onnx_path
 
 
@@ -268,10 +280,11 @@ def export_compiled(net, out, precision, calib_images=None, weights=None, name=N
         arrays = {"arg:%s" % k: v.copyto(mx.cpu()) for k, v in args.items()}
         arrays.update({"aux:%s" % k: v.copyto(mx.cpu()) for k, v in auxs.items()})
         sym_path, params_path = prefix + "-symbol.json", prefix + "-0000.params"
-        with atomic_path(sym_path) as tmp:
-            sym.save(tmp, remove_amp_cast=False)  # the default drops AMP's casts: unloadable
-        with atomic_path(params_path) as tmp:
-            mx.nd.save(tmp, arrays)
+        with atomic_path(sym_path) as tmp_sym:
+            sym.save(tmp_sym, remove_amp_cast=False)  # the default drops AMP's casts: unloadable
+            with atomic_path(params_path) as tmp_params:
+                mx.nd.save(tmp_params, arrays)
+                retire_artifact(prefix)  # both complete: the earlier export's sidecar goes first
         files = [sym_path, params_path,
                  write_sidecar(params_path, net.config, path=prefix + ".json",
                                kind=BF16_EXPORT_KIND, weights=weights)]
@@ -318,6 +331,7 @@ def export_as_compiled(net, source, out, shape=None, check=True, name=None, relo
     log.info("writing the compiled %s graph %s to prefix %s (--out %s is a %s)", net.kind,
              source, prefix, out, out_is)
     files = []
+    retire_artifact(prefix)
     for suffix in ("-symbol.json", "-0000.params", ".json"):  # the sidecar last
         with atomic_path(prefix + suffix) as tmp:
             shutil.copyfile(source + suffix, tmp)

@@ -16,7 +16,8 @@ import warnings
 import mxnet as mx
 import numpy as np
 
-from ..models.sidecar import write_sidecar
+from ..fileio import atomic_path
+from ..models.sidecar import retire_artifact, write_sidecar
 from .compiled import (InferenceNet, _attr_bool, _data_block, _network_config, mkldnn_available,
                        symbol_block)
 from .folding import inference_graph
@@ -214,11 +215,11 @@ def save_quantized(qnet, prefix, **extra):
     for name, param in qnet.collect_params().items():
         params[("arg:" if name in args else "aux:") + name] = param.data().copyto(mx.cpu())
     sym_path, params_path = prefix + "-symbol.json", prefix + "-0000.params"
-    tmp = ".tmp%d" % os.getpid()
-    sym.save(sym_path + tmp)
-    mx.nd.save(params_path + tmp, params)
-    os.replace(sym_path + tmp, sym_path)
-    os.replace(params_path + tmp, params_path)
+    with atomic_path(sym_path) as tmp_sym:
+        sym.save(tmp_sym)
+        with atomic_path(params_path) as tmp_params:
+            mx.nd.save(tmp_params, params)
+            retire_artifact(prefix)  # both complete: the earlier model's sidecar goes first
     side = write_sidecar(params_path, qnet.config, path=prefix + ".json",
                          kind=QUANTIZED_KIND,
                          quantization=getattr(qnet, "quantization", {}), **extra)

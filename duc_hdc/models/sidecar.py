@@ -12,10 +12,13 @@ The normalization in ``model.mean`` / ``model.std`` is on the 0..255 RGB scale, 
 says so (``normalization_scale: "0-255"``); there is no other scale and no guessing.
 """
 import json
+import logging
 import os
 import re
 
 from ..fileio import atomic_json
+
+log = logging.getLogger(__name__)
 
 FORMAT = "duc-hdc-model"
 NORMALIZATION_SCALE = "0-255"
@@ -47,6 +50,23 @@ def write_sidecar(params_path, config, path=None, **extra):
     doc = dict(format=FORMAT, version=1, model=config,
                normalization_scale=NORMALIZATION_SCALE, **extra)
     return atomic_json(path, doc)
+
+
+def retire_artifact(prefix):
+    """Before new files replace an export or INT8 model at ``prefix``: remove its sidecar
+    ``PREFIX.json`` (the new one is written last, so an interrupted write leaves files the loader
+    refuses, never new weights under the old settings and measurements) and its ``PREFIX.onnx``
+    (converted from the weights being replaced; an ONNX export writes it anew). Returns the
+    paths removed."""
+    removed = []
+    for path in (prefix + ".json", prefix + ".onnx"):
+        if os.path.isfile(path):
+            os.remove(path)
+            removed.append(path)
+    if prefix + ".onnx" in removed:
+        log.warning("removed %s.onnx: it was converted from the weights this export replaces",
+                    prefix)
+    return removed
 
 
 def read_sidecar(path, what=None):
