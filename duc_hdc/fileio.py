@@ -73,6 +73,20 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def atomic_png(path, image):
+    """Encode ``image`` (as OpenCV takes it: 2-D, or BGR) as PNG and write it atomically: a kill
+    never leaves a truncated PNG under the real name (``cv2.imwrite`` writes in place)."""
+    import cv2
+    import numpy as np
+
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(image))
+    if not ok:
+        raise ValueError("could not encode %s as PNG (array %s)" % (path, np.shape(image)))
+    with atomic_write(path, "wb") as f:
+        f.write(data.tobytes())
+    return path
+
+
 def atomic_json(path, doc, **kwargs):
     """Write ``doc`` as JSON to ``path`` atomically (NaN refused: JSON has none)."""
     kwargs.setdefault("indent", 2)

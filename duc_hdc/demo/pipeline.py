@@ -9,10 +9,9 @@ import logging
 import os
 import time
 
-import cv2
 import numpy as np
 
-from ..fileio import atomic_json
+from ..fileio import atomic_json, atomic_png
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +108,7 @@ def run_demo(workdir="demo_out", overrides=None, num_train=NUM_TRAIN, num_val=NU
         name = "val_%02d" % i
         panel = np.concatenate([img, colorize(label, "cityscapes"), colorize(pred, "cityscapes"),
                                 overlay(img, pred, "cityscapes")], axis=0)
-        cv2.imwrite(os.path.join(pred_dir, name + "_panel.png"), panel[:, :, ::-1])
+        atomic_png(os.path.join(pred_dir, name + "_panel.png"), panel[:, :, ::-1])
     export = export_model(net, os.path.join(workdir, "export", "duc_hdc_synthetic"),
                           (1, 3) + size, weights=final)
     result = dict(mean_iou=float(mean_iou), pixel_accuracy=float(pixel_accuracy),

@@ -29,6 +29,7 @@ import os
 import cv2
 import numpy as np
 
+from ..fileio import atomic_png
 from .scenes import USED_LABEL_IDS, render_scene
 
 logger = logging.getLogger(__name__)
@@ -119,5 +120,4 @@ def _write_scene(job):
 
 
 def _imwrite(path, array):
-    if not cv2.imwrite(path, array):
-        raise IOError("could not write %s" % path)
+    atomic_png(path, array)  # a killed run leaves no truncated PNG for the converter

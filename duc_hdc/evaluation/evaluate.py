@@ -26,7 +26,7 @@ from .. import data
 from ..config import load_config
 from ..data import SegRecordDataset
 from ..data.labels import cityscapes_train_id_to_id, colorize, get_table
-from ..fileio import atomic_json, atomic_write
+from ..fileio import atomic_json, atomic_png
 from ..inference.segmenter import Segmenter
 from .metrics import SegmentationMetric, WorstImages
 
@@ -89,11 +89,7 @@ def save_prediction(save_dir, name, train_ids, dataset_name="cityscapes"):
              os.path.join(save_dir, "color", "color_%s.png" % name)]
     images = [ids, cv2.cvtColor(colorize(train_ids, dataset_name), cv2.COLOR_RGB2BGR)]
     for path, image in zip(paths, images):
-        ok, png = cv2.imencode(".png", np.ascontiguousarray(image))
-        if not ok:
-            raise ValueError("could not encode %s as PNG" % path)
-        with atomic_write(path, "wb") as f:  # never a truncated PNG under the real name
-            f.write(png.tobytes())
+        atomic_png(path, image)  # never a truncated PNG under the real name
     return paths
 
 
