@@ -360,12 +360,12 @@ def test_predict_images_folders_globs_videos(tmp_path):
     assert sorted(result["files"]) == _files_under(out)  # every file reported exists, no other
     lines, problems, status = prediction_report(result, str(out))
     assert lines == ["3 image(s), 3 frame(s) from 1 video(s) written to %s (16 files)" % out]
-    assert problems[0] == "2 input(s) unreadable, skipped:" and status == 3
+    assert problems[0] == "2 input(s) skipped:" and status == 3
     # nothing readable: nothing written, exit status 1
     result = run_prediction([str(tmp_path / "cut.png")], str(tmp_path / "o2"), model=params,
                             progress=False)
     lines, problems, status = prediction_report(result, str(tmp_path / "o2"))
-    assert status == 1 and problems[0] == "1 input(s) unreadable, skipped:"
+    assert status == 1 and problems[0] == "1 input(s) skipped:"
 
 
 def test_predict_never_overwrites_colliding_names(tmp_path):

@@ -1,4 +1,5 @@
 """Commands that run a trained network on data: evaluate, predict."""
+import re
 import sys
 
 from . import options
@@ -14,10 +15,21 @@ def _segmenter(args):
     ctx = options.devices(args)[0]
     net = duc_hdc.load(args.model, params=args.params, config=args.config,
                        classes=args.classes, ctx=ctx)
-    return Segmenter(net, ctx=ctx, scales=args.scales, flip=args.flip, mode=args.mode,
-                     crop_size=args.crop_size, stride=args.stride, batch_size=args.batch_size,
-                     fp16=args.fp16, precision=args.precision,
-                     calib_images=options.calibration(args, net))
+    calib_images = options.calibration(args, net)
+    try:
+        return Segmenter(net, ctx=ctx, scales=args.scales, flip=args.flip, mode=args.mode,
+                         crop_size=args.crop_size, stride=args.stride,
+                         batch_size=args.batch_size, fp16=args.fp16, precision=args.precision,
+                         calib_images=calib_images)
+    except ValueError as e:  # its protocol checks name its arguments; the user typed options
+        if not _OPTION_NAMES.match(str(e)):
+            raise
+        raise ValueError(_OPTION_NAMES.sub(lambda m: "--" + m.group(0).replace("_", "-"),
+                                           str(e)))
+
+
+#: the Segmenter's argument names that are predict's and evaluate's options
+_OPTION_NAMES = re.compile(r"(?<![-\w])(?:crop_size|stride|mode|batch_size|scales)(?![\w])")
 
 
 def cmd_evaluate(args):
@@ -44,11 +56,10 @@ def cmd_evaluate(args):
 
 
 def cmd_predict(args):
-    from ..inference.predict import default_dataset, predict_paths, prediction_report
+    from ..inference.predict import predict_paths, prediction_report
 
     segmenter = _segmenter(args)
-    result = predict_paths(segmenter, args.inputs, args.out,
-                           dataset=args.dataset or default_dataset(segmenter.classes),
+    result = predict_paths(segmenter, args.inputs, args.out, dataset=args.dataset,
                            progress=options.progress(args))
     lines, problems, status = prediction_report(result, args.out)
     for line in lines:

@@ -12,9 +12,20 @@ from ..config import available_configs
 from ..devices import contexts, gpu_options
 
 
+def _items(text, what=None, sep=","):
+    """The items of a comma-separated list; an empty one (``1,,2``, ``1,``) is refused, not
+    dropped: it is a value left out."""
+    items = [v.strip() for v in text.split(sep)]
+    if not all(items):
+        raise argparse.ArgumentTypeError("%san empty item in %r (write e.g. 1,2)"
+                                         % (what + ": " if what else "", text))
+    return items
+
+
 def ints(text, what, count=None):
+    items = _items(text.replace("x", ","), what)
     try:
-        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
+        values = [int(v) for v in items]
     except ValueError:
         raise argparse.ArgumentTypeError("%s: expected comma-separated integers, got %r"
                                          % (what, text))
@@ -39,8 +50,9 @@ def rates(text):
 
 
 def positive_floats(text):
+    items = _items(text)
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in items]
     except ValueError:
         raise argparse.ArgumentTypeError("expected comma-separated numbers, got %r" % text)
     if not values or min(values) <= 0:

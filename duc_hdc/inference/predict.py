@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_NOTHING, EXIT_PARTIAL = 0, 1, 3
 
 
-def predict_paths(segmenter, inputs, out_dir, dataset="cityscapes", progress=True):
+def predict_paths(segmenter, inputs, out_dir, dataset=None, progress=True):
     """Predict images, folders, globs and videos; write trainIds, colour maps and overlays.
 
     For an image ``STEM.jpg`` (``STEM`` its path relative to the deepest folder holding all
@@ -44,8 +44,9 @@ def predict_paths(segmenter, inputs, out_dir, dataset="cityscapes", progress=Tru
         Files, folders or glob patterns.
     out_dir : str
         Output folder (created).
-    dataset : str
-        Palette: 'cityscapes', 'voc' or 'kitti_road'.
+    dataset : str, optional
+        Palette: 'cityscapes', 'voc' or 'kitti_road' (a warning when its class count is not
+        the model's); default: the one with the model's class count, else 'cityscapes'.
     progress : bool
         Show tqdm bars.
 
@@ -56,7 +57,13 @@ def predict_paths(segmenter, inputs, out_dir, dataset="cityscapes", progress=Tru
         (input, output stem) of everything predicted, ``files`` written, ``video_reports``
         (:func:`~duc_hdc.inference.io.predict_video`), ``skipped`` and ``incomplete`` as lists of (input, reason).
     """
-    get_table(dataset)  # an unknown palette fails before any work
+    chosen, dataset = dataset, dataset or default_dataset(segmenter.classes)
+    table = get_table(dataset)  # an unknown palette fails before any work
+    if chosen and table.num_classes != segmenter.classes:  # as evaluate warns
+        log.warning("the model predicts %d classes but %s has %d: the colour maps use %s's "
+                    "palette (classes without a colour are drawn black; give the --dataset "
+                    "the model was trained on)", segmenter.classes, dataset, table.num_classes,
+                    dataset)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise NotADirectoryError("--out %s is a file; predict writes into a folder" % out_dir)
     found, skipped = expand_inputs(inputs, RunOutputs.earlier(out_dir))
@@ -126,7 +133,7 @@ def prediction_report(result, out_dir):
         err.append("%d video(s) incomplete:" % len(result["incomplete"]))
         err += ["  %s: %s" % item for item in result["incomplete"]]
     if result["skipped"]:
-        err.append("%d input(s) unreadable, skipped:" % len(result["skipped"]))
+        err.append("%d input(s) skipped:" % len(result["skipped"]))
         err += ["  %s: %s" % item for item in result["skipped"]]
     if not result["images"] + result["frames"]:
         status = EXIT_NOTHING
@@ -170,5 +177,4 @@ def run_prediction(inputs, out_dir, model=None, params=None, config=None, classe
     """
     segmenter = Segmenter.from_name(model, params=params, config=config, classes=classes,
                                     **segmenter_kwargs)
-    dataset = dataset or default_dataset(segmenter.classes)
     return predict_paths(segmenter, inputs, out_dir, dataset=dataset, progress=progress)
