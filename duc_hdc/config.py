@@ -11,6 +11,8 @@ import re
 
 import yaml
 
+from .fileio import atomic_write
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 _NUM = (int, float)
@@ -369,10 +371,8 @@ def model_overrides(cfg):
 
 def save_config(cfg, path):
     """Write the resolved config as YAML (atomically)."""
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    with open(tmp, "w") as f:
+    with atomic_write(path) as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
-    os.replace(tmp, path)
 
 
 def _flat(cfg):

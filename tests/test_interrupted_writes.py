@@ -193,6 +193,21 @@ def test_synthetic_data_killed_mid_image_leaves_no_partial_png(tmp_path, monkeyp
                     "synthtown_000000_000019_leftImg8bit.png"]
 
 
+def test_a_config_write_that_fails_leaves_nothing_beside_it(tmp_path, monkeypatch):
+    import errno
+
+    from duc_hdc import config
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(config.yaml, "safe_dump", full)
+    with pytest.raises(OSError) as excinfo:
+        config.save_config({"train": {"lr": 0.1}}, str(tmp_path / "config.yaml"))
+    assert excinfo.value.filename == str(tmp_path / "config.yaml")
+    assert os.listdir(str(tmp_path)) == []
+
+
 # --------------------------------------------------------------------------- a full disk
 def _run_limited(args, limit, cwd):
     """``duc-hdc ARGS`` in a child whose files may not grow beyond ``limit`` bytes (the
