@@ -105,3 +105,24 @@ def test_corrupt_files_among_good_ones_are_named_without_library_noise(tmp_path,
     for line in err.splitlines():
         assert not line.startswith(("libpng", "Corrupt JPEG", "Premature end", "[")), line
         assert "OpenCV(" not in line and "loadsave.cpp" not in line, line
+
+
+def test_another_threads_stderr_is_not_swallowed_while_an_image_decodes(capfd):
+    """The decoders' fd-2 text is caught while one image decodes; a log line another thread
+    wrote to fd 2 in that window (training's log while a num_workers=0 loader thread decodes)
+    was caught with it and never shown. It is shown now; the decoder's line is not."""
+    import threading
+
+    from duc_hdc.data.decoder_messages import decoder_messages
+
+    def other():
+        os.write(2, b"INFO iteration 40: loss 0.31\n")
+
+    with decoder_messages() as lines:
+        os.write(2, b"libpng error: IDAT: invalid code lengths set\n")  # as libpng writes it
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert lines == ["libpng error: IDAT: invalid code lengths set"]
+    err = capfd.readouterr().err
+    assert "INFO iteration 40: loss 0.31" in err and "libpng" not in err

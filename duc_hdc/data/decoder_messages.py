@@ -9,6 +9,7 @@ made up. :func:`decoder_messages` catches those lines while one image is decoded
 """
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -52,9 +53,28 @@ def decoder_messages():
                     os.dup2(saved, 2)
                     sink.seek(0)
                     text = sink.read().decode("utf-8", "replace")
-                    lines.extend(line.strip() for line in text.splitlines() if line.strip())
+                    for line in text.splitlines():
+                        if _DECODER_LINE.match(line.strip()):
+                            lines.append(line.strip())
+                        elif line.strip():  # another thread's (a log line, tqdm): shown late,
+                            _write_fd2(line + "\n")  # not lost
         finally:
             os.close(saved)
+
+
+#: what the decoders OpenCV uses print (libpng, libjpeg's messages, libtiff, libwebp) and
+#: OpenCV's own log lines; anything else written to fd 2 meanwhile came from another thread
+_DECODER_LINE = re.compile(
+    r"^(libpng|libjpeg|libtiff|libwebp|TIFF|Corrupt JPEG|Premature end of JPEG|Not a JPEG|"
+    r"JPEG|Bogus|Invalid JPEG|Unsupported JPEG|Wrong JPEG|Improper call to JPEG|Warning|"
+    r"\[\s*(WARN|ERROR|INFO|DEBUG|FATAL|VERB)\b|OpenCV\()")
+
+
+def _write_fd2(text):
+    try:
+        os.write(2, text.encode("utf-8", "replace"))
+    except OSError:
+        pass
 
 
 def _library_line(line):
