@@ -67,10 +67,28 @@ def atomic_path(path):
     try:
         with write_errors_named(path, tmp):
             yield tmp
+            _fsync(tmp)  # on disk before the rename (MXNet's writers do not sync)
         os.replace(tmp, path)
+        _fsync(folder)  # the rename itself survives a power loss
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _fsync(path):
+    """fsync a written file or a folder; where the file system cannot, nothing is lost by not
+    syncing, so that is not an error."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EROFS, errno.EBADF, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
 
 
 def atomic_png(path, image):
@@ -103,6 +121,26 @@ def sha256sum(path):
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_jsonl(path):
+    """The rows of a JSON-lines file (``metrics.jsonl``), and whether its last line was cut
+    short (written by a process killed mid-line: no newline and not JSON; left out). Any other
+    line that is not JSON is a ``ValueError`` naming the file and the line."""
+    rows, cut = [], False
+    with open(path) as f:
+        lines = f.readlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as e:
+            if n == len(lines) and not line.endswith("\n"):
+                cut = True
+                continue
+            raise ValueError("%s line %d is not JSON: %s" % (path, n, e)) from None
+    return rows, cut
 
 
 def read_params(path):

@@ -277,3 +277,31 @@ def test_predict_on_a_full_disk_names_the_file(weights, tmp_path):
     line = _one_error_line(err)
     assert str(out) in line and ".png" in line
     assert not [n for _, _, files in os.walk(str(out)) for n in files if "tmp" in n]
+
+
+def test_atomic_path_syncs_the_file_before_the_rename_and_the_folder_after(tmp_path,
+                                                                          monkeypatch):
+    """MXNet's writers (checkpoints, params) write by file name and do not sync: after a power
+    loss the renamed file could be empty. atomic_path syncs what was written, then renames,
+    then syncs the folder that holds the rename."""
+    from duc_hdc import fileio
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink("/proc/self/fd/%d" % fd)))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "w.params"
+    with fileio.atomic_path(str(target)) as tmp:
+        with open(tmp, "wb") as f:  # as mx.nd.save writes: no sync of its own
+            f.write(b"weights")
+    assert target.read_bytes() == b"weights"
+    assert events == [("fsync", tmp), ("replace", tmp), ("fsync", str(tmp_path))], events

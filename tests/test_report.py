@@ -369,3 +369,20 @@ def test_run_report_refuses_an_evaluation_report_that_is_not_there(run_dir, tmp_
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "nope.html" in err and "--report DIR" in err
     assert not os.path.exists(out)
+
+
+def test_run_report_of_a_run_killed_mid_row_leaves_that_row_out(run_dir, tmp_path, caplog):
+    """A run killed while appending to metrics.jsonl leaves its last line cut short; report
+    refused the whole run ("line N is not JSON") until a --resume repaired it."""
+    run = str(tmp_path / "killed")
+    shutil.copytree(run_dir["run"], run)
+    metrics = os.path.join(run, "metrics.jsonl")
+    with open(metrics) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    with open(metrics, "a") as f:
+        f.write('{"kind": "train", "iteration": 9, "lo')  # no newline: cut by the kill
+    with caplog.at_level("WARNING"):
+        index = report.write_run_report(run)
+    assert os.path.isfile(index)
+    assert "its last line was cut short" in caplog.text and metrics in caplog.text
+    assert report._read_rows(metrics) == rows  # the rows before it, all of them

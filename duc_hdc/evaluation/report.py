@@ -21,7 +21,7 @@ import urllib.request
 import numpy as np
 
 from ..data.labels import IGNORE_LABEL, colorize, get_table
-from ..fileio import atomic_json, atomic_write, sha256sum
+from ..fileio import atomic_json, atomic_write, read_jsonl, sha256sum
 
 __all__ = ["ReportError", "ReportDirError", "prepare_report_dir", "protocol_text",
            "evaluation_facts", "error_map", "write_evaluation_report", "write_run_report"]
@@ -366,15 +366,13 @@ def _read_rows(path):
             #              train.log_every_iters; or stopped before its first row)
         raise ReportError("%s: no such file; a training run directory holds metrics.jsonl "
                           "(give the train.out_dir of a run)" % path)
-    rows = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError as e:
-                raise ReportError("%s line %d is not JSON: %s" % (path, n, e)) from None
+    try:
+        rows, cut = read_jsonl(path)
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+    if cut:
+        log.warning("%s: its last line was cut short (the run was stopped while writing it); "
+                    "left out (duc-hdc train --resume drops it)", path)
     return rows
 
 

@@ -24,12 +24,11 @@ import logging
 import os
 
 import cv2
-import numpy as np
 from tqdm import tqdm
 
 from ..data.labels import colorize, overlay
 from ..data.recordio import BadSampleError, check_encoded, decode_image
-from ..fileio import atomic_write
+from ..fileio import atomic_png
 
 __all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "expand_inputs", "output_stems",
            "unsupported_reason", "read_image", "save_outputs", "predict_video", "is_video",
@@ -261,15 +260,8 @@ def _claim(written, paths):
 
 
 def _write(path, image):
-    """Encode ``image`` (RGB or 2-D) as PNG and write it atomically."""
-    if image.ndim == 3:
-        image = image[:, :, ::-1]
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(image))
-    if not ok:
-        raise OSError("could not encode %s as PNG" % path)
-    with atomic_write(path, "wb") as f:
-        f.write(data.tobytes())
-    return path
+    """Write ``image`` (RGB or 2-D) as a PNG, atomically."""
+    return atomic_png(path, image[:, :, ::-1] if image.ndim == 3 else image)
 
 
 def save_outputs(out_dir, stem, rgb, train_ids, dataset="cityscapes", overlay_image=True,

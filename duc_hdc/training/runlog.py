@@ -3,7 +3,7 @@ import json
 import logging
 import os
 
-from ..fileio import atomic_path, atomic_write
+from ..fileio import atomic_path, atomic_write, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def plot_curves(metrics_path, out_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in open(metrics_path) if line.strip()]
+    rows = read_jsonl(metrics_path)[0]  # a last line cut by a kill is left out
     train = [r for r in rows if r["kind"] == "train"]
     val = [r for r in rows if r["kind"] == "val"]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
