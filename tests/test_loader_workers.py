@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -215,6 +216,63 @@ def test_a_worker_killed_as_its_pool_starts_is_caught(tiny_recs):
             pass
     assert replaced and "replaced by %d" % replaced[0] in str(info.value), (replaced,
                                                                            str(info.value))
+
+
+def test_closing_a_loader_whose_dead_worker_holds_the_lock_stops_every_process(tiny_recs):
+    """A loader given up on without being iterated, its worker killed while waiting for a
+    task: the pool replaces the worker with one that waits forever on the lock the dead one
+    held, and MXNet's own stop (the DataLoader's __del__, at garbage collection) waited
+    forever too (in CI: the whole test run hung). close() stops it; no process is left, the
+    pool makes no new one after, and the garbage collection returns."""
+    import gc
+
+    from duc_hdc.data.loader import build_train_loader
+
+    def transform(img, label, anchors, rng):
+        return (np.asarray(img[:8, :8], np.float32).transpose(2, 0, 1),
+                np.asarray(label[:8, :8], np.float32))
+
+    loader = build_train_loader(tiny_recs["train"], 2, transform, 1)
+    pool = loader.loader._worker_pool
+    (worker,) = loader.workers
+    lock = pool._inqueue._rlock
+    deadline = time.time() + HANG
+    while lock.acquire(block=False):  # free: the worker has not reached its wait yet
+        lock.release()
+        assert time.time() < deadline, "the worker never waited for a task"
+        time.sleep(0.02)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.join(10)
+    loader.close()
+    assert not [p for p in pool._pool if p.exitcode is None]
+    assert not pool._worker_handler.is_alive()  # no replacement can come
+    done = threading.Event()
+    box = [loader]
+    del loader
+
+    def collect():  # the DataLoader's __del__ runs here: it must return
+        box.clear()
+        gc.collect()
+        done.set()
+
+    threading.Thread(target=collect, daemon=True).start()
+    assert done.wait(HANG), "the loader's garbage collection hung on the pool's lock"
+
+
+def test_a_worker_that_exits_0_as_mxnet_stops_its_pool_is_not_a_death():
+    """MXNet stops its pool when a batch fails (bad data); a worker that takes the pool's
+    stop message before the SIGTERM exits with 0. That was reported as a worker death
+    ("died (exit code 0)", seen under load) instead of the data's error."""
+    import types
+
+    from duc_hdc.data.loader import WatchedLoader
+
+    stopped = types.SimpleNamespace(pid=7, exitcode=0)
+    watched = WatchedLoader([], [stopped])
+    assert watched.dead_worker() is None
+    assert watched.dead_worker(terminated=True) is stopped  # no batch came: any exit counts
+    killed = types.SimpleNamespace(pid=8, exitcode=-signal.SIGKILL)
+    assert WatchedLoader([], [stopped, killed]).dead_worker() is killed
 
 
 def test_a_worker_replaced_after_the_last_batch_is_a_warning_naming_it(caplog):

@@ -195,11 +195,13 @@ class WatchedLoader(object):
     def dead_worker(self, terminated=False):
         """The first of the loader's worker processes that has exited (None while all run).
 
-        One ended by SIGTERM counts only with ``terminated``: MXNet terminates the pool
-        itself when a batch fails (e.g. bad data), and that error is the one to report."""
+        One ended by SIGTERM, or with exit code 0, counts only with ``terminated``: MXNet
+        terminates the pool itself when a batch fails (e.g. bad data), and that error is the
+        one to report; a worker that takes the pool's stop message before the SIGTERM exits
+        with 0 (no crash or kill exits so)."""
         for p in self.workers:
             code = p.exitcode
-            if code is not None and (terminated or code != -signal.SIGTERM):
+            if code is not None and (terminated or code not in (0, -signal.SIGTERM)):
                 return p
         # a process the pool started in place of one that exited before it was watched (a
         # multiprocessing.Pool replaces its exited workers; MXNet's never retires them): that
@@ -285,12 +287,20 @@ class WatchedLoader(object):
             stop.set()
             self._stop(thread, results)
 
+    def close(self):
+        """Stop the worker processes of a loader that is not iterated to its end (iterating
+        does this itself); safe where a dead worker holds the pool's lock, where MXNet's own
+        stop (the DataLoader's ``__del__``) would wait forever."""
+        self._used = True
+        self._stop(None, None)
+
     def _stop(self, thread, results):
         """Let the helper thread finish the batch it waits for (while the workers live), then
         terminate the pool; a pool whose terminate hangs on a dead worker's lock is left to
         its daemon thread and its processes are killed."""
         deadline = time.time() + self.STOP_TIMEOUT
-        while thread.is_alive() and self.dead_worker() is None and time.time() < deadline:
+        while (thread is not None and thread.is_alive() and self.dead_worker() is None
+               and time.time() < deadline):
             try:
                 results.get_nowait()
             except queue.Empty:
@@ -299,6 +309,9 @@ class WatchedLoader(object):
         pool = getattr(self.loader, "_worker_pool", None)  # MXNet's multiprocessing.Pool
         if pool is None:
             return
+        finalizer = getattr(pool, "_terminate", None)  # multiprocessing.util.Finalize
+        if finalizer is not None and not finalizer.still_active():
+            return  # stopped before
         # terminate once: it unregisters the pool's finalizer, so the loader's __del__ and
         # the interpreter's exit do not wait on that lock again
         stopper = threading.Thread(target=pool.terminate, name="duc-hdc loader stop",
@@ -309,9 +322,24 @@ class WatchedLoader(object):
         while stopper.is_alive() and self.dead_worker() is None and time.time() < deadline:
             stopper.join(self.POLL)
         if stopper.is_alive():
+            self._kill_workers(pool, time.time() + self.STOP_TIMEOUT)
+
+    def _kill_workers(self, pool, deadline):
+        """Kill the pool's processes once its worker handler has stopped: before that, the
+        pool replaces a killed worker with a new one (which waits forever on the lock the
+        dead one held). The handler stops once terminate has begun (it is told so first)."""
+        finalizer = getattr(pool, "_terminate", None)
+        while finalizer is not None and finalizer.still_active() and time.time() < deadline:
+            time.sleep(0.01)  # terminate not begun yet: its thread has not run
+        handler = getattr(pool, "_worker_handler", None)
+        while True:
+            handler_done = handler is None or not handler.is_alive()  # before the last round
             processes = set(self.workers) | set(getattr(pool, "_pool", ()))
             for p in processes:
                 if p.exitcode is None:
                     p.kill()
             for p in processes:
                 p.join(self.POLL)
+            if handler_done or time.time() >= deadline:
+                return
+            handler.join(self.POLL)
