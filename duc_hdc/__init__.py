@@ -52,7 +52,20 @@ def train(cfg, ctx=None, resume=None, progress=True, overrides=None, overwrite=F
     from .training.trainer import train as _train
 
     return _train(cfg, ctx=ctx, resume=resume, progress=progress, overrides=overrides,
-                  validator_for=recipe_validator, overwrite=overwrite)
+                  validator_for=recipe_validator, overwrite=overwrite,
+                  backbone_weights=_backbone_weights)
+
+
+def _backbone_weights(name):
+    """The zoo's file of GluonCV backbone ``name`` (``duc-hdc download NAME`` fetches the same
+    one into ``$DUC_HDC_HOME``), downloaded if missing; None for a name the zoo lacks."""
+    from .hub.entries import MODELS
+    from .hub.zoo import get_weights
+
+    entry = MODELS.get(name)
+    if entry is None or entry.source != "gluoncv":
+        return None
+    return get_weights(name)
 
 
 __all__ = ["__version__", "get_model", "load", "train"]

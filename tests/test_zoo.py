@@ -667,3 +667,46 @@ def test_gluoncv_backbone_download_failure_is_one_line_leaving_only_the_lock(
         assert rc == 2 and err.count("error: ") == 1 and url in err, err
         assert [f for d, _, fs in os.walk(str(home)) for f in fs
                 if not f.endswith(".lock")] == []
+
+
+def test_training_takes_a_gluoncv_backbone_from_where_download_put_it(tiny_recs, tmp_path,
+                                                                      home, monkeypatch,
+                                                                      caplog):
+    """`duc-hdc download resnet50_v1s` caches the backbone in $DUC_HDC_HOME; training fetched
+    its backbone_pretrained through GluonCV into ~/.mxnet/models instead: downloaded again,
+    and offline not found at all. Training now takes the zoo's file."""
+    from gluoncv.model_zoo import model_store
+
+    import duc_hdc
+    from duc_hdc.config import load_config
+    from run_helpers import tiny_sets
+
+    sets = tiny_sets(tiny_recs, str(tmp_path / "run"), "model.name=duc_hdc_resnet50",
+                     "model.backbone_pretrained=resnet50_v1s", "train.max_iters=1")
+    cfg = load_config("synthetic", sets)
+    # GluonCV-style weights of this (narrow) backbone, as a mirror of GluonCV's archives
+    donor = duc_hdc.get_model("duc_hdc_resnet50", classes=19, base_width=4, cell_width=4)
+    saved = str(tmp_path / "backbone.params")
+    donor.backbone.save_parameters(saved)
+    fake = open(saved, "rb").read()
+    sha1 = hashlib.sha1(fake).hexdigest()
+    monkeypatch.setitem(model_store._model_sha1, "resnet50_v1s", sha1)
+    monkeypatch.setitem(zoo.MODELS, "resnet50_v1s", dataclasses.replace(
+        zoo.MODELS["resnet50_v1s"], sha1=sha1,
+        file_name="resnet50_v1s-{}.params".format(sha1[:8])))
+    stem = "resnet50_v1s-" + sha1[:8]
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    with zipfile.ZipFile(mirror / (stem + ".zip"), "w") as zf:
+        zf.writestr(stem + ".params", fake)
+    # the user's download step
+    cached = zoo.get_weights("resnet50_v1s", base_url="file://" + str(mirror), progress=False)
+    assert cached == str(home / (stem + ".params"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("GluonCV's store was asked for %r" % (args,))
+
+    monkeypatch.setattr(model_store, "get_model_file", no_network)
+    with caplog.at_level("INFO", logger="duc_hdc"):
+        duc_hdc.train(cfg, progress=False)
+    assert "backbone initialized from %s" % cached in caplog.text

@@ -26,14 +26,18 @@ def parse_devices(gpus=None, cpu_devices=1):
 
 
 # -------------------------------------------------------------------------- initialization
-def _load_backbone(net, model_cfg, ctx):
-    """ImageNet weights for the backbone: a GluonCV store name or a local params file."""
+def _load_backbone(net, model_cfg, ctx, backbone_weights=None):
+    """ImageNet weights for the backbone: a GluonCV store name (through ``backbone_weights``,
+    see :func:`duc_hdc.training.trainer.train`, else GluonCV's store) or a local params file."""
     path = model_cfg["backbone_params"]
-    if path is None and model_cfg["backbone_pretrained"]:
+    name = model_cfg["backbone_pretrained"]
+    if path is None and name and backbone_weights is not None:
+        path = backbone_weights(name)
+    if path is None and name:
         from gluoncv.model_zoo.model_store import get_model_file
 
-        path = get_model_file(model_cfg["backbone_pretrained"],
-                              root=os.path.join(os.path.expanduser("~"), ".mxnet", "models"))
+        path = get_model_file(name, root=os.path.join(os.path.expanduser("~"), ".mxnet",
+                                                      "models"))
     if path is None:
         return
     if not os.path.exists(path):
@@ -57,8 +61,9 @@ def training_merge(cfg, ctx):
             and amp_target_dtype(cfg["train"]["amp"], ctx) is None)
 
 
-def build_network(cfg, ctx):
-    """The network of ``cfg['model']``, initialized as the recipe says."""
+def build_network(cfg, ctx, backbone_weights=None):
+    """The network of ``cfg['model']``, initialized as the recipe says (``backbone_weights``:
+    see :func:`duc_hdc.training.trainer.train`)."""
     model_cfg = cfg["model"]
     # the head's channel padding speeds up oneDNN inference kernels only (see DUCHDC)
     net = get_model(model_cfg["name"], ctx=ctx, head_padding=False,
@@ -81,7 +86,7 @@ def build_network(cfg, ctx):
                               % (model_cfg["init_params"], bad[0], len(bad)))
         log.info("network initialized from %s", model_cfg["init_params"])
     else:
-        _load_backbone(net, model_cfg, ctx)
+        _load_backbone(net, model_cfg, ctx, backbone_weights)
     return net
 
 

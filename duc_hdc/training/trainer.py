@@ -72,7 +72,7 @@ def attach_loss_scaler(trainer, amp_dtype):
 
 
 def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=None,
-          validator_for=None, overwrite=False):
+          validator_for=None, overwrite=False, backbone_weights=None):
     """Train as ``cfg`` says; returns a summary dict (run_dir, iterations, best, checksum).
 
     Parameters
@@ -100,6 +100,11 @@ def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=N
     overwrite : bool
         A new run into a ``train.out_dir`` that holds a run deletes that run first (its files
         only, once everything else has been checked); without it such a folder is refused.
+    backbone_weights : callable, optional
+        ``backbone_weights(name) -> path or None``: the file of ``model.backbone_pretrained``
+        (training does not know the zoo: :func:`duc_hdc.train` passes the zoo's, which keeps
+        GluonCV backbones where ``duc-hdc download`` puts them); None, or a name it does not
+        know, fetches through GluonCV's model store.
 
     Everything that can be checked (the run folder, the recipe against the devices, the data,
     the initial weights, the kvstore's environment, a resumed checkpoint) is checked before
@@ -119,7 +124,7 @@ def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=N
     handler = dist.rank_log_handler(run_dir, deferred=True)
     try:
         return _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_for,
-                      overwrite)
+                      overwrite, backbone_weights)
     finally:
         logging.getLogger("duc_hdc").removeHandler(handler)
         handler.close()
@@ -173,7 +178,7 @@ def _build_trainer(net, train_cfg, kvstore, num_workers, num_devices, schedule, 
 
 
 def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_for=None,
-           overwrite=False):
+           overwrite=False, backbone_weights=None):
     from ..data import SegRecordDataset
     from ..data.loader import build_train_loader, epoch_indices
 
@@ -198,7 +203,7 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
         log.info("mixed precision: mxnet AMP, %s", amp_dtype)
     mx.random.seed(train_cfg["seed"])
     np.random.seed(train_cfg["seed"])
-    net = build_network(cfg, ctx)
+    net = build_network(cfg, ctx, backbone_weights)
     net.hybridize(static_alloc=True, static_shape=True)
     loss_fn = SegmentationLoss(data_cfg["ignore_label"])
     loss_fn.hybridize()
