@@ -304,7 +304,6 @@ def _kill_after_checkpoint(run, job, role, result):
         time.sleep(0.2)
     pids = _processes(job, role)
     result["killed"] = pids
-    result["at"] = time.time()
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
 
@@ -316,7 +315,6 @@ def _run_and_kill(command, role, run, **kwargs):
     killer.start()
     env = dict(ENV, DUC_HDC_TEST_JOB=job)
     rc = launch(command, 2, 1, timeout=150, grace=3.0, env=env, **kwargs)
-    ended = time.time()
     killer.join()
     assert len(result["killed"]) == 1, result
     # nothing of the job is left running, here or on the "remote" host
@@ -324,7 +322,7 @@ def _run_and_kill(command, role, run, **kwargs):
     while time.time() < deadline and _processes(job):
         time.sleep(0.2)
     assert not _processes(job)
-    return rc, ended - result["at"]
+    return rc
 
 
 def _check_resume(run, capfd, **kwargs):
@@ -350,12 +348,12 @@ def _check_resume(run, capfd, **kwargs):
 @pytest.mark.slow
 def test_killed_scheduler_ends_the_job_and_the_run_resumes(tiny_recs, tmp_path, capfd):  # noqa: E501
     run = tmp_path / "run"
-    rc, seconds = _run_and_kill(train_command(tiny_recs, run, "dist_sync", "train.epochs=50",
+    rc = _run_and_kill(train_command(tiny_recs, run, "dist_sync", "train.epochs=50",
                                               "train.checkpoint_every_iters=2"),
                                 "scheduler", run)
     capfd.readouterr()
     assert rc == 128 + signal.SIGKILL  # the scheduler's own death is what the launcher reports
-    assert seconds < 60
+    # (not the --timeout's 124: the job ended on the kill, not on the clock)
     _check_resume(run, capfd)
 
 
@@ -375,11 +373,9 @@ _DYING_WORKER = (
 
 @pytest.mark.slow
 def test_a_dying_worker_stops_the_job(tmp_path):
-    start = time.time()
     rc = launch([sys.executable, "-c", _DYING_WORKER], num_workers=2, num_servers=1, timeout=120,
                 grace=2.0)
-    assert rc == 3
-    assert time.time() - start < 60
+    assert rc == 3  # the dead worker's code, not the --timeout's 124: the job was stopped
 
 
 # ------------------------------------------------------------------------ ssh, for real
@@ -438,12 +434,12 @@ def test_ssh_two_workers_one_server_identical_checksums(sshd, tiny_recs, tmp_pat
 def test_ssh_killed_server_ends_the_job_and_the_run_resumes(sshd, tiny_recs, tmp_path, capfd):  # noqa: E501
     run = tmp_path / "run"
     ssh = dict(launcher="ssh", hostfile=sshd["hostfile"], ssh_options=sshd["ssh_options"])
-    rc, seconds = _run_and_kill(train_command(tiny_recs, run, "dist_sync", "train.epochs=50",
+    rc = _run_and_kill(train_command(tiny_recs, run, "dist_sync", "train.epochs=50",
                                               "train.checkpoint_every_iters=2"),
                                 "server", run, **ssh)
     capfd.readouterr()
     assert rc == 128 + signal.SIGKILL  # passed back through the remote guard and ssh
-    assert seconds < 60
+    # (not the --timeout's 124: the job ended on the kill, not on the clock)
     _check_resume(run, capfd, **ssh)
 
 
@@ -519,11 +515,9 @@ def test_mpi_two_workers_one_server_identical_checksums(tiny_recs, tmp_path, cap
 def test_mpi_dying_worker_stops_the_job(tmp_path):
     """A worker that dies under mpirun ends mpirun, and the launcher stops the rest."""
     assert shutil.which("mpirun"), "openmpi-bin is not installed (.ci/run installs it)"
-    start = time.time()
     rc = launch([sys.executable, "-c", _DYING_WORKER], 2, 1, launcher="mpi", timeout=120, grace=2.0,
                 env=MPI_ENV)
-    assert rc == 3
-    assert time.time() - start < 90
+    assert rc == 3  # the dead worker's code, not the --timeout's 124: the job was stopped
 
 
 @pytest.mark.slow
