@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import threading
 
 _CHUNK = 1 << 20
 #: what MXNet's writers (``mx.nd.save``, ``save_parameters``, RecordIO) say when a write fails;
@@ -63,7 +64,9 @@ def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, ".%s.tmp%d" % (os.path.basename(path), os.getpid()))
+    # process and thread: two threads writing one path never share a temporary file
+    tmp = os.path.join(folder, ".%s.tmp%d-%d" % (os.path.basename(path), os.getpid(),
+                                                 threading.get_ident()))
     try:
         with write_errors_named(path, tmp):
             yield tmp

@@ -305,3 +305,35 @@ def test_atomic_path_syncs_the_file_before_the_rename_and_the_folder_after(tmp_p
             f.write(b"weights")
     assert target.read_bytes() == b"weights"
     assert events == [("fsync", tmp), ("replace", tmp), ("fsync", str(tmp_path))], events
+
+
+def test_two_threads_writing_one_path_use_their_own_temporary_files(tmp_path):
+    """The temporary name was the process id only: two threads writing one path (two
+    predictions landing on one output, a report rebuilt while another renders) wrote into one
+    temporary file, and the second rename failed or renamed a mix."""
+    import threading
+
+    from duc_hdc import fileio
+
+    target = str(tmp_path / "out.png")
+    both = threading.Barrier(2, timeout=30)
+    seen, errors = {}, []
+
+    def write(tag):
+        try:
+            with fileio.atomic_path(target) as tmp:
+                seen[tag] = tmp
+                with open(tmp, "wb") as f:
+                    f.write(tag.encode() * 1000)
+                both.wait()  # both temporary files written before either is renamed
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert seen["a"] != seen["b"]
+    assert open(target, "rb").read() in (b"a" * 1000, b"b" * 1000)
