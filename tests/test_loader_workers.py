@@ -174,6 +174,19 @@ def test_bad_data_in_a_worker_is_reported_as_such_not_as_a_worker_death(tiny_rec
             pass
 
 
+def _kill_waiting_for_a_task(pool, worker):
+    """SIGKILL the pool's ``worker`` once it waits for a task: it then holds the lock of the
+    pool's task queue for good (multiprocessing.SimpleQueue's reader lock)."""
+    lock = pool._inqueue._rlock
+    deadline = time.time() + HANG
+    while lock.acquire(block=False):  # free: the worker has not reached its wait yet
+        lock.release()
+        assert time.time() < deadline, "the worker never waited for a task"
+        time.sleep(0.02)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.join(10)
+
+
 def test_a_worker_killed_as_its_pool_starts_is_caught(tiny_recs):
     """A worker killed before the watch recorded it (the old recording, active_children(),
     drops a dead process; under load a kill could land there) was not watched: its batch
@@ -194,14 +207,7 @@ def test_a_worker_killed_as_its_pool_starts_is_caught(tiny_recs):
     pool = loader.loader._worker_pool
     assert list(pool._pool) == [worker]  # recorded from the pool
     loader.workers = []  # as the old recording had it after such a kill
-    lock = pool._inqueue._rlock  # multiprocessing.SimpleQueue's reader lock
-    deadline = time.time() + HANG
-    while lock.acquire(block=False):  # free: the worker has not reached its wait yet
-        lock.release()
-        assert time.time() < deadline, "the worker never waited for a task"
-        time.sleep(0.02)
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.join(10)
+    _kill_waiting_for_a_task(pool, worker)
     # the pool replaces an exited worker every 0.1 s, in two steps: the dead one leaves its
     # list, then the new one joins it (under load the list was seen empty in between)
     deadline = time.time() + 10
@@ -235,14 +241,7 @@ def test_closing_a_loader_whose_dead_worker_holds_the_lock_stops_every_process(t
     loader = build_train_loader(tiny_recs["train"], 2, transform, 1)
     pool = loader.loader._worker_pool
     (worker,) = loader.workers
-    lock = pool._inqueue._rlock
-    deadline = time.time() + HANG
-    while lock.acquire(block=False):  # free: the worker has not reached its wait yet
-        lock.release()
-        assert time.time() < deadline, "the worker never waited for a task"
-        time.sleep(0.02)
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.join(10)
+    _kill_waiting_for_a_task(pool, worker)
     loader.close()
     assert not [p for p in pool._pool if p.exitcode is None]
     assert not pool._worker_handler.is_alive()  # no replacement can come

@@ -590,20 +590,26 @@ def test_register_local_checks_known_hash(tmp_path, home, monkeypatch):
     assert _leftovers(home) == []
 
 
-def test_gluoncv_backbone_from_a_file_mirror(tmp_path, home, monkeypatch):
+def _gluoncv_mirror(monkeypatch, folder, name, payload):
+    """A mirror of GluonCV's archives in ``folder`` holding ``payload`` as backbone ``name``
+    (GluonCV's and the zoo's SHA-1 set to the payload's); returns the archive's stem."""
     from gluoncv.model_zoo import model_store
 
+    sha1 = hashlib.sha1(payload).hexdigest()
+    monkeypatch.setitem(model_store._model_sha1, name, sha1)
+    monkeypatch.setitem(zoo.MODELS, name, dataclasses.replace(
+        zoo.MODELS[name], sha1=sha1, file_name="{}-{}.params".format(name, sha1[:8])))
+    stem = "{}-{}".format(name, sha1[:8])
+    folder.mkdir()
+    with zipfile.ZipFile(folder / (stem + ".zip"), "w") as zf:
+        zf.writestr(stem + ".params", payload)
+    return stem
+
+
+def test_gluoncv_backbone_from_a_file_mirror(tmp_path, home, monkeypatch):
     fake = b"fake resnet101_v1s parameters" * 100
-    sha1 = hashlib.sha1(fake).hexdigest()
-    monkeypatch.setitem(model_store._model_sha1, "resnet101_v1s", sha1)
-    monkeypatch.setitem(zoo.MODELS, "resnet101_v1s", dataclasses.replace(
-        zoo.MODELS["resnet101_v1s"], sha1=sha1,
-        file_name="resnet101_v1s-{}.params".format(sha1[:8])))
-    stem = "resnet101_v1s-" + sha1[:8]
     mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    with zipfile.ZipFile(mirror / (stem + ".zip"), "w") as zf:
-        zf.writestr(stem + ".params", fake)
+    stem = _gluoncv_mirror(monkeypatch, mirror, "resnet101_v1s", fake)
     assert not zoo.is_cached("resnet101_v1s")
     path = zoo.get_weights("resnet101_v1s", base_url="file://" + str(mirror), progress=False)
     assert path == str(home / (stem + ".params")) and open(path, "rb").read() == fake
@@ -688,17 +694,8 @@ def test_training_takes_a_gluoncv_backbone_from_where_download_put_it(tiny_recs,
     donor = duc_hdc.get_model("duc_hdc_resnet50", classes=19, base_width=4, cell_width=4)
     saved = str(tmp_path / "backbone.params")
     donor.backbone.save_parameters(saved)
-    fake = open(saved, "rb").read()
-    sha1 = hashlib.sha1(fake).hexdigest()
-    monkeypatch.setitem(model_store._model_sha1, "resnet50_v1s", sha1)
-    monkeypatch.setitem(zoo.MODELS, "resnet50_v1s", dataclasses.replace(
-        zoo.MODELS["resnet50_v1s"], sha1=sha1,
-        file_name="resnet50_v1s-{}.params".format(sha1[:8])))
-    stem = "resnet50_v1s-" + sha1[:8]
     mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    with zipfile.ZipFile(mirror / (stem + ".zip"), "w") as zf:
-        zf.writestr(stem + ".params", fake)
+    stem = _gluoncv_mirror(monkeypatch, mirror, "resnet50_v1s", open(saved, "rb").read())
     # the user's download step
     cached = zoo.get_weights("resnet50_v1s", base_url="file://" + str(mirror), progress=False)
     assert cached == str(home / (stem + ".params"))
