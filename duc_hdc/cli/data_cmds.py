@@ -1,5 +1,6 @@
 """Commands about data: ``duc-hdc data`` (datasets -> RecordIO, synthetic scenes) and ``demo``."""
 import argparse
+import os
 import time
 
 from . import options
@@ -22,6 +23,15 @@ _DOCS = {
 }
 
 
+_SBD_LAYOUT = ("SBD's benchmark_RELEASE/dataset folder (train.txt, val.txt, img/, cls/*.mat) "
+               "or benchmark_RELEASE holding it")
+
+
+def _inside(path, folder):
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def _conversion_kwargs(args):
     return dict(encoding=args.encoding, quality=args.quality, skip_bad=args.skip_bad,
                 num_workers=args.workers, progress=options.progress(args))
@@ -38,7 +48,8 @@ def _layout(args):
     if args.dataset == "voc":
         lists = "train.txt and val.txt" if args.split == "train_aug" else args.split + ".txt"
         return ("the PASCAL VOC 2012 layout {r}/ImageSets/Segmentation/{l}, {r}/JPEGImages/*.jpg "
-                "and {r}/SegmentationClass/*.png (--root is VOCdevkit/VOC2012; train_aug also "
+                "and {r}/SegmentationClass/*.png (--root is VOCdevkit/VOC2012 or VOCdevkit "
+                "holding it; train_aug also "
                 "needs --sbd-root with train.txt, val.txt, img/ and cls/*.mat)"
                 .format(r=root, l=lists))
     if args.split == "train":
@@ -49,8 +60,6 @@ def _layout(args):
 
 
 def cmd_data(args):
-    import os
-
     from ..data import datasets
     from ..data.recordio import BadSampleError, EmptySplitError
 
@@ -60,10 +69,8 @@ def cmd_data(args):
             _layout(args)))
     sbd = getattr(args, "sbd_root", None)
     if sbd is not None and not os.path.isdir(sbd):
-        raise ValueError("--sbd-root %s %s; expected SBD's benchmark_RELEASE/dataset folder "
-                         "(train.txt, val.txt, img/, cls/*.mat)" % (
-                             sbd, "is not a folder" if os.path.exists(sbd) else
-                             "does not exist"))
+        raise ValueError("--sbd-root %s %s; expected %s" % (
+            sbd, "is not a folder" if os.path.exists(sbd) else "does not exist", _SBD_LAYOUT))
     kwargs = _conversion_kwargs(args)
     try:
         if args.dataset == "cityscapes":
@@ -76,8 +83,10 @@ def cmd_data(args):
             report = datasets.convert_kitti_road(args.root, args.split, args.out, **kwargs)
     except EmptySplitError as err:
         # no file to blame: the folder is not in the layout the dataset expects
+        expected = ("--sbd-root to be " + _SBD_LAYOUT if sbd is not None and
+                    _inside(err.path, sbd) else _layout(args))
         raise EmptySplitError(err.path, "%s; nothing was written. Expected %s"
-                              % (err.reason, _layout(args))) from None
+                              % (err.reason, expected)) from None
     except BadSampleError as err:
         raise BadSampleError(err.path, "%s; nothing was written%s" % (
             err.reason, "" if args.skip_bad else

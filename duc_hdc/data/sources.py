@@ -217,11 +217,33 @@ def cityscapes_samples(root, split, coarse=False):
     return out
 
 
-def _read_list(path):
+def _read_list(path, what="split list"):
     if not os.path.isfile(path):
-        raise EmptySplitError(path, "split list not found")
+        raise EmptySplitError(path, "%s not found" % what)
     with open(path) as f:
         return [line.split()[0] for line in f if line.strip()]
+
+
+#: Extensions tried, in order, for an image listed by name (VOC's own is .jpg).
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+
+
+def _find_image(folder, name):
+    """``folder/name.jpg``, or the name with another image extension that exists there."""
+    for ext in _IMAGE_EXTS:
+        path = os.path.join(folder, name + ext)
+        if os.path.isfile(path):
+            return path
+    return os.path.join(folder, name + ".jpg")  # missing: the error names the expected file
+
+
+def _inner_root(root, inner, marker):
+    """``root``, or ``root/inner`` when ``root`` is the archive's top folder (``VOCdevkit``,
+    ``benchmark_RELEASE``): the one holding ``marker``."""
+    if not os.path.exists(os.path.join(root, marker)) and \
+            os.path.exists(os.path.join(root, inner, marker)):
+        return os.path.join(root, inner)
+    return root
 
 
 def voc_samples(voc_root, split, sbd_root=None):
@@ -230,12 +252,14 @@ def voc_samples(voc_root, split, sbd_root=None):
     Parameters
     ----------
     voc_root : str
-        ``VOCdevkit/VOC2012`` (JPEGImages, SegmentationClass, ImageSets/Segmentation).
+        ``VOCdevkit/VOC2012`` (JPEGImages, SegmentationClass, ImageSets/Segmentation), or
+        ``VOCdevkit`` holding it. Images are ``<name>.jpg``, else .jpeg / .png (any case).
     split : str
         'train', 'val', 'trainval' (VOC lists), or 'train_aug': VOC train + SBD train + SBD
         val, minus every VOC val image (10,582 images with the full data sets).
     sbd_root : str
-        SBD ``benchmark_RELEASE/dataset`` (img, cls, train.txt, val.txt); needed for train_aug.
+        SBD ``benchmark_RELEASE/dataset`` (img, cls, train.txt, val.txt), or
+        ``benchmark_RELEASE`` holding it; needed for train_aug.
 
     Returns
     -------
@@ -244,8 +268,9 @@ def voc_samples(voc_root, split, sbd_root=None):
     """
     if split not in VOC_SPLITS:
         raise ValueError("unknown VOC split %r; choose from %s" % (split, ", ".join(VOC_SPLITS)))
+    voc_root = _inner_root(voc_root, "VOC2012", "ImageSets")
     lists = os.path.join(voc_root, "ImageSets", "Segmentation")
-    jpeg = lambda n: os.path.join(voc_root, "JPEGImages", n + ".jpg")
+    jpeg = lambda n: _find_image(os.path.join(voc_root, "JPEGImages"), n)
     png = lambda n: os.path.join(voc_root, "SegmentationClass", n + ".png")
     if split != "train_aug":
         names = _read_list(os.path.join(lists, split + ".txt"))
@@ -256,8 +281,9 @@ def voc_samples(voc_root, split, sbd_root=None):
         raise ValueError("split 'train_aug' needs the SBD dataset folder (--sbd-root)")
     voc_train = _read_list(os.path.join(lists, "train.txt"))
     voc_val = set(_read_list(os.path.join(lists, "val.txt")))
-    sbd = _read_list(os.path.join(sbd_root, "train.txt")) + \
-        _read_list(os.path.join(sbd_root, "val.txt"))
+    sbd_root = _inner_root(sbd_root, "dataset", "train.txt")
+    sbd = _read_list(os.path.join(sbd_root, "train.txt"), "SBD split list") + \
+        _read_list(os.path.join(sbd_root, "val.txt"), "SBD split list")
     names = sorted(set(voc_train) | set(sbd))
     names = [n for n in names if n not in voc_val]
     if not names:
@@ -266,8 +292,9 @@ def voc_samples(voc_root, split, sbd_root=None):
     out = []
     for n in names:
         img = jpeg(n)
-        if not os.path.isfile(img) and os.path.isfile(os.path.join(sbd_root, "img", n + ".jpg")):
-            img = os.path.join(sbd_root, "img", n + ".jpg")
+        if not os.path.isfile(img):
+            sbd_img = _find_image(os.path.join(sbd_root, "img"), n)
+            img = sbd_img if os.path.isfile(sbd_img) else img
         if n in voc_labelled or os.path.isfile(png(n)):
             out.append(Sample(n, img, png(n), "voc_png", voc_root))
         else:
@@ -289,7 +316,10 @@ def kitti_road_samples(root, split):
                          % (split, ", ".join(KITTI_ROAD_SPLITS)))
     sub = "training" if split == "train" else "testing"
     img_dir = os.path.join(root, sub, "image_2")
-    images = sorted(glob.glob(os.path.join(img_dir, "*.png")))
+    # .png in any case (a copy may upper-case it); hidden files (.DS_Store, ._*) are not images
+    images = sorted(os.path.join(img_dir, f) for f in
+                    (os.listdir(img_dir) if os.path.isdir(img_dir) else [])
+                    if f.lower().endswith(".png") and not f.startswith("."))
     if not images:
         raise EmptySplitError(img_dir, "empty split: no *.png image")
     out = []
