@@ -75,3 +75,15 @@ def test_kitti_upper_case_extension_is_not_dropped(tmp_path):
     assert sorted(items) == sorted(tree)
     for name, (rgb, expected) in tree.items():
         np.testing.assert_array_equal(items[name][1], expected)
+
+
+def test_sbd_root_without_train_aug_is_refused(tmp_path, capsys):
+    # --split train with --sbd-root would silently give VOC's 1,464 images, not the augmented set
+    devkit, bench, _ = _voc_as_downloaded(tmp_path, 15)
+    rc = cli.main(["data", "voc", "--root", devkit, "--sbd-root", bench, "--split", "train",
+                   "--out", str(tmp_path / "x"), "--no-progress"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert rc == 2 and len(lines) == 1, err
+    assert "--sbd-root" in lines[0] and "train_aug" in lines[0] and "'train'" in lines[0]
+    assert not os.path.exists(str(tmp_path / "x.rec"))

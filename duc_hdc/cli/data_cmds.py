@@ -68,6 +68,10 @@ def cmd_data(args):
             args.root, "is not a folder" if os.path.exists(args.root) else "does not exist",
             _layout(args)))
     sbd = getattr(args, "sbd_root", None)
+    if sbd is not None and args.split != "train_aug":
+        raise ValueError("--sbd-root %s is used only by --split train_aug (VOC train + SBD "
+                         "train and val, without VOC val); --split %r reads VOC's own list: "
+                         "drop --sbd-root or use --split train_aug" % (sbd, args.split))
     if sbd is not None and not os.path.isdir(sbd):
         raise ValueError("--sbd-root %s %s; expected %s" % (
             sbd, "is not a folder" if os.path.exists(sbd) else "does not exist", _SBD_LAYOUT))
