@@ -7,7 +7,8 @@ Files written for ``prefix``:
   (N, classes, H / cell_width, W / cell_width)); loads with ``gluon.SymbolBlock.imports`` and
   ``mx.mod.Module``; one graph for every H, W that are multiples of 8;
 - ``prefix.json``: the model settings (classes, cell width, normalization, ...);
-- ``prefix.onnx`` (optional): the same graph with dynamic batch, height and width.
+- ``prefix.onnx`` (optional): the same graph with dynamic batch, height and width; input
+  ``data``, output ``logits``.
 
 ``out`` (``duc-hdc export --out``) is a prefix (``models/duc_hdc`` -> ``models/duc_hdc-symbol.json``
 ...) or a folder (a path ending with ``/`` or an existing folder -> ``FOLDER/<model name>``);
@@ -17,6 +18,7 @@ not trained (``weights=None``) logs a warning.
 import logging
 import os
 import shutil
+import warnings
 
 import mxnet as mx
 import numpy as np
@@ -28,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: ``kind`` of an fp32 export's sidecar (INT8 models: ``duc-hdc-int8``)
 EXPORT_KIND = "duc-hdc-export"
+
+#: the ONNX export's output (its input is ``data``)
+ONNX_OUTPUT = "logits"
 
 _SHAPE_RULE = "N,3,H,W with N >= 1 and H, W positive multiples of 8"
 
@@ -124,8 +129,10 @@ def export_symbol(net, prefix, shape, weights=None):
 
 def check_symbol(net, prefix, shapes):
     """Reload the export with SymbolBlock and Module; max relative differences per shape."""
-    block = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
-                                         prefix + "-0000.params")
+    with warnings.catch_warnings():  # MXNet's "Cannot decide type ... data: None" (it is float32)
+        warnings.filterwarnings("ignore", "Cannot decide type", UserWarning)
+        block = mx.gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                             prefix + "-0000.params")
     sym, args, auxs = mx.model.load_checkpoint(prefix, 0)
     diffs = {}
     for shape in shapes:
@@ -166,9 +173,22 @@ def export_onnx(prefix, shape, onnx_path=None):
         keep = [i for i in model.graph.input if i.name not in inits]
         del model.graph.input[:]
         model.graph.input.extend(keep)
+        # the output is named after the Gluon block (duchdc<N>_head_..., N counting the
+        # networks the process built before): give it a name a deployment can rely on
+        _rename_output(model, ONNX_OUTPUT)
         onnx.checker.check_model(model)
         onnx.save(model, tmp)
     return onnx_path
+
+
+def _rename_output(model, name):
+    """Rename the single graph output of an ONNX ``model`` (and what produces it) to ``name``."""
+    (output,) = model.graph.output
+    old = output.name
+    for node in model.graph.node:
+        node.output[:] = [name if o == old else o for o in node.output]
+        node.input[:] = [name if i == old else i for i in node.input]
+    output.name = name
 
 
 def check_onnx(net, onnx_path, shapes):
