@@ -97,3 +97,16 @@ def test_onnx_output_is_logits_and_export_check_shows_no_mxnet_warning(tmp_path)
     assert [i.name for i in model.graph.input] == ["data"]
     with open(prefix + ".json") as f:
         assert json.load(f)["model"]["classes"] == 5
+
+
+def test_cli_bad_shape_is_one_line_naming_the_option_once(capsys):
+    import pytest
+
+    from duc_hdc import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--model", "duc_hdc_resnet18", "--classes", "2", "--random-weights",
+                  "--shape", "1,3,30,48", "--out", "/nonexistent/x"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == ("duc-hdc export: error: argument --shape: expected N,3,H,W with N >= 1 and "
+                    "H, W positive multiples of 8, got 1,3,30,48")

@@ -41,8 +41,10 @@ def shape(text):
 
     try:
         return parse_shape(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e))
+    except ValueError as e:  # argparse names the option itself ("argument --shape: ...")
+        message = str(e)
+        raise argparse.ArgumentTypeError(message[len("--shape: "):]
+                                         if message.startswith("--shape: ") else message)
 
 
 def rates(text):
