@@ -1,8 +1,10 @@
 """The dataset folders as users have them: VOCdevkit / benchmark_RELEASE roots, other
 extensions, and wrong roots refused in one line naming what was expected."""
 import os
+import shutil
 
 import numpy as np
+import pytest
 
 import data_fixtures as fx
 from duc_hdc import cli
@@ -87,3 +89,62 @@ def test_sbd_root_without_train_aug_is_refused(tmp_path, capsys):
     assert rc == 2 and len(lines) == 1, err
     assert "--sbd-root" in lines[0] and "train_aug" in lines[0] and "'train'" in lines[0]
     assert not os.path.exists(str(tmp_path / "x.rec"))
+
+
+def _missing_label_folder(tmp_path, dataset):
+    rng = np.random.default_rng(16)
+    if dataset == "cityscapes":
+        root = str(tmp_path / "cs")
+        fx.make_cityscapes(root, rng)
+        folder = os.path.join(root, "gtFine", "train")
+        argv = ["--split", "train"]
+    elif dataset == "kitti_road":
+        root = str(tmp_path / "data_road")
+        fx.make_kitti_road(root, rng)
+        folder = os.path.join(root, "training", "gt_image_2")
+        argv = ["--split", "train"]
+    elif dataset == "voc":
+        root = str(tmp_path / "VOC2012")
+        fx.make_voc(root, str(tmp_path / "sbd"), rng)
+        folder = os.path.join(root, "SegmentationClass")
+        argv = ["--split", "val"]
+    else:  # SBD without its cls/ folder
+        root = str(tmp_path / "VOC2012")
+        fx.make_voc(root, str(tmp_path / "sbd"), rng)
+        folder = str(tmp_path / "sbd" / "cls")
+        argv = ["--split", "train_aug", "--sbd-root", str(tmp_path / "sbd")]
+        dataset = "voc"
+    shutil.rmtree(folder)
+    return folder, ["data", dataset, "--root", root] + argv
+
+
+
+@pytest.mark.parametrize("dataset", ["cityscapes", "kitti_road", "voc", "sbd"])
+@pytest.mark.parametrize("skip_bad", [False, True])
+def test_missing_label_folder_is_named_once(tmp_path, capsys, dataset, skip_bad):
+    # a download without its annotations: the folder is named, not its first file
+    folder, argv = _missing_label_folder(tmp_path, dataset)
+    argv += ["--out", str(tmp_path / "x"), "--no-progress"] + (["--skip-bad"] if skip_bad else [])
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert rc == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: %s: " % folder), lines[0]
+    assert "Expected" in lines[0] and "--skip-bad" not in lines[0]
+    assert "WARNING" not in err  # not one warning per image first
+    assert not os.path.exists(str(tmp_path / "x.rec"))
+
+
+def test_every_file_bad_says_so_once(tmp_path, capsys):
+    root = str(tmp_path / "data_road")
+    fx.make_kitti_road(root, np.random.default_rng(17), n=2)
+    gt = os.path.join(root, "training", "gt_image_2")
+    for f in os.listdir(gt):
+        os.remove(os.path.join(gt, f))  # the folder is there, every label missing
+    rc = cli.main(["data", "kitti_road", "--root", root, "--split", "train", "--out",
+                   str(tmp_path / "x"), "--no-progress", "--skip-bad"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert rc == 2 and len(lines) == 1, err
+    assert "every sample was bad" in lines[0] and "2 skipped" in lines[0]
+    assert lines[0].count("nothing") == 1, lines[0]

@@ -90,7 +90,8 @@ def convert_samples(samples, out_prefix, encoding="raw", quality=95, skip_bad=Fa
                     meta.update(extra_meta)
                 writer.write(image_bytes, label_bytes, meta)
             if writer.count == 0:
-                raise BadSampleError(out_prefix, "every sample was bad; nothing written")
+                raise BadSampleError(out_prefix, "every sample was bad (%d skipped)"
+                                     % len(skipped))
     finally:
         bar.close()
         if pool is not None:

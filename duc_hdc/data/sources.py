@@ -205,6 +205,8 @@ def cityscapes_samples(root, split, coarse=False):
     if not images:
         raise EmptySplitError(img_dir, "empty split: no image matches %s" % pattern)
     gt = "gtCoarse" if coarse else "gtFine"
+    if split != "test":
+        _require_folder(os.path.join(root, gt, split), "%s label" % gt)
     out = []
     for path in images:
         city = os.path.basename(os.path.dirname(path))
@@ -215,6 +217,13 @@ def cityscapes_samples(root, split, coarse=False):
             label = os.path.join(root, gt, split, city, "%s_%s_labelIds.png" % (stem, gt))
             out.append(Sample(stem, path, label, "cityscapes", root))
     return out
+
+
+def _require_folder(path, what):
+    """A whole annotation folder missing is a layout error (named once), not N bad samples."""
+    if not os.path.isdir(path):
+        raise EmptySplitError(path, "no %s folder (%s)" % (
+            what, "not a folder" if os.path.exists(path) else "it does not exist"))
 
 
 def _read_list(path, what="split list"):
@@ -276,6 +285,7 @@ def voc_samples(voc_root, split, sbd_root=None):
         names = _read_list(os.path.join(lists, split + ".txt"))
         if not names:
             raise EmptySplitError(os.path.join(lists, split + ".txt"), "empty split list")
+        _require_folder(os.path.join(voc_root, "SegmentationClass"), "VOC label")
         return [Sample(n, jpeg(n), png(n), "voc_png", voc_root) for n in names]
     if sbd_root is None:
         raise ValueError("split 'train_aug' needs the SBD dataset folder (--sbd-root)")
@@ -300,6 +310,11 @@ def voc_samples(voc_root, split, sbd_root=None):
         else:
             out.append(Sample(n, img, os.path.join(sbd_root, "cls", n + ".mat"), "sbd_mat",
                               voc_root))
+    for kind, folder, what in (("voc_png", os.path.join(voc_root, "SegmentationClass"),
+                                "VOC label"), ("sbd_mat", os.path.join(sbd_root, "cls"),
+                                               "SBD label (cls/*.mat)")):
+        if any(s.label_kind == kind for s in out):
+            _require_folder(folder, what)
     return out
 
 
@@ -322,6 +337,8 @@ def kitti_road_samples(root, split):
                     if f.lower().endswith(".png") and not f.startswith("."))
     if not images:
         raise EmptySplitError(img_dir, "empty split: no *.png image")
+    if split == "train":
+        _require_folder(os.path.join(root, "training", "gt_image_2"), "KITTI road label")
     out = []
     for path in images:
         name = os.path.splitext(os.path.basename(path))[0]  # e.g. um_000000
