@@ -94,10 +94,12 @@ def _image(h, w, seed):
     return np.random.RandomState(seed).randint(0, 256, (h, w, 3)).astype(np.uint8)
 
 
-def _trained(classes=4):
+def _trained(classes=4, **overrides):
     """A tiny network with non-trivial weights and BatchNorm statistics (a stand-in for
-    trained weights: random moving statistics make BatchNorm folding matter)."""
-    net = get_model("duc_hdc_resnet18", classes=classes, base_width=8, variant="tusimple")
+    trained weights: random moving statistics make BatchNorm folding matter); ``overrides``
+    for ``get_model``."""
+    settings = dict(dict(base_width=8, variant="tusimple"), **overrides)
+    net = get_model("duc_hdc_resnet18", classes=classes, **settings)
     rng = np.random.RandomState(0)
     for name, param in net.collect_params().items():
         if name.endswith("running_var"):

@@ -9,13 +9,13 @@ import subprocess
 import sys
 import warnings
 
-import mxnet as mx
 import numpy as np
 import onnx
 
 from duc_hdc import get_model
 from duc_hdc.inference.export import export_model
 from duc_hdc.inference.segmenter import Segmenter
+from test_export import _trained  # a tiny network with non-trivial BatchNorms
 
 _PLAIN = r"""
 import json, sys
@@ -54,22 +54,10 @@ np.savez(out, **probs)
 """
 
 
-def _trained(classes, variant):
-    net = get_model("duc_hdc_resnet18", classes=classes, base_width=4, cell_width=4,
-                    variant=variant)
-    rng = np.random.RandomState(0)
-    for name, param in net.collect_params().items():
-        if name.endswith("running_var"):
-            param.set_data(mx.nd.array(rng.uniform(0.5, 2.0, param.shape)))
-        elif name.endswith(("running_mean", "beta")):
-            param.set_data(mx.nd.array(rng.normal(0, 0.1, param.shape)))
-    return net
-
-
 def test_export_runs_without_duc_hdc_as_the_readme_says(tmp_path):
     get_model("duc_hdc_resnet18", classes=3, base_width=4)  # an earlier network in the process
     for variant in ("tusimple", "v1s"):  # std null (the release) and ImageNet mean / std
-        net = _trained(5, variant)
+        net = _trained(5, base_width=4, cell_width=4, variant=variant)
         prefix = str(tmp_path / variant)
         export_model(net, prefix, (1, 3, 32, 48), onnx=True, check=False, weights="w.params")
         rgb = np.random.RandomState(1).randint(0, 256, (37, 61, 3)).astype(np.uint8)
