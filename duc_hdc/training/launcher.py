@@ -381,7 +381,19 @@ def _watch(procs, workers, timeout, poll, grace, num_workers, stop):
     start = time.time()
     while stop.code is None:
         failed = [p for p in procs if p.popen.poll() not in (None, 0)]
+        if failed and not [p for p in failed if p in workers]:
+            # a server or the scheduler: ps-lite can abort one as the job shuts down ("Check
+            # failed: msg->meta.app_id != Meta::kEmpty", seen in CI after both workers had
+            # finished); workers that then exit 0 have finished the run (their last pull is
+            # done), so wait for them, ``grace`` seconds at most
+            deadline = time.time() + grace
+            while (time.time() < deadline and not all(w.popen.poll() == 0 for w in workers)
+                   and not [w for w in workers if w.popen.poll() not in (None, 0)]):
+                time.sleep(min(poll, 0.05))
+            if all(w.popen.poll() == 0 for w in workers):
+                failed = []
         if failed:
+            failed.sort(key=lambda p: p not in workers)  # a worker's code first
             p = failed[0]
             code = exit_code(p.popen.returncode)
             log.error("%s exited with code %d; stopping the job", p.name, code)
@@ -393,6 +405,12 @@ def _watch(procs, workers, timeout, poll, grace, num_workers, stop):
             while any(p.popen.poll() is None for p in procs) and time.time() < deadline:
                 time.sleep(poll)
             _stop(procs, grace)
+            for p in procs:
+                if p not in workers and p.popen.returncode not in (0, None, -signal.SIGTERM,
+                                                                   -signal.SIGKILL):
+                    log.warning("%s exited with code %d after the workers had finished the "
+                                "run (ps-lite's shutdown); the run is complete", p.name,
+                                exit_code(p.popen.returncode))
             log.info("all %d workers finished", num_workers)
             return 0
         if timeout and time.time() - start > timeout:
