@@ -18,15 +18,31 @@ __all__ = ["decoder_messages", "damage"]
 
 # fd 2 is one per process: decoders of other threads wait rather than write into our capture
 _LOCK = threading.Lock()
+# the file fd 2 points to during a capture: one per process, made at its first capture and
+# emptied for each (a temporary file per image cost more than decoding a small one)
+_SINK = None
 
 
-def _new_lock():
-    global _LOCK
+def _after_fork():
+    global _LOCK, _SINK
+    # a loader worker forked while another thread decodes must not inherit the lock held, nor
+    # share the parent's capture file (and its offset)
     _LOCK = threading.Lock()
+    _SINK = None
 
 
-# a loader worker forked while another thread decodes must not inherit the lock held
-os.register_at_fork(after_in_child=_new_lock)
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _empty_sink():
+    """This process's capture file, empty (call with ``_LOCK`` held)."""
+    global _SINK
+    if _SINK is None:
+        _SINK = tempfile.TemporaryFile(buffering=0)
+    else:
+        _SINK.seek(0)
+        _SINK.truncate()
+    return _SINK
 
 
 @contextlib.contextmanager
@@ -41,23 +57,23 @@ def decoder_messages():
             yield lines
             return
         try:
-            with tempfile.TemporaryFile() as sink:
-                try:
-                    sys.stderr.flush()
-                except (AttributeError, OSError, ValueError):
-                    pass
-                os.dup2(sink.fileno(), 2)
-                try:
-                    yield lines
-                finally:
-                    os.dup2(saved, 2)
-                    sink.seek(0)
-                    text = sink.read().decode("utf-8", "replace")
-                    for line in text.splitlines():
-                        if _DECODER_LINE.match(line.strip()):
-                            lines.append(line.strip())
-                        elif line.strip():  # another thread's (a log line, tqdm): shown late,
-                            _write_fd2(line + "\n")  # not lost
+            sink = _empty_sink()
+            try:
+                sys.stderr.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield lines
+            finally:
+                os.dup2(saved, 2)
+                sink.seek(0)
+                text = sink.read().decode("utf-8", "replace")
+                for line in text.splitlines():
+                    if _DECODER_LINE.match(line.strip()):
+                        lines.append(line.strip())
+                    elif line.strip():  # another thread's (a log line, tqdm): shown late,
+                        _write_fd2(line + "\n")  # not lost
         finally:
             os.close(saved)
 
