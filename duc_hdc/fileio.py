@@ -52,11 +52,9 @@ def atomic_write(path, mode="w"):
     For writers that take a file name rather than a file object (``mx.nd.save``,
     ``Trainer.save_states``), use :func:`atomic_path`.
     """
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:  # which syncs the file once it is closed
         with open(tmp, mode) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
