@@ -124,16 +124,17 @@ class _NoStop:
     code = None
 
 
-def _job(server_code, worker_seconds):
+def _job(server_code, worker_seconds, worker_code=0):
     """A scheduler-less job of real processes: a server that dies with ``server_code`` after
-    0.2 s (ps-lite's abort is SIGABRT), two workers that exit 0 after ``worker_seconds``."""
+    0.2 s (ps-lite's abort is SIGABRT), two workers that exit ``worker_code`` after
+    ``worker_seconds``."""
     from duc_hdc.training.launcher import _start
 
     py = sys.executable
     server = _start("server", 0, [py, "-c", "import os, time\ntime.sleep(0.2)\n%s" % (
         "os.abort()" if server_code == 134 else "raise SystemExit(%d)" % server_code)], None)
-    workers = [_start("worker", i, [py, "-c", "import time; time.sleep(%s)" % worker_seconds],
-                      None) for i in range(2)]
+    workers = [_start("worker", i, [py, "-c", "import time; time.sleep(%s); raise SystemExit(%d)"
+                                    % (worker_seconds, worker_code)], None) for i in range(2)]
     return [server] + workers, workers
 
 
@@ -161,3 +162,14 @@ def test_a_server_dying_while_the_workers_run_stops_the_job_with_its_code():
                   stop=_NoStop())
     assert code == 3
     assert all(w.popen.returncode is not None and w.popen.returncode != 0 for w in workers)
+
+
+def test_a_worker_failing_after_a_server_died_is_the_code_reported():
+    """A server dies, then the workers fail within the grace period: the workers' code is the
+    job's (the first failure seen was the server's)."""
+    from duc_hdc.training.launcher import _watch
+
+    procs, workers = _job(134, 1.0, worker_code=3)
+    code = _watch(procs, workers, timeout=60, poll=0.1, grace=5.0, num_workers=2,
+                  stop=_NoStop())
+    assert code == 3

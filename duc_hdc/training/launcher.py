@@ -381,17 +381,19 @@ def _watch(procs, workers, timeout, poll, grace, num_workers, stop):
     start = time.time()
     while stop.code is None:
         failed = [p for p in procs if p.popen.poll() not in (None, 0)]
-        if failed and not [p for p in failed if p in workers]:
+        if failed and not any(p in workers for p in failed):
             # a server or the scheduler: ps-lite can abort one as the job shuts down ("Check
             # failed: msg->meta.app_id != Meta::kEmpty", seen in CI after both workers had
             # finished); workers that then exit 0 have finished the run (their last pull is
             # done), so wait for them, ``grace`` seconds at most
             deadline = time.time() + grace
-            while (time.time() < deadline and not all(w.popen.poll() == 0 for w in workers)
-                   and not [w for w in workers if w.popen.poll() not in (None, 0)]):
+            while (time.time() < deadline and stop.code is None
+                   and any(w.popen.poll() is None for w in workers)):
                 time.sleep(min(poll, 0.05))
-            if all(w.popen.poll() == 0 for w in workers):
-                failed = []
+            if stop.code is not None:
+                continue  # a stop signal meanwhile: stopped as such
+            failed = ([] if all(w.popen.poll() == 0 for w in workers) else
+                      [p for p in procs if p.popen.poll() not in (None, 0)])
         if failed:
             failed.sort(key=lambda p: p not in workers)  # a worker's code first
             p = failed[0]
