@@ -540,3 +540,31 @@ def test_a_run_stopping_before_its_rank_is_known_still_writes_its_log(tmp_path):
     logging.getLogger("duc_hdc").removeHandler(handler)
     handler.close()
     assert "refused before the rank was known" in (tmp_path / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_each_mpirun_gets_its_own_open_mpi_session_folder(tmp_path, monkeypatch):
+    """The servers' and the workers' mpirun, started together, shared Open MPI's
+    /tmp/ompi.<host>.<uid>: in CI one failed with "session_dir.c ... File exists" (exit 1)
+    as the other created or removed it. Each gets its own folder now, removed after."""
+    from duc_hdc.training import launcher as launcher_mod
+
+    assert shutil.which("mpirun"), "openmpi-bin is not installed (.ci/run installs it)"
+    started = []
+    real_start = launcher_mod._start
+
+    def start(role, index, argv, env, where="local"):
+        if where == "mpirun":
+            folder = env.get("OMPI_MCA_orte_tmpdir_base")
+            started.append((role, folder, folder is not None and os.path.isdir(folder)))
+        return real_start(role, index, argv, env, where)
+
+    monkeypatch.setattr(launcher_mod, "_start", start)
+    rc = launch([sys.executable, "-c", "pass"], 2, 1, launcher="mpi", timeout=120, grace=2.0,
+                env=MPI_ENV)
+    assert rc == 0
+    assert [role for role, _, _ in started] == ["servers", "workers"]
+    folders = [folder for _, folder, _ in started]
+    assert all(exists for _, _, exists in started) and len(set(folders)) == 2, started
+    assert os.path.dirname(folders[0]) == os.path.dirname(folders[1])
+    assert not os.path.exists(os.path.dirname(folders[0]))  # removed with the job

@@ -37,6 +37,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 log = logging.getLogger(__name__)
@@ -320,10 +321,28 @@ def launch(command, num_workers, num_servers=1, launcher=None, hostfile=None, ti
         DMLC_NUM_SERVER=str(num_servers), DMLC_NUM_WORKER=str(num_workers))
     role_cmd = [sys.executable, "-c", "import mxnet"]
     procs = []
+    sessions = None
+    if flavour == "openmpi" and not hostfile and "OMPI_MCA_orte_tmpdir_base" not in base:
+        # each mpirun its own session folder: the servers' and the workers' mpirun, started
+        # together, share Open MPI's /tmp/ompi.<host>.<uid>, which one creates and removes as
+        # the other starts (CI: "ORTE_ERROR_LOG: Error in file ../orte/util/session_dir.c",
+        # "File exists", mpirun exit 1). Only for jobs on this machine: a remote orted would
+        # be told a folder of this one.
+        sessions = tempfile.mkdtemp(prefix="duc-hdc-mpirun-")
+    try:
+        return _launch(procs, launcher, command, role_cmd, base, root, hosts, hostfile, flavour,
+                       num_servers, num_workers, ssh_options, timeout, poll, grace, sessions)
+    finally:
+        if sessions:
+            shutil.rmtree(sessions, ignore_errors=True)
+
+
+def _launch(procs, launcher, command, role_cmd, base, root, hosts, hostfile, flavour,
+            num_servers, num_workers, ssh_options, timeout, poll, grace, sessions):
     with _StopSignals() as stop:
         try:
             _start_all(procs, stop, launcher, command, role_cmd, base, root, hosts, hostfile,
-                       flavour, num_servers, num_workers, ssh_options)
+                       flavour, num_servers, num_workers, ssh_options, sessions)
             if stop.code is None:
                 workers = [p for p in procs if p.role.startswith("worker")]
                 log.info("launched (%s) scheduler on %s:%s, %d server(s), %d worker(s)",
@@ -345,8 +364,9 @@ def launch(command, num_workers, num_servers=1, launcher=None, hostfile=None, ti
 
 
 def _start_all(procs, stop, launcher, command, role_cmd, base, root, hosts, hostfile, flavour,
-               num_servers, num_workers, ssh_options):
-    """Start the scheduler, servers and workers into ``procs``; stop starting on a signal."""
+               num_servers, num_workers, ssh_options, sessions=None):
+    """Start the scheduler, servers and workers into ``procs``; stop starting on a signal.
+    ``sessions``: a folder in which each mpirun gets its own Open MPI session folder."""
     procs.append(_start("scheduler", 0, role_cmd,
                         dict(base, DMLC_ROLE="scheduler", DMLC_NODE_HOST=root)))
     if launcher == "mpi":
@@ -355,6 +375,9 @@ def _start_all(procs, stop, launcher, command, role_cmd, base, root, hosts, host
             if stop.code is not None:
                 return
             role_env = dict(base, DMLC_ROLE=role)
+            if sessions:
+                role_env["OMPI_MCA_orte_tmpdir_base"] = os.path.join(sessions, role)
+                os.makedirs(role_env["OMPI_MCA_orte_tmpdir_base"])
             argv = mpi_command(count, cmd, role_env, hostfile, flavour)
             procs.append(_start(role + "s", 0, argv, role_env, "mpirun"))
         return
