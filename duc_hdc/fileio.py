@@ -57,14 +57,21 @@ def atomic_write(path, mode="w"):
             yield f
 
 
+def temp_path(path, suffix=""):
+    """The hidden temporary name beside ``path`` that a write lands under before its rename:
+    process and thread in it, so two writers of one path never share one (``suffix``: for
+    writers that choose the format by extension, e.g. ``.avi``)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, ".%s.tmp%d-%d%s" % (name, os.getpid(), threading.get_ident(),
+                                                    suffix))
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    # process and thread: two threads writing one path never share a temporary file
-    tmp = os.path.join(folder, ".%s.tmp%d-%d" % (os.path.basename(path), os.getpid(),
-                                                 threading.get_ident()))
+    tmp = temp_path(path)
     try:
         with write_errors_named(path, tmp):
             yield tmp

@@ -23,7 +23,7 @@ import warnings
 import mxnet as mx
 import numpy as np
 
-from ..fileio import atomic_path, write_errors_named
+from ..fileio import atomic_path, temp_path, write_errors_named
 from ..models.sidecar import retire_artifact, write_sidecar
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def export_symbol(net, prefix, shape, weights=None):
     net.hybridize(static_alloc=True, static_shape=True)
     x = _random_input(shape)
     net(x).wait_to_read()
-    tmp = os.path.join(out_dir, ".%s.tmp%d" % (os.path.basename(prefix), os.getpid()))
+    tmp = temp_path(prefix)
     suffixes = ("-symbol.json", "-0000.params")
     try:
         try:

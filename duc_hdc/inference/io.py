@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..data.labels import colorize, overlay
 from ..data.recordio import BadSampleError, check_encoded, decode_image
-from ..fileio import atomic_png
+from ..fileio import atomic_png, temp_path
 
 __all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "expand_inputs", "output_stems",
            "unsupported_reason", "read_image", "save_outputs", "predict_video", "is_video",
@@ -284,9 +284,9 @@ class _VideoOut(object):
 
     def __init__(self, path, fps, size):
         self.path = path
-        folder, name = os.path.split(os.path.abspath(path))
+        folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        self.tmp = os.path.join(folder, ".%s.tmp%d.avi" % (name, os.getpid()))
+        self.tmp = temp_path(path, ".avi")
         self.writer = cv2.VideoWriter(self.tmp, cv2.CAP_OPENCV_MJPEG,
                                       cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
         if not self.writer.isOpened():
