@@ -10,6 +10,8 @@ them (A B C ... A B C ...) after one warm-up call each:
                       channels (duc_hdc.inference.splitting, AVX-512 CPUs), MKLDNN fusion
   ours fp32 no split  the same with DUC_HDC_NO_SPLIT=1 (what the split gains, same run)
   ours fp32 no merge  the same with DUC_HDC_NO_MERGE=1 (what the centre-tap merge gains)
+  ours fp32 streams whole  the same with DUC_HDC_NO_STREAM_SPLIT=1 (what duc_hdc.inference.streams
+                      gains)
   ours bf16           inference_runner(net, 'bf16'): folded, merged, split, AMP bfloat16, MKLDNN
   ours bf16 no split  the same with DUC_HDC_NO_SPLIT=1
   ours bf16 no merge  the same with DUC_HDC_NO_MERGE=1
@@ -51,6 +53,7 @@ import numpy as np  # noqa: E402
 from common import original_runner, parse_size  # noqa: E402
 from duc_hdc import runtime  # noqa: E402
 from duc_hdc.inference.splitting import split_state  # noqa: E402
+from duc_hdc.inference.streams import OPT_OUT as stream_opt_out, stream_state  # noqa: E402
 
 PEERS_PYTHON = os.path.join(HERE, ".venv-peers", "bin", "python")
 MODEL = "duc_hdc_resnet101_cityscapes"
@@ -62,6 +65,7 @@ CANDIDATES = {
     "fp32": "ours fp32 (fused)",
     "fp32_nosplit": "ours fp32, no input split",
     "fp32_nomerge": "ours fp32, no centre-tap merge",
+    "fp32_nostream": "ours fp32, residual streams whole",
     "bf16": "ours bf16",
     "bf16_nosplit": "ours bf16, no input split",
     "bf16_nomerge": "ours bf16, no centre-tap merge",
@@ -72,13 +76,14 @@ CANDIDATES = {
     "ov_bf16": "OpenVINO bf16",
     "ov_int8": "OpenVINO int8 (NNCF)",
 }
-OURS = ("original", "fp32", "fp32_nosplit", "fp32_nomerge", "bf16", "bf16_nosplit",
+OURS = ("original", "fp32", "fp32_nosplit", "fp32_nomerge", "fp32_nostream", "bf16", "bf16_nosplit",
         "bf16_nomerge", "int8", "int8_nomerge")
 #: what runs without --candidates
 DEFAULT_CANDIDATES = [k for k in CANDIDATES if k not in ("bf16_nosplit", "bf16_nomerge",
                                                          "int8_nomerge")]
 #: candidate suffix -> the variable that turns its pass off
-SWITCHES = {"_nosplit": "DUC_HDC_NO_SPLIT", "_nomerge": "DUC_HDC_NO_MERGE"}
+SWITCHES = {"_nosplit": "DUC_HDC_NO_SPLIT", "_nomerge": "DUC_HDC_NO_MERGE",
+            "_nostream": stream_opt_out}
 #: issue 13's targets: (numerator, denominator(s) (best of), bound)
 TARGETS = [("fp32", ("ort_fp32", "ov_f32"), 0.97), ("fp32", ("original",), 0.9),
            ("bf16", ("ov_bf16",), 0.75), ("int8", ("ov_bf16",), 0.35),
@@ -157,6 +162,10 @@ def measure(keys, net, shape, rounds, peers, onnx_path, tmp, notes):
             if key.endswith("_nosplit") and not split_on:
                 notes.append("%s: not measured (the same graph as without the suffix: %s)"
                              % (CANDIDATES[key], split_why))
+                continue
+            if key.endswith("_nostream") and not stream_state()[0]:
+                notes.append("%s: not measured (the same graph as without the suffix: %s)"
+                             % (CANDIDATES[key], stream_state()[1]))
                 continue
             try:
                 runs[key] = build_ours(key, net, x, calib)

@@ -27,7 +27,7 @@ def _net(seed=0, **kw):
     settings = dict(classes=K, base_width=8)
     settings.update(kw)
     mx.random.seed(seed)  # the weights too: no dependence on what ran before
-    net = get_model("duc_hdc_resnet18", **settings)
+    net = get_model(settings.pop("name", "duc_hdc_resnet18"), **settings)
     rng = np.random.RandomState(seed)
     for name, param in net.collect_params().items():
         if name.endswith(("gamma", "beta", "running_mean")):

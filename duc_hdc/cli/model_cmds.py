@@ -235,6 +235,7 @@ def cmd_env(args):
 
     from ..inference.merging import merge_state
     from ..inference.splitting import split_state
+    from ..inference.streams import stream_state
 
     rows = runtime.environment_report(probe=not args.no_probe)
     rows.append(("centre-tap merge", merge_state()[1]))
@@ -242,6 +243,7 @@ def cmd_env(args):
     rows.append(("input split", fp32_split[1]))
     if bf16_split != fp32_split:
         rows.append(("input split bf16", bf16_split[1]))
+    rows.append(("residual streams", stream_state()[1]))
     print(runtime.format_environment(rows))
     return 0
 

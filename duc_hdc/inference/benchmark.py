@@ -35,6 +35,7 @@ from .. import runtime
 from ..devices import contexts
 from .graphs import PRECISIONS
 from .merging import merge_state
+from .streams import stream_state
 from .splitting import split_state
 
 __all__ = ["MODES", "PRECISIONS", "GRAPHS", "resolve_mode", "count_flops", "build_inference",
@@ -281,6 +282,8 @@ def run_benchmark(model, shape, iters=10, mode=None, classes=None, params=None,
                 amx=amx["enabled"], amx_reason=amx["reason"],
                 input_split=(split_state(precision=precision)[1] if fused_cpu else None),
                 centre_merge=merge_state()[1] if built_cpu else None,
+                residual_streams=(stream_state()[1] if fused_cpu and precision == "fp32"
+                                  else None),
                 onednn_isa=runtime.onednn_isa() if probe_isa else None)
 
 
@@ -302,6 +305,8 @@ def format_report(r):
         lines.append("input split: %s" % r["input_split"])
     if r.get("centre_merge"):
         lines.append("centre-tap merge: %s" % r["centre_merge"])
+    if r.get("residual_streams"):
+        lines.append("residual streams: %s" % r["residual_streams"])
     lines += [
         "latency: median %.1f ms, min %.1f ms, max %.1f ms, spread %.0f%% (%d runs after %d "
         "warm-up)" % (1e3 * r["median_s"], 1e3 * r["min_s"], 1e3 * r["max_s"],

@@ -35,6 +35,7 @@ from .compiled import (InferenceNet, _data_block, _network_config, _param_contex
 from .folding import fold_batchnorm, fold_constants, graph_of, inference_graph
 from .merging import merge_branch_taps, merging_enabled
 from .splitting import split_input_channels, splitting_helps
+from .streams import split_streams, stream_state
 from .int8 import (DEFAULT_QUANTIZE_EXCLUDE, DUC_HEAD_LAYERS, QUANTIZED_KIND, calibration_batch,
                    calibration_images, count_quantized_ops, load_quantized, quantize_net,
                    save_quantized)
@@ -59,8 +60,10 @@ _KIND_PRECISION = {"fused": "fp32", "folded": "fp32", BF16_KIND: "bf16", "int8":
 def optimized_block(net, backend="MKLDNN", ctx=None):
     """The fast fp32 inference graph of ``net``: BatchNorm and the head's weight padding
     folded (:func:`inference_graph`), the head's centre taps computed once
-    (:func:`merge_branch_taps`), its wide convolutions split by input channels where oneDNN
-    runs AVX-512 kernels (:func:`split_input_channels`), MKLDNN subgraphs fused.
+    (:func:`merge_branch_taps`), its wide convolutions split by input channels and its
+    1024-channel residual streams kept in two pieces where oneDNN runs AVX-512 kernels
+    (:func:`split_input_channels`, :func:`~duc_hdc.inference.streams.split_streams`), MKLDNN
+    subgraphs fused.
 
     Parameters
     ----------
@@ -88,6 +91,8 @@ def optimized_block(net, backend="MKLDNN", ctx=None):
         sym, args, auxs = merge_branch_taps((sym, args, auxs), lazy=True)
     if backend == "MKLDNN" and splitting_helps():
         sym, args, auxs = split_input_channels((sym, args, auxs), lazy=True)
+    if backend == "MKLDNN" and stream_state()[0]:
+        sym, args, auxs = split_streams((sym, args, auxs), lazy=True)
     arrays = dict(args, **auxs)
     del args, auxs
     params = _parameter_dict(arrays, ctx)

@@ -220,13 +220,15 @@ def _pieces(in_channels, channels):
 
 
 class _Chunk(object):
-    """``weight[:, begin:end]``, computed when asked for (lazy like the folded weights)."""
+    """``weight[:, begin:end]`` (``axis=1``, input channels) or ``weight[begin:end]``
+    (``axis=0``, output channels; also a bias), computed when asked for (lazy like the folded
+    weights)."""
 
-    def __init__(self, weight, begin, end):
-        self.weight, self.begin, self.end = weight, begin, end
+    def __init__(self, weight, begin, end, axis=1):
+        self.weight, self.begin, self.end, self.axis = weight, begin, end, axis
 
     def __call__(self):
-        return mx.nd.slice_axis(_value(self.weight), axis=1, begin=self.begin,
+        return mx.nd.slice_axis(_value(self.weight), axis=self.axis, begin=self.begin,
                                 end=self.end).copy()
 
 
