@@ -51,10 +51,10 @@ def test_pieced_graph_computes_the_same_as_the_whole_graph(pieces):
         assert writers
         for w in writers:
             assert not [n for n in convs if n["name"] == w["name"]]
-            # piece k: NAME_outK, or NAME_outK_inJ where the writer also reads a cut stream
+            # piece k: NAME_pieceK, or NAME_pieceK_inJ where the writer also reads a cut stream
             cut = {}
             for n in convs:
-                m = re.match(re.escape(w["name"]) + r"_out(\d+)(_in\d+)?$", n["name"])
+                m = re.match(re.escape(w["name"]) + r"_piece(\d+)(_in\d+)?$", n["name"])
                 if m:
                     size = got_graph[1][n["name"] + "_weight"].shape[0]
                     assert size == int(n["attrs"]["num_filter"])
@@ -86,7 +86,7 @@ def test_a_stream_read_by_something_else_is_joined_again():
     assert [n["name"] for n in nodes if n["op"] == "Concat"] == ["s_joined"]
     for writer in "wv":
         assert [int(n["attrs"]["num_filter"]) for n in nodes
-                if n["op"] == "Convolution" and n["name"].startswith(writer + "_out")] == [6, 2]
+                if n["op"] == "Convolution" and n["name"].startswith(writer + "_piece")] == [6, 2]
     # the 3x3 reader reads the pieces, the pooling the joined stream
     assert [n["name"] for n in nodes
             if n["op"] == "Convolution" and n["name"].startswith("r")] == ["r_in0", "r_in1"]
@@ -123,7 +123,7 @@ def test_fused_graph_keeps_the_pieces_with_their_sums_fused(monkeypatch):
     # res4 of ResNet-50: 6 blocks, each writing 2 pieces; in the first block the shortcut
     # writes them too, and of each pair of summed writers one carries the sum
     writers = [tuple(c["post_ops"]) for c in convs
-               if "_out" in c["weight"] and "layer3" in c["weight"]]
+               if "_piece" in c["weight"] and "layer3" in c["weight"]]
     assert sorted(writers) == [()] * 2 + [("sum", "relu")] * 12
     # each reader of a cut stream: two convolutions, one of them accumulating the other (sum)
     readers = {}
@@ -135,7 +135,7 @@ def test_fused_graph_keeps_the_pieces_with_their_sums_fused(monkeypatch):
     assert all(sorted(r) == [(), ("sum",)] for r in readers.values())
     monkeypatch.setattr(graphs, "stream_state", lambda: (False, "off"))
     whole = graphs.optimized_block(net)
-    assert not [c for c in conv_summary(whole.symbol()) if "_out" in c["weight"]]
+    assert not [c for c in conv_summary(whole.symbol()) if "_piece" in c["weight"]]
 
 
 @pytest.mark.parametrize("flags,environ,expected", [

@@ -89,10 +89,10 @@ def optimized_block(net, backend="MKLDNN", ctx=None):
     sym, args, auxs = inference_graph(net, lazy=True)
     if backend == "MKLDNN" and merging_enabled():
         sym, args, auxs = merge_branch_taps((sym, args, auxs), lazy=True)
-    if backend == "MKLDNN" and splitting_helps():
-        sym, args, auxs = split_input_channels((sym, args, auxs), lazy=True)
     if backend == "MKLDNN" and stream_state()[0]:
         sym, args, auxs = split_streams((sym, args, auxs), lazy=True)
+    if backend == "MKLDNN" and splitting_helps():
+        sym, args, auxs = split_input_channels((sym, args, auxs), lazy=True)
     arrays = dict(args, **auxs)
     del args, auxs
     params = _parameter_dict(arrays, ctx)

@@ -23,6 +23,7 @@ Written by hand: MXNet has no pass for it.
 import json
 import logging
 import os
+import re
 
 import mxnet as mx
 
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: input channels per chunk (the fastest measured; 256 is no faster and doubles the nodes)
 SPLIT_CHANNELS = 512
+#: how the nodes that compute a piece of a residual stream end (:mod:`.streams`): a convolution
+#: reading one is already split by the pieces, and is not split again
+PIECE_NAME = re.compile(r"_piece\d+(_sum\d+)?$")
 
 
 def splitting_helps(flags=None, environ=None, precision="fp32"):
@@ -123,6 +127,7 @@ def split_input_channels(graph, channels=None, data_shape=(1, 3, 64, 64), lazy=F
         weight = nodes[node["inputs"][1][0]]["name"]
         shape = shapes.get(weight)
         return (int(attrs.get("num_group", 1)) == 1 and any(k != 1 for k in kernel)
+                and not PIECE_NAME.search(nodes[node["inputs"][0][0]]["name"])
                 and len(node["inputs"]) == 3 and weight in args and shape is not None
                 and shape[1] > channels and shape[1] % _pieces(shape[1], channels) == 0
                 and nodes[node["inputs"][2][0]]["name"] in args)

@@ -1,31 +1,34 @@
-"""The residual stream kept in pieces, so that oneDNN keeps it in one layout (fp32, AVX-512).
+"""Residual streams kept in pieces, so that oneDNN keeps them in one layout (fp32, AVX-512).
 
 oneDNN 2.4 (MXNet 1.9.1's MKLDNN) picks each convolution's kernel, and with it the memory
 layout of its output, by shape; MXNet offers no choice. On the 64 x 128 map of a 512 x 1024
-image, a 1x1 convolution to 1024 channels (the ``res4`` blocks' expansion) runs on ``jit_1x1``,
-which writes the channel-blocked layout (``aBcd16b``), while the 1x1 convolution that reads the
-stream next (1024 -> 256) and every 3x3 run on ``brgconv``, which reads and writes NHWC. Each of
-the 23 ``res4`` blocks therefore reorders its 1024-channel output to NHWC and its 256-channel
-input back to blocked: 156 of the 274 ms of reorders in a 4.85 s call (``DNNL_VERBOSE``, AMD EPYC
-Zen 4, 2 cores), the one place where the fused graph loses time to OpenVINO, whose convolutions
-all run NHWC (its convolutions took 4758 ms against our 4506 in the same comparison).
+image, the 1x1 convolutions to 1024 channels (the ``res4`` blocks' expansion) and to 2048
+(``res5``) run on ``jit_1x1``, which writes the channel-blocked layout (``aBcd16b``), while the
+1x1 convolutions that read the stream next and every 3x3 run on ``brgconv``, which reads and
+writes NHWC. So every block reordered its output to NHWC and its input back to blocked, and the
+DUC head reordered each of its input's slices once per reader: 274 ms of reorders in a 4.85 s
+call (``DNNL_VERBOSE``, AMD EPYC Zen 4, 2 cores). That was the whole of what the fused graph lost
+to OpenVINO, whose convolutions all run NHWC: its convolutions took 4758 ms, ours 4506.
 
-oneDNN gives 1x1 convolutions of 256, 384 and 768 output channels to ``brgconv_1x1`` (NHWC) and
-those of 512, 640 and 1024 to ``jit_1x1`` (measured one at a time, 256 input channels).
-So the stream is kept as two tensors of 768 and 256 channels (:data:`PIECES`):
+oneDNN gives 1x1 convolutions of 256, 384 and 768 output channels to ``brgconv_1x1`` (NHWC),
+and those of 512 and 1024 to ``jit_1x1`` unless they read 1024 channels or more (measured one
+at a time). So each stream is kept as tensors of those widths (:data:`PIECES`):
 
 - a 1x1 convolution that writes the stream (its readers are residual sums) becomes one
   convolution per piece, its weights and bias cut along the output channels;
 - the residual sum and the ReLU after it run per piece (MKLDNN fuses both into the piece's
   convolution: ``sum`` and ``eltwise_relu`` post-ops);
 - a convolution that reads the stream reads every piece, with the weights cut along the input
-  channels, the partial results accumulated by the fused ``sum`` post-op (as
-  :mod:`.splitting` does for the DUC head);
+  channels, the partial results accumulated by the fused ``sum`` post-op. Where the
+  convolution is read only by a sum (the DUC head's branches), its pieces continue that sum's
+  chain, so the head stays one chain of fused convolutions. This replaces, for the head, the
+  slices :mod:`.splitting` would cut (it leaves convolutions that read a piece alone);
 - anything else that reads the stream gets the pieces concatenated again.
 
 ``conv(x, W)`` over pieces equals the whole up to float rounding (the order of the additions
-in the reading convolutions changes; tested). A chain of 6 ``res4`` blocks took 0.93-0.96 of
-the time at 64 x 128 and 0.96 at 128 x 256 (``DNNL_VERBOSE``: no reorders left between them).
+in the reading convolutions changes; tested). Measured on the Zen 4: a chain of 6 ``res4``
+blocks took 0.93-0.96 of the time at 64 x 128 and 0.96 at 128 x 256; the whole network's
+oneDNN primitives went from 4787 ms (274 ms of them reorders) to 4553 ms (43 ms of reorders).
 
 Applied to the fp32 fused graph where :mod:`.splitting` applies (AVX-512, oneDNN not capped
 below ``AVX512_CORE``); ``DUC_HDC_NO_STREAM_SPLIT=1`` turns it off. Not to bf16, INT8 or
@@ -40,14 +43,14 @@ import os
 import mxnet as mx
 
 from .compiled import _attr_ints
-from .splitting import _Chunk, _Zeros, split_state
+from .splitting import PIECE_NAME, _Chunk, _Zeros, split_state
 
 __all__ = ["split_streams", "stream_state", "PIECES", "OPT_OUT"]
 
 log = logging.getLogger(__name__)
 
 #: stream width -> the widths of its pieces (each one oneDNN runs on ``brgconv_1x1``)
-PIECES = {1024: (768, 256)}
+PIECES = {1024: (768, 256), 2048: (768, 768, 256, 256)}
 #: set to 1 (or true/yes/on) to keep every stream whole (for comparisons)
 OPT_OUT = "DUC_HDC_NO_STREAM_SPLIT"
 
@@ -155,18 +158,19 @@ def split_streams(graph, pieces=None, data_shape=(1, 3, 64, 64), lazy=False):
             bounds.append(bounds[-1] + size)
         return [([p, 0, 0], b, e) for p, b, e in zip(parts[src], bounds, bounds[1:])]
 
-    def conv(node, name, inputs, weight, bias, attrs):
+    def conv(node, name, inputs, weight, bias, attrs, total=None):
         """``node`` over ``inputs``: one convolution per piece (weights cut along the input
-        channels), accumulated by additions MKLDNN fuses (``sum`` post-op); the new index."""
-        total = None
+        channels), accumulated by additions MKLDNN fuses (``sum`` post-op), onto ``total`` (an
+        entry of the new graph) when given; the new index."""
         for j, (data, begin, end) in enumerate(inputs):
             tag = name if len(inputs) == 1 else "%s_in%d" % (name, j)
             w = var(tag + "_weight", weight if begin is None else _Chunk(weight, begin, end))
             b = var(tag + "_bias", bias if j == 0 else _Zeros(bias))
             made = add(dict(node, name=tag, attrs=attrs, inputs=[data, [w, 0, 0], [b, 0, 0]]))
-            total = made if total is None else add(dict(
-                op="elemwise_add", name="%s_sum%d" % (name, j), inputs=[[total, 0, 0], [made, 0, 0]]))
-        return total
+            total = [made if total is None else add(dict(
+                op="elemwise_add", name="%s_sum%d" % (name, j), inputs=[total, [made, 0, 0]])),
+                0, 0]
+        return total[0]
 
     def cut_outputs(i, node):
         """One convolution per piece of the output channels."""
@@ -176,20 +180,30 @@ def split_streams(graph, pieces=None, data_shape=(1, 3, 64, 64), lazy=False):
         for k, size in enumerate(pieces[shape[0]]):
             end = begin + size
             attrs = dict(node.get("attrs", {}), num_filter=str(size))
-            made.append(conv(node, "%s_out%d" % (node["name"], k), inputs,
+            made.append(conv(node, "%s_piece%d" % (node["name"], k), inputs,
                              _Chunk(args[wname], begin, end, axis=0),
                              _Chunk(args[bname], begin, end, axis=0), attrs))
             begin = end
         parts[i], widths[i] = made, pieces[shape[0]]
 
-    def read_pieces(i, node):
-        """A convolution of a cut tensor: one per piece of its input channels, summed."""
+    def read_pieces(node, total=None):
+        """A convolution of a cut tensor: one per piece of its input channels, summed (onto
+        ``total`` when given)."""
         wname, bname, _ = conv_params(node)
-        whole[i] = conv(node, node["name"], inputs_of(node), args[wname], args[bname],
-                        node.get("attrs", {}))
+        return conv(node, node["name"], inputs_of(node), args[wname], args[bname],
+                    node.get("attrs", {}), total)
+
+    def continues(src):
+        """A convolution of a cut tensor read only by a sum: built where the sum is, so that
+        its pieces continue the sum's chain (the DUC head's branches: one fused chain)."""
+        node = nodes[src]
+        return (node["op"] == "Convolution" and node["inputs"][0][0] in parts
+                and conv_params(node) is not None and not writes_stream(src, node)
+                and [nodes[r]["op"] if r >= 0 else None for r in readers[src]]
+                == ["elemwise_add"])
 
     def per_piece(i, node, sources):
-        parts[i] = [add(dict(node, name="%s_p%d" % (node["name"], k),
+        parts[i] = [add(dict(node, name="%s_piece%d" % (node["name"], k),
                              inputs=[[parts[s][k], 0, 0] for s in sources]))
                     for k in range(len(parts[sources[0]]))]
         widths[i] = widths[sources[0]]
@@ -206,8 +220,16 @@ def split_streams(graph, pieces=None, data_shape=(1, 3, 64, 64), lazy=False):
             per_piece(i, node, sources)
         elif node["op"] == "Activation" and cut_inputs:
             per_piece(i, node, sources)
+        elif continues(i):
+            continue  # built by its sum
+        elif node["op"] == "elemwise_add" and any(continues(s) for s in sources):
+            total = None
+            for src, out, version in sorted(node["inputs"], key=lambda e: continues(e[0])):
+                total = ([read_pieces(nodes[src], total), 0, 0] if continues(src)
+                         else entry(src, out, version))
+            whole[i] = total[0]
         elif cut_inputs == sources[:1] and conv_params(node) is not None:
-            read_pieces(i, node)
+            whole[i] = read_pieces(node)
         else:
             whole[i] = add(dict(node, inputs=[entry(*e) for e in node["inputs"]]))
     if not parts:
