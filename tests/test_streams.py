@@ -44,7 +44,8 @@ def test_pieced_graph_computes_the_same_as_the_whole_graph(pieces):
     convs = [n for n in nodes if n["op"] == "Convolution"]
     # no 1x1 convolution writes a whole stream any more: each writer became its pieces
     whole = _nodes(sym)
-    summed = {whole[i]["name"] for n in whole if n["op"] == "elemwise_add" for i, _, _ in n["inputs"]}
+    summed = {whole[i]["name"] for n in whole if n["op"] == "elemwise_add"
+              for i, _, _ in n["inputs"]}
     for width, parts in pieces.items():
         writers = [n for n in whole if n["op"] == "Convolution" and n["name"] in summed
                    and n["attrs"]["kernel"] == "(1, 1)" and int(n["attrs"]["num_filter"]) == width]
@@ -149,3 +150,46 @@ def test_streams_are_pieced_where_onednn_runs_avx512_kernels(flags, environ, exp
     on, why = stream_state(flags=flags, environ=environ)
     assert on is expected
     assert why.startswith("on (") if expected else why.startswith("off (")
+
+
+def test_a_1x1_convolution_reading_a_stream_is_cut_when_its_width_has_pieces():
+    """``res5``'s first convolution (2048 -> 512 in the zoo's network; 256 -> 64 here) reads the
+    stream: cut into pieces too, and the 3x3 convolution after its ReLU reads those pieces."""
+    net = _net(seed=2)
+    sym, args, auxs = inference_graph(net)
+    got = split_streams((sym, args, auxs), pieces={64: (32, 32), 256: (192, 64)})
+    names = [n["name"] for n in _nodes(got[0]) if n["op"] == "Convolution"]
+    first = [n for n in names if "layer4_bottleneck1_conv0" in n]
+    assert first == ["duchdc%s_backbone_layer4_bottleneck1_conv0_fwd_piece%d_in%d"
+                     % (first[0].split("_")[0][6:], k, j) for k in (0, 1) for j in (0, 1)]
+    assert [n for n in names if "layer4_bottleneck1_conv1" in n] == [
+        first[0].replace("conv0_fwd_piece0_in0", "conv1_fwd_in%d" % j) for j in (0, 1)]
+    x = _x()
+    assert _rel(symbol_block(sym, args, auxs)(x).asnumpy(), symbol_block(*got)(x).asnumpy()) < 1e-5
+
+
+def test_the_head_reads_the_res5_stream_in_one_fused_chain(monkeypatch):
+    """With the 2048 (here 256) stream in pieces, the DUC head's five convolutions (centre taps
+    merged) read it piece by piece as one chain of fused convolutions, and the input split
+    (:mod:`duc_hdc.inference.splitting`) does not cut those pieces again."""
+    from duc_hdc.inference import splitting
+
+    net = _net(seed=4)
+    x = _x(3, (1, 3, 64, 128))
+    want = net(x).asnumpy()
+    monkeypatch.setattr(streams, "PIECES", {256: (192, 64)})
+    monkeypatch.setattr(graphs, "stream_state", lambda: (True, "on"))
+    monkeypatch.setattr(splitting, "SPLIT_CHANNELS", 16)
+    monkeypatch.setattr(graphs, "splitting_helps", lambda: True)
+    fused = graphs.optimized_block(net)
+    assert _rel(want, fused(x).asnumpy()) < 1e-4
+    head = [c for c in conv_summary(fused.symbol()) if "head" in c["weight"]]
+    assert len(head) == 5 * 2 and {c["op"] for c in head} == {"_sg_mkldnn_conv"}
+    assert sorted(tuple(c["post_ops"]) for c in head) == [()] + [("sum",)] * 9
+    # nothing outside the fused convolutions: no sum, no join; no slice of the res5 stream (the
+    # backbone's 3x3 convolutions wider than 16 channels are still split: by slices)
+    nodes = _nodes(fused.symbol())
+    assert not [n for n in nodes if n["op"] in ("elemwise_add", "Concat")]
+    assert not [n for n in nodes
+                if n["op"] == "slice" and "layer4_bottleneck2_activation2" in n["name"]]
+    assert [n for n in nodes if n["op"] == "slice"]

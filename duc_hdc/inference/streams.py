@@ -15,7 +15,9 @@ and those of 512 and 1024 to ``jit_1x1`` unless they read 1024 channels or more 
 at a time). So each stream is kept as tensors of those widths (:data:`PIECES`):
 
 - a 1x1 convolution that writes the stream (its readers are residual sums) becomes one
-  convolution per piece, its weights and bias cut along the output channels;
+  convolution per piece, its weights and bias cut along the output channels; so does a 1x1
+  convolution that reads a stream and writes a width with pieces (``res5``'s 2048 -> 512),
+  and the ReLU and the 3x3 convolution after it then run on its pieces;
 - the residual sum and the ReLU after it run per piece (MKLDNN fuses both into the piece's
   convolution: ``sum`` and ``eltwise_relu`` post-ops);
 - a convolution that reads the stream reads every piece, with the weights cut along the input
@@ -50,7 +52,7 @@ __all__ = ["split_streams", "stream_state", "PIECES", "OPT_OUT"]
 log = logging.getLogger(__name__)
 
 #: stream width -> the widths of its pieces (each one oneDNN runs on ``brgconv_1x1``)
-PIECES = {1024: (768, 256), 2048: (768, 768, 256, 256)}
+PIECES = {512: (256, 256), 1024: (768, 256), 2048: (768, 768, 256, 256)}
 #: set to 1 (or true/yes/on) to keep every stream whole (for comparisons)
 OPT_OUT = "DUC_HDC_NO_STREAM_SPLIT"
 
@@ -118,10 +120,15 @@ def split_streams(graph, pieces=None, data_shape=(1, 3, 64, 64), lazy=False):
         return wname, bname, shapes[wname]
 
     def writes_stream(i, node):
+        """A 1x1 convolution to a width with pieces, whose output is a residual stream (read
+        only by sums) or which reads one (``res5``'s 2048 -> 512: whole, it would run on
+        ``jit_1x1`` and reorder its input and output)."""
         params = conv_params(node)
         return (params is not None and params[2][0] in pieces
                 and _attr_ints(node.get("attrs", {}).get("kernel"), "(1, 1)") == (1, 1)
-                and all(r >= 0 and nodes[r]["op"] == "elemwise_add" for r in readers.get(i, [-1])))
+                and (node["inputs"][0][0] in parts
+                     or all(r >= 0 and nodes[r]["op"] == "elemwise_add"
+                            for r in readers.get(i, [-1]))))
 
     new_args = dict(args)
     out_nodes = []
