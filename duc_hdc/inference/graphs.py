@@ -9,8 +9,9 @@ whose height and width are multiples of 8:
     What predict / evaluate / benchmark run for ``--precision fp32|bf16|int8``.
 ``optimized_block`` (fp32)
     BatchNorm and the head's constant padding folded (:mod:`.folding`), the head's branches
-    rewritten to compute their shared centre tap once (:mod:`.merging`), the head's wide
-    convolutions split by input channels on AVX-512 CPUs (:mod:`.splitting`), then partitioned
+    rewritten to compute their shared centre tap once (:mod:`.merging`), on AVX-512 CPUs the
+    residual streams kept in pieces that oneDNN runs in one layout (:mod:`.streams`) and the
+    remaining wide convolutions split by input channels (:mod:`.splitting`), then partitioned
     by ``optimize_for('MKLDNN')`` (MXNet's subgraph API): every convolution fused with its bias,
     ReLU and residual sum, the DUC head's branch sums fused into its convolutions. The default
     inference path of ``Segmenter`` on CPU. Equal to the plain network within float rounding
