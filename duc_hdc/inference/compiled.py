@@ -4,6 +4,8 @@
 :mod:`.bf16`, :mod:`.int8`): an inference-only ``SymbolBlock`` callable like the network,
 carrying the network's ``config`` (classes, cell width, normalization).
 """
+import json
+
 import mxnet as mx
 import numpy as np
 
@@ -155,6 +157,19 @@ def _parameter_dict(arrays, ctx):
 
 def _attr_bool(value):
     return str(value).lower() in ("true", "1")
+
+
+def graph_nodes(sym):
+    """``(doc, nodes, readers)`` of a graph: its JSON document, the document's node list, and
+    node index -> the indices of the nodes that read it (-1 for a graph output)."""
+    doc = json.loads(sym.tojson())
+    readers = {}
+    for i, node in enumerate(doc["nodes"]):
+        for src, _, _ in node["inputs"]:
+            readers.setdefault(src, []).append(i)
+    for src, _, _ in doc["heads"]:
+        readers.setdefault(src, []).append(-1)
+    return doc, doc["nodes"], readers
 
 
 def _attr_ints(value, default):

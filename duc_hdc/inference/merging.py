@@ -41,7 +41,7 @@ import mxnet as mx
 import numpy as np
 
 from ..models.duc import merge_state, merged_row, merging_enabled, progression_step
-from .compiled import _attr_bool, _attr_ints, _value
+from .compiled import _attr_bool, _attr_ints, _value, graph_nodes
 from .splitting import _Zeros
 
 __all__ = ["merge_branch_taps", "merging_enabled", "merge_state"]
@@ -91,14 +91,7 @@ def merge_branch_taps(graph, lazy=False):
         The rewritten graph; unchanged when no branch sum qualifies.
     """
     sym, args, auxs = graph
-    doc = json.loads(sym.tojson())
-    nodes = doc["nodes"]
-    readers = {}
-    for i, node in enumerate(nodes):
-        for src, out, _ in node["inputs"]:
-            readers.setdefault(src, []).append(i)
-    for src, _, _ in doc["heads"]:
-        readers.setdefault(src, []).append(-1)
+    doc, nodes, readers = graph_nodes(sym)
 
     def leaves(i, into):
         """The convolutions an add chain rooted at ``i`` sums; False if anything else."""

@@ -44,8 +44,8 @@ import os
 
 import mxnet as mx
 
-from .compiled import _attr_ints
-from .splitting import PIECE_NAME, _Chunk, _Zeros, split_state
+from .compiled import _attr_ints, graph_nodes
+from .splitting import _Chunk, _Zeros, split_state
 
 __all__ = ["split_streams", "stream_state", "PIECES", "OPT_OUT"]
 
@@ -75,20 +75,12 @@ def split_streams(graph, pieces=None, data_shape=(1, 3, 64, 64), lazy=False):
 
     Parameters
     ----------
-    graph : (mx.sym.Symbol, dict, dict)
-        A graph with its arg and aux params (values may be lazy: zero-argument callables),
-        input ``data``, e.g. from :func:`~duc_hdc.inference.folding.inference_graph`.
+    graph, data_shape, lazy
+        As for :func:`~duc_hdc.inference.splitting.split_input_channels`.
     pieces : dict, optional
         Stream width -> piece widths (default :data:`PIECES`).
-    data_shape : tuple
-        Any valid input shape, used only to infer the weights' shapes.
-    lazy : bool
-        Return the cut weights as zero-argument callables (computed when loaded), not arrays.
 
-    Returns
-    -------
-    (mx.sym.Symbol, dict, dict)
-        The rewritten graph (unchanged when no stream has such a width).
+    Returns the rewritten graph, unchanged when no stream has such a width.
     """
     sym, args, auxs = graph
     pieces = {int(k): tuple(int(p) for p in v) for k, v in (pieces or PIECES).items()}
@@ -98,14 +90,7 @@ def split_streams(graph, pieces=None, data_shape=(1, 3, 64, 64), lazy=False):
                              "not %s" % (width, parts))
     arg_shapes, _, _ = sym.infer_shape_partial(data=data_shape)
     shapes = dict(zip(sym.list_arguments(), arg_shapes))
-    doc = json.loads(sym.tojson())
-    nodes = doc["nodes"]
-    readers = {}
-    for i, node in enumerate(nodes):
-        for src, out, _ in node["inputs"]:
-            readers.setdefault(src, []).append(i)
-    for src, _, _ in doc["heads"]:
-        readers.setdefault(src, []).append(-1)
+    doc, nodes, readers = graph_nodes(sym)
 
     def conv_params(node):
         """(weight name, bias name, weight shape) of an ungrouped, biased convolution whose
