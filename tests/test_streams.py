@@ -193,3 +193,14 @@ def test_the_head_reads_the_res5_stream_in_one_fused_chain(monkeypatch):
     assert not [n for n in nodes
                 if n["op"] == "slice" and "layer4_bottleneck2_activation2" in n["name"]]
     assert [n for n in nodes if n["op"] == "slice"]
+
+
+def test_a_basic_block_stream_is_left_whole():
+    """ResNet-18/34's blocks end in a 3x3 convolution: cutting only the stage's 1x1 shortcut
+    would make the residual sum join the pieces again (a concat per stage), so nothing is cut."""
+    sym, args, auxs = inference_graph(optimize_net(5, classes=5))  # ResNet-18, width 8
+    widths = {int(n["attrs"]["num_filter"]) for n in _nodes(sym) if n["op"] == "Convolution"
+              and n["attrs"]["kernel"] == "(1, 1)" and "down" in n["name"]}
+    assert 64 in widths  # the 1x1 shortcuts of the stages (layer4's: 64 channels)
+    got = split_streams((sym, args, auxs), pieces={w: (w // 2, w // 2) for w in widths})
+    assert got[0].tojson() == sym.tojson()

@@ -104,16 +104,30 @@ def split_streams(graph, pieces=None, data_shape=(1, 3, 64, 64), lazy=False):
             return None
         return wname, bname, shapes[wname]
 
-    def writes_stream(i, node):
-        """A 1x1 convolution to a width with pieces, whose output is a residual stream (read
-        only by sums) or which reads one (``res5``'s 2048 -> 512: whole, it would run on
-        ``jit_1x1`` and reorder its input and output)."""
-        params = conv_params(node)
+    def cuttable(i):
+        """A 1x1 convolution to a width with pieces."""
+        params = conv_params(nodes[i])
         return (params is not None and params[2][0] in pieces
-                and _attr_ints(node.get("attrs", {}).get("kernel"), "(1, 1)") == (1, 1)
-                and (node["inputs"][0][0] in parts
-                     or all(r >= 0 and nodes[r]["op"] == "elemwise_add"
-                            for r in readers.get(i, [-1]))))
+                and _attr_ints(nodes[i].get("attrs", {}).get("kernel"), "(1, 1)") == (1, 1))
+
+    def summed_only(i):
+        return all(r >= 0 and nodes[r]["op"] == "elemwise_add" for r in readers.get(i, [-1]))
+
+    def writes_stream(i, node):
+        """A 1x1 convolution to a width with pieces whose output is a residual stream: read
+        only by sums whose other input is cut too (already, or a later such convolution; not
+        the 3x3 convolution of a basic block, whose stream would have to be joined again for
+        the sum). Or one that reads a cut stream and is read only by convolutions and ReLUs
+        (``res5``'s 2048 -> 512: whole, it would run on ``jit_1x1`` and reorder its input and
+        output)."""
+        if not cuttable(i):
+            return False
+        if summed_only(i):
+            return all(src in parts or (src > i and cuttable(src) and summed_only(src))
+                       for r in readers[i] for src, _, _ in nodes[r]["inputs"] if src != i)
+        return (node["inputs"][0][0] in parts
+                and all(r >= 0 and nodes[r]["op"] in ("Activation", "Convolution")
+                        for r in readers.get(i, [-1])))
 
     new_args = dict(args)
     out_nodes = []
