@@ -58,6 +58,20 @@ def splitting_helps(flags=None, environ=None, precision="fp32"):
     return split_state(flags, environ, precision)[0]
 
 
+def no_brgconv_reason(flags, environ):
+    """Why oneDNN will not run its AVX-512 ``brgconv`` kernels here ("off (...)"), or None: the
+    CPU lacks AVX-512 (F, BW, DQ, VL), or ``DNNL_MAX_CPU_ISA`` caps oneDNN below
+    ``AVX512_CORE``. The passes written for those kernels (this one and :mod:`.streams`) apply
+    only where it is None."""
+    missing = [f for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl") if f not in flags]
+    if missing:
+        return "off (no AVX-512: %s missing)" % ", ".join(missing)
+    capped = runtime.isa_below("AVX512_CORE", environ)
+    if capped:
+        return "off (%s is below AVX512_CORE)" % capped
+    return None
+
+
 def split_state(flags=None, environ=None, precision="fp32"):
     """``(on, reason)``: whether the ``precision`` ('fp32' or 'bf16') inference graph splits
     wide convolutions, and why (the lines ``duc-hdc env`` and ``duc-hdc benchmark`` print)."""
@@ -65,12 +79,9 @@ def split_state(flags=None, environ=None, precision="fp32"):
     if environ.get("DUC_HDC_NO_SPLIT", "").strip().lower() in ("1", "true", "yes", "on"):
         return False, "off (DUC_HDC_NO_SPLIT is set)"
     flags = runtime.cpu_flags() if flags is None else flags
-    missing = [f for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl") if f not in flags]
-    if missing:
-        return False, "off (no AVX-512: %s missing)" % ", ".join(missing)
-    capped = runtime.isa_below("AVX512_CORE", environ)
-    if capped:
-        return False, "off (%s is below AVX512_CORE)" % capped
+    why_not = no_brgconv_reason(flags, environ)
+    if why_not:
+        return False, why_not
     if precision == "bf16" and runtime.bf16_support(flags, environ) != "amx":
         return False, ("off for bf16 without AMX (the AVX512_BF16 kernels gain nothing from "
                        "it; the split's reorders cost more)")

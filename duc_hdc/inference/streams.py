@@ -44,8 +44,9 @@ import os
 
 import mxnet as mx
 
+from .. import runtime
 from .compiled import _attr_ints, graph_nodes
-from .splitting import _Chunk, _Zeros, split_state
+from .splitting import _Chunk, _Zeros, no_brgconv_reason
 
 __all__ = ["split_streams", "stream_state", "PIECES", "OPT_OUT"]
 
@@ -62,9 +63,9 @@ def stream_state(flags=None, environ=None):
     environ = os.environ if environ is None else environ
     if environ.get(OPT_OUT, "").strip().lower() in ("1", "true", "yes", "on"):
         return False, "off (%s is set)" % OPT_OUT
-    on, why = split_state(flags, environ)
-    if not on and OPT_OUT not in why and "DUC_HDC_NO_SPLIT" not in why:
-        return False, why  # no AVX-512, or oneDNN capped below AVX512_CORE
+    why_not = no_brgconv_reason(runtime.cpu_flags() if flags is None else flags, environ)
+    if why_not:
+        return False, why_not
     return True, ("on (fp32, AVX-512: %s-channel residual streams run as %s pieces)" % (
         "/".join(str(w) for w in sorted(PIECES)),
         "; ".join("+".join(str(p) for p in v) for _, v in sorted(PIECES.items()))))
