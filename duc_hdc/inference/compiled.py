@@ -172,6 +172,18 @@ def graph_nodes(sym):
     return doc, doc["nodes"], readers
 
 
+def rebuilt_graph(doc, nodes, heads, args, evaluate=()):
+    """``(symbol, args)`` of a rewritten graph: ``doc`` (from :func:`graph_nodes`) with new
+    ``nodes`` and ``heads``; ``args`` kept only where the graph still reads them, and values
+    that are instances of the ``evaluate`` classes (lazy weights) computed."""
+    doc = dict(doc, nodes=nodes, heads=heads,
+               arg_nodes=[k for k, n in enumerate(nodes) if n["op"] == "null"])
+    doc.pop("node_row_ptr", None)
+    sym = mx.sym.load_json(json.dumps(doc))
+    used = set(sym.list_arguments())
+    return sym, {k: (v() if isinstance(v, evaluate) else v) for k, v in args.items() if k in used}
+
+
 def _attr_ints(value, default):
     """A tuple attribute of a graph node (``'(3, 3)'``) as ints; ``default`` when absent."""
     return tuple(int(v) for v in str(value or default).strip("()[] ").split(",") if v.strip())

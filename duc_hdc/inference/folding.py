@@ -16,7 +16,7 @@ import logging
 import mxnet as mx
 import numpy as np
 
-from .compiled import _attr_bool, _value
+from .compiled import _attr_bool, _value, rebuilt_graph
 
 __all__ = ["graph_of", "fold_batchnorm", "fold_constants", "inference_graph"]
 
@@ -266,12 +266,7 @@ def fold_constants(graph):
         rebuilt.append(dict(node, inputs=inputs))
     heads = [entry(*e) for e in doc["heads"]]
     nodes, heads = _reachable(rebuilt, heads)
-    doc.update(nodes=nodes, heads=heads,
-               arg_nodes=[k for k, n in enumerate(nodes) if n["op"] == "null"])
-    doc.pop("node_row_ptr", None)
-    folded = mx.sym.load_json(json.dumps(doc))
-    used = set(folded.list_arguments())
-    new_args = {k: v for k, v in new_args.items() if k in used}
+    folded, new_args = rebuilt_graph(doc, nodes, heads, new_args)
     log.debug("folded %d constant subgraph(s) into parameters", len(replace))
     return folded, new_args, dict(auxs)
 

@@ -34,14 +34,13 @@ where those are (of rates 1, 2, 5: the branches 1 and 2).
 Written by hand: MXNet has no pass for it.
 """
 import functools
-import json
 import logging
 
 import mxnet as mx
 import numpy as np
 
 from ..models.duc import merge_state, merged_row, merging_enabled, progression_step
-from .compiled import _attr_bool, _attr_ints, _value, graph_nodes
+from .compiled import _attr_bool, _attr_ints, _value, graph_nodes, rebuilt_graph
 from .splitting import _Zeros
 
 __all__ = ["merge_branch_taps", "merging_enabled", "merge_state"]
@@ -182,13 +181,8 @@ def merge_branch_taps(graph, lazy=False):
             index[i] = add_node(dict(node, inputs=[[index[s], o, v] for s, o, v in
                                                    node["inputs"]]))
     heads = [[index[s], o, v] for s, o, v in doc["heads"]]
-    doc.update(nodes=out_nodes, heads=heads,
-               arg_nodes=[k for k, n in enumerate(out_nodes) if n["op"] == "null"])
-    doc.pop("node_row_ptr", None)
-    rewritten = mx.sym.load_json(json.dumps(doc))
-    used = set(rewritten.list_arguments())
-    new_args = {k: (v if lazy or not isinstance(v, (_Lazy, _Zeros)) else v())
-                for k, v in new_args.items() if k in used}
+    rewritten, new_args = rebuilt_graph(doc, out_nodes, heads, new_args,
+                                        evaluate=() if lazy else (_Lazy, _Zeros))
     log.debug("merged the centre taps of %d branch sum(s)", len(groups))
     return rewritten, new_args, dict(auxs)
 

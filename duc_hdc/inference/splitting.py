@@ -28,7 +28,7 @@ import re
 import mxnet as mx
 
 from .. import runtime
-from .compiled import _attr_ints, _value
+from .compiled import _attr_ints, _value, rebuilt_graph
 
 __all__ = ["split_input_channels", "SPLIT_CHANNELS", "splitting_helps", "split_state"]
 
@@ -220,14 +220,9 @@ def split_input_channels(graph, channels=None, data_shape=(1, 3, 64, 64), lazy=F
         inputs = [entry_of(*e) for e in node["inputs"]]
         index[i] = add_node(dict(node, inputs=inputs))
     heads = [entry_of(*e) for e in doc["heads"]]
-    doc.update(nodes=out_nodes, heads=heads,
-               arg_nodes=[k for k, n in enumerate(out_nodes) if n["op"] == "null"])
-    doc.pop("node_row_ptr", None)
-    rewritten = mx.sym.load_json(json.dumps(doc))
+    rewritten, new_args = rebuilt_graph(doc, out_nodes, heads, new_args,
+                                        evaluate=() if lazy else (_Chunk, _Zeros))
     log.debug("split %d convolution(s) into chunks of %d input channels", len(split), channels)
-    used = set(rewritten.list_arguments())
-    new_args = {k: (v if lazy or not isinstance(v, (_Chunk, _Zeros)) else v())
-                for k, v in new_args.items() if k in used}
     return rewritten, new_args, dict(auxs)
 
 

@@ -38,14 +38,11 @@ training (other kernels, not measured), nor to the exports for other runtimes.
 
 Written by hand: MXNet has no pass for it.
 """
-import json
 import logging
 import os
 
-import mxnet as mx
-
 from .. import runtime
-from .compiled import _attr_ints, graph_nodes
+from .compiled import _attr_ints, graph_nodes, rebuilt_graph
 from .splitting import _Chunk, _Zeros, no_brgconv_reason
 
 __all__ = ["split_streams", "stream_state", "PIECES", "OPT_OUT"]
@@ -242,12 +239,8 @@ def split_streams(graph, pieces=None, data_shape=(1, 3, 64, 64), lazy=False):
     if not parts:
         return sym, dict(args), dict(auxs)
     heads = [entry(*e) for e in doc["heads"]]
-    doc.update(nodes=out_nodes, heads=heads,
-               arg_nodes=[k for k, n in enumerate(out_nodes) if n["op"] == "null"])
-    doc.pop("node_row_ptr", None)
-    rewritten = mx.sym.load_json(json.dumps(doc))
-    used = set(rewritten.list_arguments())  # the cut weights' originals are no longer read
+    # the cut weights' originals are no longer read: dropped
+    rewritten, new_args = rebuilt_graph(doc, out_nodes, heads, new_args,
+                                        evaluate=() if lazy else (_Chunk, _Zeros))
     log.debug("kept %d stream tensor(s) in pieces", len(parts))
-    new_args = {k: (v if lazy or not isinstance(v, (_Chunk, _Zeros)) else v())
-                for k, v in new_args.items() if k in used}
     return rewritten, new_args, dict(auxs)
