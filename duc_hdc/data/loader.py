@@ -2,11 +2,11 @@
 and the watch on its worker processes (:class:`WatchedLoader`)."""
 import logging
 import multiprocessing
+import multiprocessing.pool
 import queue
 import signal
 import threading
 import time
-import types
 
 import numpy as np
 
@@ -120,15 +120,83 @@ def build_train_loader(rec_path, batch_size, transform, num_workers=2, seed=0, e
                          "'discard' would give no batch)" % (rec_path, len(indices), batch_size))
     indices = indices[int(start_batch) * batch_size:]
     sampler = gluon.data.BatchSampler(_IndexSampler(indices), batch_size, last_batch)
-    before = set(multiprocessing.active_children())
-    loader = gluon.data.DataLoader(data, batch_sampler=sampler, num_workers=num_workers,
-                                   timeout=LOADER_TIMEOUT)
-    # the processes its pool started (Pool starts them in its constructor): read from the pool
-    # itself, which still lists one that died meanwhile (active_children() drops it)
-    pool = getattr(getattr(loader, "_worker_pool", None), "_pool", None)
-    workers = (list(pool) if pool is not None else
-               [p for p in multiprocessing.active_children() if p not in before])
+    loader = _data_loader(data, sampler, num_workers)
+    pool = getattr(loader, "_worker_pool", None)
+    workers = pool.started if pool is not None else []
     return WatchedLoader(loader, workers)
+
+
+class _Retired(object):
+    """What :class:`_WorkerPool` lists in place of a worker that exited: a process that never
+    starts and never exits (``exitcode`` None), so the pool never replaces it."""
+
+    name, pid, daemon, exitcode = "PoolWorker-retired", None, True, None
+
+    def start(self):
+        pass
+
+    def terminate(self):
+        pass
+
+    def kill(self):
+        pass
+
+    def is_alive(self):
+        return False
+
+    def join(self, timeout=None):
+        pass
+
+
+class _WorkerPool(multiprocessing.pool.Pool):
+    """A ``multiprocessing.Pool`` that starts its workers once, in its constructor (the
+    calling thread), and never replaces one that exits; ``started`` lists them.
+
+    A Pool replaces an exited worker from its worker-handler thread, at any moment: a fork
+    there while the main thread waits on MXNet's engine deadlocked training for good (MXNet's
+    fork handlers stop and restart the engine; seen with the handler in ``os.fork`` and the
+    main thread in ``NDArray.asnumpy``). A dead worker's batch is lost either way, and the
+    watch stops the training on it. multiprocessing has no option for this: its handler
+    thread calls ``Pool._maintain_pool`` by class name, so only the process factory the pool
+    is given (``self.Process``) can be replaced: after ``processes`` real workers it hands
+    out :class:`_Retired` placeholders.
+    """
+
+    def __init__(self, processes, *args, **kwargs):
+        self.started = []
+        self.Process = self._process  # read by the constructor and its handler thread
+        super().__init__(processes, *args, **kwargs)
+
+    def _process(self, ctx, *args, **kwargs):
+        if len(self.started) >= self._processes:
+            return _Retired()
+        process = ctx.Process(*args, **kwargs)
+        self.started.append(process)
+        return process
+
+
+def _data_loader(data, sampler, num_workers):
+    """A gluon DataLoader of ``data`` in ``sampler``'s batches, whose ``num_workers`` worker
+    processes run in a :class:`_WorkerPool`: MXNet 1.9.1's multi-worker set-up
+    (``gluon/data/dataloader.py``: the pool, its initializer, SIGINT ignored while it forks,
+    2 batches prefetched per worker, the shared-memory batchify) with that pool in place of
+    ``multiprocessing.Pool``, which gluon offers no way to choose."""
+    from mxnet.gluon.data import DataLoader
+    from mxnet.gluon.data import dataloader as gluon_loader
+    from mxnet.util import is_np_array, is_np_shape
+
+    loader = DataLoader(data, batch_sampler=sampler, num_workers=0, timeout=LOADER_TIMEOUT)
+    if num_workers > 0:
+        sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers ignore Ctrl-C
+        try:
+            pool = _WorkerPool(num_workers, initializer=gluon_loader._worker_initializer,
+                               initargs=[data, is_np_shape(), is_np_array()])
+        finally:
+            signal.signal(signal.SIGINT, sigint)
+        loader._worker_pool, loader._num_workers = pool, num_workers
+        loader._prefetch = 2 * num_workers
+        loader._batchify_fn = gluon_loader.default_mp_batchify_fn
+    return loader
 
 
 # ----------------------------------------------------------------------- worker watch
@@ -166,18 +234,18 @@ _END = object()
 class WatchedLoader(object):
     """A gluon DataLoader whose worker processes are watched, iterated once.
 
-    A worker of MXNet's DataLoader (a ``multiprocessing.Pool``) that dies takes its batch with
-    it, and the pool cannot be terminated afterwards when the dead process held the lock of
-    its task queue (``Pool.terminate`` waits for it forever; MXNet terminates the pool when
-    the loader is garbage-collected). So the batches are fetched by a helper thread and the
-    caller waits for them polling the workers' ``exitcode``: a worker that exits raises
-    :class:`LoaderWorkerDied` within :attr:`POLL` seconds of the caller waiting for a batch
-    that is not there (a SIGTERM counts once the pool is known not to have sent it: MXNet
-    terminates its pool on a failed batch, whose error is raised). At the end of the iteration
-    (exhausted, broken off or failed) the pool is stopped, without waiting on a lock a dead
-    worker held; a live worker that sends no batch for ``LOADER_TIMEOUT`` seconds makes
-    MXNet's own timeout end the iteration. Without worker processes (``num_workers=0``) the
-    loader is iterated as it is.
+    A worker of the DataLoader (a :class:`_WorkerPool`, which never replaces one) that dies
+    takes its batch with it, and the pool cannot be terminated afterwards when the dead
+    process held the lock of its task queue (``Pool.terminate`` waits for it forever; MXNet
+    terminates the pool when the loader is garbage-collected). So the batches are fetched by
+    a helper thread and the caller waits for them polling the workers' ``exitcode``: a
+    worker that exits raises :class:`LoaderWorkerDied` within :attr:`POLL` seconds of the
+    caller waiting for a batch that is not there (a SIGTERM counts once the pool is known not
+    to have sent it: MXNet terminates its pool on a failed batch, whose error is raised). At
+    the end of the iteration (exhausted, broken off or failed) the pool is stopped, without
+    waiting on a lock a dead worker held; a live worker that sends no batch for
+    ``LOADER_TIMEOUT`` seconds makes MXNet's own timeout end the iteration. Without worker
+    processes (``num_workers=0``) the loader is iterated as it is.
     """
 
     POLL = 0.2
@@ -203,13 +271,6 @@ class WatchedLoader(object):
             code = p.exitcode
             if code is not None and (terminated or code not in (0, -signal.SIGTERM)):
                 return p
-        # a process the pool started in place of one that exited before it was watched (a
-        # multiprocessing.Pool replaces its exited workers; MXNet's never retires them): that
-        # worker's batch is lost all the same
-        pool = getattr(getattr(self.loader, "_worker_pool", None), "_pool", None) or ()
-        for p in pool:
-            if p not in self.workers:
-                return types.SimpleNamespace(pid="(replaced by %d)" % p.pid, exitcode=None)
         return None
 
     def _raise_if_dead(self, error):
@@ -325,21 +386,13 @@ class WatchedLoader(object):
             self._kill_workers(pool, time.time() + self.STOP_TIMEOUT)
 
     def _kill_workers(self, pool, deadline):
-        """Kill the pool's processes once its worker handler has stopped: before that, the
-        pool replaces a killed worker with a new one (which waits forever on the lock the
-        dead one held). The handler stops once terminate has begun (it is told so first)."""
+        """Kill the pool's worker processes once its terminate has begun (from then on the
+        interpreter's exit does not run it again, and wait on the lock a dead worker held)."""
         finalizer = getattr(pool, "_terminate", None)
         while finalizer is not None and finalizer.still_active() and time.time() < deadline:
             time.sleep(0.01)  # terminate not begun yet: its thread has not run
-        handler = getattr(pool, "_worker_handler", None)
-        while True:
-            handler_done = handler is None or not handler.is_alive()  # before the last round
-            processes = set(self.workers) | set(getattr(pool, "_pool", ()))
-            for p in processes:
-                if p.exitcode is None:
-                    p.kill()
-            for p in processes:
-                p.join(self.POLL)
-            if handler_done or time.time() >= deadline:
-                return
-            handler.join(self.POLL)
+        for p in self.workers:
+            if p.exitcode is None:
+                p.kill()
+        for p in self.workers:
+            p.join(self.POLL)
