@@ -98,6 +98,19 @@ def write_jpeg(path, rgb):
     assert cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
 
 
+def with_exif_orientation(jpeg, orientation=6):
+    """``jpeg`` bytes with an APP1 Exif segment holding only an Orientation tag (6: shown
+    rotated 90 degrees clockwise, as phone cameras write it). Built by hand: OpenCV writes no
+    Exif, and a TIFF header with one IFD entry is all a reader needs (big-endian)."""
+    import struct
+
+    entry = struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0)  # SHORT, 1 value, padded
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1) + entry + b"\0" * 4
+    app1 = b"Exif\x00\x00" + tiff
+    assert jpeg[:2] == b"\xff\xd8"
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
 def make_voc(voc_root, sbd_root, rng):
     """VOC2012 + SBD trees.
 

@@ -150,6 +150,45 @@ def test_voc_colour_coded_png_is_mapped_back(tmp_path):
     np.testing.assert_array_equal(ds[0][1], voc[name])
 
 
+def test_exif_rotated_jpeg_is_read_on_the_pixel_grid_its_label_is_drawn_on(tmp_path):
+    """A JPEG whose Exif says "rotate" (phone photos) is stored unrotated, and its label PNG
+    (which has no orientation) is drawn on those stored pixels. OpenCV's decoder applied the
+    rotation: the non-square image was refused (its size no longer matched the label's) and
+    a square one was converted and trained on turned a quarter against its label. Datasets
+    now read the pixels as stored (as PIL and torchvision do by default); predict still turns
+    a photo upright, as an image viewer shows it."""
+    from duc_hdc.inference.io import read_image
+
+    voc_root, sbd_root = str(tmp_path / "VOC2012"), str(tmp_path / "sbd")
+    names, images, voc, sbd = fx.make_voc(voc_root, sbd_root, np.random.default_rng(4))
+    (h, w) = voc[names["c"]].shape
+    assert h != w
+    for key in "cd":
+        path = os.path.join(voc_root, "JPEGImages", names[key] + ".jpg")
+        with open(path, "rb") as f:
+            data = fx.with_exif_orientation(f.read())
+        with open(path, "wb") as f:
+            f.write(data)
+        # the reference: OpenCV told to ignore the orientation; and it does rotate otherwise
+        stored = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR
+                                           | cv2.IMREAD_IGNORE_ORIENTATION), cv2.COLOR_BGR2RGB)
+        assert stored.shape[:2] == (h, w)
+        assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (w, h)
+        images[names[key]] = stored
+    datasets.convert_voc(voc_root, "val", str(tmp_path / "val"), progress=False)
+    _, items = fx.read_rec(str(tmp_path / "val"))
+    assert sorted(items) == sorted([names["c"], names["d"]])
+    for name, (img, label) in items.items():
+        np.testing.assert_array_equal(label, voc[name])
+        np.testing.assert_array_equal(img, images[name])  # not turned
+    folder = datasets.VOCFolder(voc_root, "val")
+    np.testing.assert_array_equal(folder[0][0], images[names["c"]])
+    # predict: upright, as a viewer shows it (orientation 6 = turned 90 degrees clockwise)
+    upright = read_image(os.path.join(voc_root, "JPEGImages", names["c"] + ".jpg"))
+    np.testing.assert_array_equal(upright, cv2.rotate(images[names["c"]],
+                                                      cv2.ROTATE_90_CLOCKWISE))
+
+
 def test_kitti_road(tmp_path):
     root = str(tmp_path / "data_road")
     tree = fx.make_kitti_road(root, np.random.default_rng(4))

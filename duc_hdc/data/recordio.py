@@ -122,7 +122,7 @@ def check_encoded(data, path):
     return fmt
 
 
-def decode_image(data, path="<bytes>"):
+def decode_image(data, path="<bytes>", exif_orientation=False):
     """Decode image bytes to an RGB uint8 array.
 
     Parameters
@@ -131,6 +131,10 @@ def decode_image(data, path="<bytes>"):
         PNG, JPEG or any format OpenCV reads.
     path : str
         Name used in error messages.
+    exif_orientation : bool
+        Turn the image as its Exif Orientation tag says (as a viewer shows it; OpenCV's own
+        default). Off by default: a dataset's label is drawn on the pixels as stored (a
+        label PNG has no orientation), so training and evaluation read those.
 
     Returns
     -------
@@ -143,7 +147,8 @@ def decode_image(data, path="<bytes>"):
         If the bytes do not decode.
     """
     with decoder_messages() as lines:  # libpng / libjpeg text: into the reason, not stderr
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        flags = cv2.IMREAD_COLOR | (0 if exif_orientation else cv2.IMREAD_IGNORE_ORIENTATION)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     why = damage(lines, img is not None)
     if img is None:
         raise BadSampleError(path, "corrupt or truncated image (%d bytes do not decode%s)"

@@ -171,7 +171,8 @@ def expand_inputs(inputs, earlier_outputs=()):
 
 
 def read_image(path):
-    """Read an image file as (H, W, 3) uint8 RGB.
+    """Read an image file as (H, W, 3) uint8 RGB, turned upright as its Exif Orientation
+    tag says (a photo is predicted and written as a viewer shows it).
 
     Raises
     ------
@@ -186,7 +187,7 @@ def read_image(path):
     except OSError as e:
         raise BadSampleError(path, "cannot read (%s)" % e.strerror)
     check_encoded(data, path)
-    return decode_image(data, path)
+    return decode_image(data, path, exif_orientation=True)  # upright, as a viewer shows it
 
 
 # ------------------------------------------------------------------------------ outputs
