@@ -55,6 +55,50 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path, classes, cell_width):
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
 
 
+def _declared_opset(path):
+    import onnx
+
+    return {o.domain: o.version for o in onnx.load(path).opset_import}[""]
+
+
+def test_onnx_opset_is_the_translations_by_default_and_chosen_with_opset(tmp_path, capsys):
+    """MXNet 1.9.1 translates to opset-13 nodes (its translations stop at 13) but declared the
+    installed onnx's newest opset (21 with onnx 1.16): the file claimed an opset its nodes
+    were not written for, and a runtime that reads only older opsets refused it. The default
+    is now 13, what the nodes are; ``--opset N`` converts up with onnx's version converter,
+    and the file runs in onnxruntime at the net's values either way."""
+    import onnx
+
+    from duc_hdc.inference.export import ONNX_OPSET
+
+    assert ONNX_OPSET == 13
+    net = get_model("duc_hdc_resnet18", classes=3, base_width=4, cell_width=4)
+    x = _x((1, 3, 32, 40), 6)
+    want = net(x).asnumpy()
+    newest = onnx.defs.onnx_opset_version()
+    for opset in (None, 17, newest):
+        prefix = str(tmp_path / ("o%s" % opset))
+        kwargs = {} if opset is None else dict(opset=opset)
+        result = export_model(net, prefix, (1, 3, 32, 40), onnx=True, **kwargs)
+        assert all(d < 1e-4 for d in result["onnx_diff"].values())
+        assert _declared_opset(prefix + ".onnx") == (opset or 13)
+        sess = ort.InferenceSession(prefix + ".onnx", providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"data": x.asnumpy()})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+    # out of range, or without --onnx: one line, before anything is written
+    for argv, text in [(["--onnx", "--opset", "12"], "--opset 12: MXNet's ONNX translations "
+                        "are opset 13 nodes; give 13 to %d" % newest),
+                       (["--onnx", "--opset", str(newest + 1)], "give 13 to %d" % newest),
+                       (["--opset", "17"], "--opset needs --onnx")]:
+        out = tmp_path / ("bad%s" % len(argv))
+        rc = cli.main(["export", "--model", "duc_hdc_resnet18", "--classes", "2",
+                       "--random-weights", "--shape", "1,3,32,32", "--out", str(out)] + argv)
+        err = capsys.readouterr().err
+        assert rc == 2 and text in err, err
+        assert len([line for line in err.splitlines() if line.startswith("error")]) == 1
+        assert not list(tmp_path.glob("bad%s*" % len(argv)))
+
+
 def test_cli_export_from_params_sidecar(tmp_path, capsys, caplog):
     from duc_hdc.models.sidecar import write_sidecar
 

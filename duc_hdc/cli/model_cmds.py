@@ -125,8 +125,14 @@ def _refuse_compiled(command, compiled, what, hint=""):
 def cmd_export(args):
     from ..inference.export import export_model
 
+    from ..inference.export import ONNX_OPSET, check_opset
+
     options.check_calibration(args)
     options.cpu_only(args, "export")
+    if args.opset is not None:
+        if not args.onnx:
+            raise ValueError("--opset needs --onnx (it is the ONNX file's opset)")
+        check_opset(args.opset)
     net = _network(args)
     source = args.params or args.model
     name = _out_name(args)
@@ -156,7 +162,8 @@ def cmd_export(args):
                                  reload=duc_hdc.load)
     else:
         result = export_model(net, args.out, args.shape, onnx=args.onnx,
-                              check=not args.no_check, weights=weights, name=name)
+                              check=not args.no_check, weights=weights, name=name,
+                              opset=args.opset or ONNX_OPSET)
     return _export_report(result)
 
 
@@ -310,6 +317,9 @@ def register(sub):
                    help="prefix (DIR/NAME -> DIR/NAME-symbol.json, -0000.params, .json[, .onnx]) "
                         "or folder (ending in / or existing -> DIR/<model name>)")
     s.add_argument("--onnx", action="store_true", help="also write PREFIX.onnx")
+    s.add_argument("--opset", type=options.positive_int, default=None,
+                   help="the ONNX file's opset (default 13, what MXNet's translations write; "
+                        "up to the installed onnx's newest)")
     s.add_argument("--no-check", action="store_true", help="skip the reload comparison")
     options.add_precision(s)
     options.add_devices(s)

@@ -33,6 +33,22 @@ EXPORT_KIND = "duc-hdc-export"
 
 #: the ONNX export's output (its input is ``data``)
 ONNX_OUTPUT = "logits"
+#: the opset of MXNet 1.9.1's ONNX translations (registered for opsets 12 and 13, the newest
+#: used): the default of ``export --onnx``; ``--opset`` converts up from it
+ONNX_OPSET = 13
+
+
+def check_opset(opset):
+    """``opset`` (int) if :func:`export_onnx` can write it: from :data:`ONNX_OPSET` to the
+    installed onnx's newest; else ValueError in one line."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not ONNX_OPSET <= int(opset) <= newest:
+        raise ValueError("--opset %s: MXNet's ONNX translations are opset %d nodes; give %d to "
+                         "%d (the installed onnx %s's newest)"
+                         % (opset, ONNX_OPSET, ONNX_OPSET, newest, onnx.__version__))
+    return int(opset)
 
 _SHAPE_RULE = "N,3,H,W with N >= 1 and H, W positive multiples of 8"
 
@@ -149,9 +165,17 @@ def check_symbol(net, prefix, shapes):
     return diffs
 
 
-def export_onnx(prefix, shape, onnx_path=None):
-    """Convert ``prefix-symbol.json`` to ONNX with dynamic batch, height and width."""
+def export_onnx(prefix, shape, onnx_path=None, opset=ONNX_OPSET):
+    """Convert ``prefix-symbol.json`` to ONNX with dynamic batch, height and width, at
+    ``opset`` (:func:`check_opset`).
+
+    MXNet writes opset-13 nodes but declares the installed onnx's newest opset (it has no
+    option for it): the file is labelled 13, what its nodes are, and converted up to
+    ``opset`` by onnx's own version converter."""
     import onnx
+    from onnx import version_converter
+
+    opset = check_opset(opset)
 
     onnx_path = onnx_path or prefix + ".onnx"
     with atomic_path(onnx_path) as tmp:  # no .onnx until it is complete and checked
@@ -176,7 +200,13 @@ def export_onnx(prefix, shape, onnx_path=None):
         # the output is named after the Gluon block (duchdc<N>_head_..., N counting the
         # networks the process built before): give it a name a deployment can rely on
         _rename_output(model, ONNX_OUTPUT)
-        onnx.checker.check_model(model)
+        for entry in model.opset_import:
+            if entry.domain in ("", "ai.onnx"):
+                entry.version = ONNX_OPSET
+        onnx.checker.check_model(model, full_check=True)
+        if opset != ONNX_OPSET:
+            model = version_converter.convert_version(model, opset)
+            onnx.checker.check_model(model, full_check=True)
         onnx.save(model, tmp)
     return onnx_path
 
@@ -211,7 +241,8 @@ def second_shape(shape):
     return (n, c, max(8, h // 2 // 8 * 8), max(8, (w // 2 + 8) // 8 * 8))
 
 
-def export_model(net, out, shape, onnx=False, check=True, weights=None, name=None):
+def export_model(net, out, shape, onnx=False, check=True, weights=None, name=None,
+                 opset=ONNX_OPSET):
     """Export ``net`` (symbol + params, optionally ONNX) and verify the files.
 
     Parameters
@@ -233,6 +264,8 @@ def export_model(net, out, shape, onnx=False, check=True, weights=None, name=Non
         logged.
     name : str, optional
         File name inside a folder ``out``; default :func:`default_name`.
+    opset : int
+        The ONNX file's opset (:func:`check_opset`; default :data:`ONNX_OPSET`).
 
     Returns
     -------
@@ -244,8 +277,12 @@ def export_model(net, out, shape, onnx=False, check=True, weights=None, name=Non
     ------
     ShapeError
         A bad ``shape``, before anything is built or written.
+    ValueError
+        An ``opset`` out of range (with ``onnx``), before anything is written.
     """
     shape = parse_shape(shape)
+    if onnx:
+        opset = check_opset(opset)
     prefix, out_is = export_prefix(out, name or default_name(net))
     log.info("exporting to prefix %s (--out %s is a %s)", prefix, out, out_is)
     if weights is None:
@@ -259,7 +296,7 @@ def export_model(net, out, shape, onnx=False, check=True, weights=None, name=Non
     if check:
         result["symbol_diff"] = check_symbol(net, prefix, shapes)
     if onnx:
-        onnx_path = export_onnx(prefix, shape)
+        onnx_path = export_onnx(prefix, shape, opset=opset)
         result["files"].append(onnx_path)
         if check:
             result["onnx_diff"] = check_onnx(net, onnx_path, shapes)
