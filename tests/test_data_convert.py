@@ -150,6 +150,49 @@ def test_voc_colour_coded_png_is_mapped_back(tmp_path):
     np.testing.assert_array_equal(ds[0][1], voc[name])
 
 
+def test_voc_palette_png_with_its_palette_reordered_reads_by_colour(tmp_path):
+    """An image editor that re-saves a SegmentationClass PNG may reorder its palette (e.g. by
+    first use): the colours stay right, the indices do not. The indices were read as the
+    classes; now a palette that is not VOC's for the indices used is read by its colours
+    (as the RGB re-save is), and a colour outside VOC's palette is named."""
+    from PIL import Image
+
+    voc_root, sbd_root = str(tmp_path / "VOC2012"), str(tmp_path / "sbd")
+    names, images, voc, sbd = fx.make_voc(voc_root, sbd_root, np.random.default_rng(5))
+    name = names["c"]
+    classes = voc[name]
+    used = np.unique(classes)
+    assert len(used) > 3
+    order = np.random.default_rng(0).permutation(256)  # new index -> VOC index
+    assert (order[: len(used)] != np.arange(len(used))).any()
+    new_of = np.argsort(order)  # VOC index -> new index
+    path = os.path.join(voc_root, "SegmentationClass", name + ".png")
+    im = Image.fromarray(new_of[classes].astype(np.uint8), mode="P")
+    im.putpalette(fx.voc_palette()[order].reshape(-1).tolist())
+    im.save(path)
+    # the file shows the same colours as VOC's (independent reference: PIL's RGB conversion)
+    with Image.open(path) as check:
+        np.testing.assert_array_equal(np.array(check.convert("RGB")),
+                                      fx.voc_palette()[classes])
+    ds = datasets.VOCFolder(voc_root, "val")
+    np.testing.assert_array_equal(ds[0][1], classes)
+    # a colour no VOC class has: named, not read as some class
+    palette = fx.voc_palette()[order].copy()
+    palette[new_of[classes[0, 0]]] = (1, 2, 3)
+    im.putpalette(palette.reshape(-1).tolist())
+    im.save(path)
+    with pytest.raises(Exception, match=r"outside the VOC palette: \(1, 2, 3\)"):
+        datasets.VOCFolder(voc_root, "val")[0]
+    # VOC's palette cut after its 21 classes, the boundary index 255 past it: read as it is
+    assert (classes == 255).any()
+    im = Image.fromarray(classes.astype(np.uint8), mode="P")
+    im.putpalette(fx.voc_palette()[:21].reshape(-1).tolist())
+    im.save(path)
+    with Image.open(path) as check:
+        assert len(check.getpalette()) < 768
+    np.testing.assert_array_equal(datasets.VOCFolder(voc_root, "val")[0][1], classes)
+
+
 def test_exif_rotated_jpeg_is_read_on_the_pixel_grid_its_label_is_drawn_on(tmp_path):
     """A JPEG whose Exif says "rotate" (phone photos) is stored unrotated, and its label PNG
     (which has no orientation) is drawn on those stored pixels. OpenCV's decoder applied the

@@ -83,8 +83,17 @@ def _load_voc_png(path):
             im.load()
             mode = im.mode
             raw = np.array(im)
+            palette = im.getpalette() if mode == "P" else None
     except Exception as err:  # PIL raises many types for damaged files
         raise BadSampleError(path, "corrupt or truncated label (%s)" % err)
+    if palette is not None and not _is_voc_palette(palette, raw):
+        # re-saved with another palette order (image editors reorder by use): the colours
+        # are the classes, the indices are not
+        entries = np.asarray(palette[:768], np.uint8).reshape(-1, 3)
+        if raw.max() >= len(entries):
+            raise BadSampleError(path, "palette index %d has no colour (the palette has %d, "
+                                 "not VOC's order)" % (raw.max(), len(entries)))
+        raw = _voc_colors_to_index(entries[raw], path)
     if mode not in ("P", "L"):
         if mode in ("RGB", "RGBA"):  # colour-coded: map the VOC palette back to indices
             raw = _voc_colors_to_index(raw[..., :3], path)
@@ -93,6 +102,15 @@ def _load_voc_png(path):
                                  % mode)
     _check_values(raw, "voc", path)
     return _labels.raw_to_train_id(raw, "voc")
+
+
+def _is_voc_palette(palette, indices):
+    """Whether a palette PNG's ``palette`` (PIL's flat RGB list) gives every index used in
+    ``indices`` VOC's colour for it, as the devkit's PNGs do."""
+    used = np.unique(indices)
+    entries = np.asarray(palette[:768], np.uint8).reshape(-1, 3)
+    used = used[used < len(entries)]  # a short palette: the indices past it have no colour
+    return bool((entries[used] == _labels.voc_colormap(256)[used]).all())
 
 
 def _voc_colors_to_index(rgb, path):
