@@ -139,6 +139,41 @@ def test_voc_val_and_train_aug(tmp_path):
     assert len(folder) == 5
 
 
+def test_voc_train_aug_from_segmentation_class_aug(tmp_path, capsys):
+    """The augmented set as most copies of it come: SBD's labels already converted to grey
+    PNGs in ``VOC2012/SegmentationClassAug`` (val images included), no SBD folder. train_aug
+    without --sbd-root reads them: the same images and labels as through SBD's .mat files
+    (VOC train + SBD, minus VOC val; VOC's own label where it has one)."""
+    from duc_hdc import cli
+
+    voc_root, sbd_root = str(tmp_path / "VOC2012"), str(tmp_path / "sbd")
+    names, images, voc, sbd = fx.make_voc(voc_root, sbd_root, np.random.default_rng(6))
+    aug = os.path.join(voc_root, "SegmentationClassAug")
+    os.makedirs(aug)
+    for name in names.values():  # the SBD label, else VOC's (as the converted set has it)
+        label = sbd.get(name, voc.get(name))
+        if label is not None:
+            fx.write_png(os.path.join(aug, name + ".png"), np.where(label == 255, 255, label))
+    datasets.convert_voc(voc_root, "train_aug", str(tmp_path / "sbd_way"), sbd_root=sbd_root,
+                         progress=False)
+    rc = cli.main(["data", "voc", "--root", voc_root, "--split", "train_aug", "--out",
+                   str(tmp_path / "aug_way"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    _, want = fx.read_rec(str(tmp_path / "sbd_way"))
+    _, got = fx.read_rec(str(tmp_path / "aug_way"))
+    assert sorted(got) == sorted(want) == sorted(names[k] for k in "abefg")
+    for name in want:
+        np.testing.assert_array_equal(got[name][0], want[name][0])
+        np.testing.assert_array_equal(got[name][1], want[name][1])
+    np.testing.assert_array_equal(got[names["b"]][1], voc[names["b"]])  # VOC's own wins
+    # neither SBD nor SegmentationClassAug: one line naming both
+    os.rename(aug, aug + "_gone")
+    rc = cli.main(["data", "voc", "--root", voc_root, "--split", "train_aug", "--out",
+                   str(tmp_path / "none"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--sbd-root" in err and "SegmentationClassAug" in err, err
+
+
 def test_voc_colour_coded_png_is_mapped_back(tmp_path):
     # a SegmentationClass saved as RGB (e.g. re-saved by an image editor) reads the same
     voc_root, sbd_root = str(tmp_path / "VOC2012"), str(tmp_path / "sbd")

@@ -15,7 +15,9 @@ _DOCS = {
            "(JPEGImages/, SegmentationClass/ palette PNGs with 255 = boundary, ImageSets/"
            "Segmentation/*.txt); --sbd-root is SBD's benchmark_RELEASE/dataset (img/, cls/*.mat, "
            "train.txt, val.txt). train_aug = VOC train + SBD train + SBD val without any VOC val "
-           "image (10,582 images); VOC's annotation is used where it exists, SBD's elsewhere.",
+           "image (10,582 images); VOC's annotation is used where it exists, SBD's elsewhere. "
+           "Without --sbd-root, train_aug reads SBD's labels as PNGs from "
+           "VOC2012/SegmentationClassAug/ (as most copies of the augmented set come).",
     "kitti_road": "KITTI road -> RecordIO. --root is data_road/. 'train' reads training/"
                   "image_2/<cat>_<num>.png with training/gt_image_2/<cat>_road_<num>.png: "
                   "magenta road -> 1, red non-road -> 0, any other colour -> 255. 'test' reads "
@@ -50,7 +52,8 @@ def _layout(args):
         return ("the PASCAL VOC 2012 layout {r}/ImageSets/Segmentation/{l}, {r}/JPEGImages/*.jpg "
                 "and {r}/SegmentationClass/*.png (--root is VOCdevkit/VOC2012 or VOCdevkit "
                 "holding it; train_aug also "
-                "needs --sbd-root with train.txt, val.txt, img/ and cls/*.mat)"
+                "needs --sbd-root with train.txt, val.txt, img/ and cls/*.mat, or "
+                "{r}/SegmentationClassAug/*.png)"
                 .format(r=root, l=lists))
     if args.split == "train":
         return ("the KITTI road layout {r}/training/image_2/<cat>_<num>.png with "
@@ -163,7 +166,8 @@ def build_data_parser(dsub):
     p = dsub.add_parser("voc", help="PASCAL VOC 2012 (+ SBD) -> RecordIO",
                         description=_DOCS["voc"], formatter_class=fmt)
     p.add_argument("--root", "--voc-root", dest="root", required=True, help="VOCdevkit/VOC2012")
-    p.add_argument("--sbd-root", help="SBD benchmark_RELEASE/dataset (needed for train_aug)")
+    p.add_argument("--sbd-root", help="SBD benchmark_RELEASE/dataset (train_aug; without it, "
+                                      "VOC2012/SegmentationClassAug/*.png)")
     p.add_argument("--split", required=True, choices=("train_aug", "train", "val", "trainval"))
     _output_options(p)
     p.set_defaults(func=cmd_data, dataset="voc")

@@ -286,7 +286,8 @@ def voc_samples(voc_root, split, sbd_root=None):
         val, minus every VOC val image (10,582 images with the full data sets).
     sbd_root : str
         SBD ``benchmark_RELEASE/dataset`` (img, cls, train.txt, val.txt), or
-        ``benchmark_RELEASE`` holding it; needed for train_aug.
+        ``benchmark_RELEASE`` holding it. train_aug without it reads SBD's labels from
+        ``VOC2012/SegmentationClassAug`` (PNGs), and needs that folder.
 
     Returns
     -------
@@ -305,10 +306,10 @@ def voc_samples(voc_root, split, sbd_root=None):
             raise EmptySplitError(os.path.join(lists, split + ".txt"), "empty split list")
         _require_folder(os.path.join(voc_root, "SegmentationClass"), "VOC label")
         return [Sample(n, jpeg(n), png(n), "voc_png", voc_root) for n in names]
-    if sbd_root is None:
-        raise ValueError("split 'train_aug' needs the SBD dataset folder (--sbd-root)")
     voc_train = _read_list(os.path.join(lists, "train.txt"))
     voc_val = set(_read_list(os.path.join(lists, "val.txt")))
+    if sbd_root is None:
+        return _voc_aug_samples(voc_root, voc_train, voc_val, jpeg, png)
     sbd_root = _inner_root(sbd_root, "dataset", "train.txt")
     sbd = _read_list(os.path.join(sbd_root, "train.txt"), "SBD split list") + \
         _read_list(os.path.join(sbd_root, "val.txt"), "SBD split list")
@@ -333,6 +334,32 @@ def voc_samples(voc_root, split, sbd_root=None):
                                                "SBD label (cls/*.mat)")):
         if any(s.label_kind == kind for s in out):
             _require_folder(folder, what)
+    return out
+
+
+def _voc_aug_samples(voc_root, voc_train, voc_val, jpeg, png):
+    """train_aug from ``VOC2012/SegmentationClassAug``: SBD's labels already converted to
+    single-channel PNGs (class indices, 255 ignored), as most copies of the augmented set come
+    (val images included). Every image with such a label, minus VOC val; VOC's own label where
+    VOC train has one (as with ``--sbd-root``)."""
+    aug = os.path.join(voc_root, "SegmentationClassAug")
+    if not os.path.isdir(aug):
+        raise ValueError("split 'train_aug' needs SBD's labels: the SBD dataset folder "
+                         "(--sbd-root) or %s (SBD's labels as PNGs)" % aug)
+    names = sorted(set(os.path.splitext(f)[0] for f in os.listdir(aug)
+                       if f.lower().endswith(".png")) | set(voc_train))
+    names = [n for n in names if n not in voc_val]
+    if not names:
+        raise EmptySplitError(aug, "empty split: train_aug has no image")
+    voc_labelled = set(voc_train)
+    out = []
+    for n in names:
+        label = os.path.join(aug, n + ".png")
+        if n in voc_labelled or not os.path.isfile(label):
+            label = png(n)  # VOC's own (with its boundary band)
+        out.append(Sample(n, jpeg(n), label, "voc_png", voc_root))
+    if any(os.path.dirname(s.label_path) != aug for s in out):
+        _require_folder(os.path.join(voc_root, "SegmentationClass"), "VOC label")
     return out
 
 
