@@ -313,18 +313,13 @@ def voc_samples(voc_root, split, sbd_root=None):
     sbd_root = _inner_root(sbd_root, "dataset", "train.txt")
     sbd = _read_list(os.path.join(sbd_root, "train.txt"), "SBD split list") + \
         _read_list(os.path.join(sbd_root, "val.txt"), "SBD split list")
-    names = sorted(set(voc_train) | set(sbd))
-    names = [n for n in names if n not in voc_val]
-    if not names:
-        raise EmptySplitError(sbd_root, "empty split: train_aug has no image")
-    voc_labelled = set(voc_train)
     out = []
-    for n in names:
+    for n, voc_own in _train_aug(voc_train, voc_val, sbd, sbd_root, png):
         img = jpeg(n)
         if not os.path.isfile(img):
             sbd_img = _find_image(os.path.join(sbd_root, "img"), n)
             img = sbd_img if os.path.isfile(sbd_img) else img
-        if n in voc_labelled or os.path.isfile(png(n)):
+        if voc_own:
             out.append(Sample(n, img, png(n), "voc_png", voc_root))
         else:
             out.append(Sample(n, img, os.path.join(sbd_root, "cls", n + ".mat"), "sbd_mat",
@@ -337,26 +332,30 @@ def voc_samples(voc_root, split, sbd_root=None):
     return out
 
 
+def _train_aug(voc_train, voc_val, extra, where, png):
+    """train_aug's names, each with whether VOC's own label is used: VOC train and ``extra``
+    (the images SBD labels), minus every VOC val image; VOC's label (with its boundary band)
+    for VOC train and wherever ``png(name)`` exists, SBD's elsewhere."""
+    names = [n for n in sorted(set(voc_train) | set(extra)) if n not in voc_val]
+    if not names:
+        raise EmptySplitError(where, "empty split: train_aug has no image")
+    voc_labelled = set(voc_train)
+    return [(n, n in voc_labelled or os.path.isfile(png(n))) for n in names]
+
+
 def _voc_aug_samples(voc_root, voc_train, voc_val, jpeg, png):
     """train_aug from ``VOC2012/SegmentationClassAug``: SBD's labels already converted to
     single-channel PNGs (class indices, 255 ignored), as most copies of the augmented set come
     (val images included). Every image with such a label, minus VOC val; VOC's own label where
-    VOC train has one (as with ``--sbd-root``)."""
+    it has one (:func:`_train_aug`, as with ``--sbd-root``)."""
     aug = os.path.join(voc_root, "SegmentationClassAug")
     if not os.path.isdir(aug):
         raise ValueError("split 'train_aug' needs SBD's labels: the SBD dataset folder "
                          "(--sbd-root) or %s (SBD's labels as PNGs)" % aug)
-    names = sorted(set(os.path.splitext(f)[0] for f in os.listdir(aug)
-                       if f.lower().endswith(".png")) | set(voc_train))
-    names = [n for n in names if n not in voc_val]
-    if not names:
-        raise EmptySplitError(aug, "empty split: train_aug has no image")
-    voc_labelled = set(voc_train)
+    labelled = [os.path.splitext(f)[0] for f in os.listdir(aug) if f.lower().endswith(".png")]
     out = []
-    for n in names:
-        label = os.path.join(aug, n + ".png")
-        if n in voc_labelled or not os.path.isfile(label):
-            label = png(n)  # VOC's own (with its boundary band)
+    for n, voc_own in _train_aug(voc_train, voc_val, labelled, aug, png):
+        label = png(n) if voc_own else os.path.join(aug, n + ".png")
         out.append(Sample(n, jpeg(n), label, "voc_png", voc_root))
     if any(os.path.dirname(s.label_path) != aug for s in out):
         _require_folder(os.path.join(voc_root, "SegmentationClass"), "VOC label")
