@@ -123,9 +123,7 @@ def _refuse_compiled(command, compiled, what, hint=""):
 
 
 def cmd_export(args):
-    from ..inference.export import export_model
-
-    from ..inference.export import ONNX_OPSET, check_opset
+    from ..inference.export import ONNX_OPSET, check_opset, export_model
 
     options.check_calibration(args)
     options.cpu_only(args, "export")
