@@ -138,9 +138,6 @@ class _Retired(object):
     def terminate(self):
         pass
 
-    def kill(self):
-        pass
-
     def is_alive(self):
         return False
 
