@@ -33,7 +33,7 @@ def get_model(name, pretrained=False, root=None, ctx=None, **overrides):
     return load(name, root=root, ctx=ctx, overrides=overrides)
 
 
-def load(model_or_artifact, params=None, config=None, ctx=None, **kwargs):
+def load(model_or_artifact=None, params=None, config=None, ctx=None, **kwargs):
     """The one loader (:func:`duc_hdc.inference.loader.load`): any model a user can have."""
     from .inference.loader import load as _load
 

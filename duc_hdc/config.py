@@ -336,6 +336,9 @@ def load_config(name_or_path, overrides=None):
             cfg = yaml.safe_load(f)
     except yaml.YAMLError as e:
         raise ConfigError("%s: not valid YAML: %s" % (path, e)) from e
+    except UnicodeDecodeError:
+        raise ConfigError("%s is not a YAML recipe (it is not text); pass a recipe name (%s) or "
+                          "a .yaml file" % (path, ", ".join(available_configs()))) from None
     if not isinstance(cfg, dict):
         raise ConfigError("%s: the top level of a recipe must be a mapping with sections %s, "
                           "got %s" % (path, ", ".join(sorted(SCHEMA)),

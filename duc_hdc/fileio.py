@@ -10,12 +10,26 @@ import errno
 import hashlib
 import json
 import os
+import re
 import threading
 
 _CHUNK = 1 << 20
 #: what MXNet's writers (``mx.nd.save``, ``save_parameters``, RecordIO) say when a write fails;
 #: they take a file name and report no errno
-_MXNET_WRITE_FAILURES = ("FileStream.Write incomplete", "LocalFileSystem::Open")
+_MXNET_WRITE_FAILURES = ("FileStream.Write incomplete", "LocalFileSystem::Open",
+                         "LocalFileSystem: Check failed: allow_null: :Open")
+#: the end of dmlc's failed-open text: ``Open "PATH": <the C library's strerror>``
+_MXNET_OPEN = re.compile(r'Open "[^"]*": ([^\n]+?)\s*$')
+
+
+def _mxnet_open_errno(text):
+    """The errno whose ``strerror`` ends MXNet's failed-open ``text`` (dmlc reports the OS's
+    reason only as words), or None."""
+    match = _MXNET_OPEN.search(text)
+    if not match:
+        return None
+    words = {os.strerror(code): code for code in sorted(errno.errorcode)}
+    return words.get(match.group(1))
 
 
 @contextlib.contextmanager
@@ -34,6 +48,9 @@ def write_errors_named(path, tmp=None):
         if type(e).__name__ != "MXNetError" or not any(m in str(e)
                                                         for m in _MXNET_WRITE_FAILURES):
             raise
+        code = _mxnet_open_errno(str(e))
+        if code is not None:  # the file could not be created: the OS's reason, in its words
+            raise OSError(code, os.strerror(code), path) from e
         try:
             stat = os.statvfs(os.path.dirname(os.path.abspath(path)))
             full = stat.f_bavail * stat.f_frsize < _CHUNK

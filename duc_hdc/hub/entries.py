@@ -8,6 +8,7 @@ protocol. See :mod:`duc_hdc.hub.zoo` for the three sources and the cache.
 """
 import dataclasses
 import os
+import urllib.parse
 from typing import Optional, Tuple
 
 from ..normalization import NORMALIZATION
@@ -238,6 +239,32 @@ def describe(name):
     return "\n".join(lines)
 
 
+#: what a mirror may be (``base_url=``, ``--base-url``, ``$DUC_HDC_BASE_URL``)
+MIRROR_SCHEMES = ("https", "http", "file")
+
+
+def mirror_base(base_url=None):
+    """The mirror in use: ``base_url``, else ``$DUC_HDC_BASE_URL``, else None.
+
+    Raises
+    ------
+    ValueError
+        It is no ``https://``, ``http://`` or ``file://`` URL (urllib's own words for a plain
+        path are "unknown url type"), before any download is tried.
+    """
+    given = base_url or os.environ.get(ENV_BASE_URL)
+    if not given:
+        return None
+    scheme = urllib.parse.urlsplit(given).scheme.lower()
+    if scheme not in MIRROR_SCHEMES:
+        source = ("--base-url %s" % given if base_url else "$%s=%s" % (ENV_BASE_URL, given))
+        hint = ("; a local folder is file://%s" % os.path.abspath(os.path.expanduser(given))
+                if not scheme else "")
+        raise ValueError("%s: a mirror is a URL starting with https://, http:// or file://%s"
+                         % (source, hint))
+    return given
+
+
 def resolve_urls(entry, base_url=None):
     """Download locations of ``entry``: the override (``base_url`` or ``$DUC_HDC_BASE_URL``)
     joined with the file name, else the entry's own URLs.
@@ -255,7 +282,7 @@ def resolve_urls(entry, base_url=None):
     """
     if isinstance(entry, str):
         entry = get_entry(entry)
-    base = base_url or os.environ.get(ENV_BASE_URL)
+    base = mirror_base(base_url)
     if base:
         return [base.rstrip("/") + "/" + entry.file_name]
     return list(entry.urls)

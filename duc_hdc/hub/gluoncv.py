@@ -15,7 +15,7 @@ import zipfile
 
 from ..fileio import atomic_path
 from .download import download, file_lock
-from .entries import ENV_BASE_URL
+from .entries import mirror_base
 from .errors import ChecksumError, DownloadError, UnknownModelError
 
 __all__ = ["gluoncv_root", "gluoncv_file"]
@@ -50,7 +50,7 @@ def gluoncv_file(entry, home, base_url, progress, retries, timeout, retry_delay)
     if sha1 != entry.sha1:
         logger.warning("GluonCV's sha1 for %s is %s, the zoo entry says %s; using GluonCV's",
                        gluon_name, sha1, entry.sha1)
-    base = base_url or os.environ.get(ENV_BASE_URL)
+    base = mirror_base(base_url)
     if not base:  # GluonCV's store, where its get_model_file would look
         base = os.environ.get("MXNET_GLUON_REPO", model_store.apache_repo_url)
         base = base.rstrip("/") + "/gluon/models"

@@ -131,6 +131,37 @@ def _data_block(sym, params=None):
     return mx.gluon.SymbolBlock(sym, [mx.sym.var("data", dtype="float32")], params=params)
 
 
+def graph_symbol(path):
+    """The graph in ``path`` (an export's ``PREFIX-symbol.json``); ValueError naming the file
+    when it is not an MXNet graph with an input ``data`` (truncated, damaged, another file)."""
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read().decode("utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list) or not any(
+                isinstance(node, dict) and node.get("name") == "data" and node.get("op") == "null"
+                for node in doc["nodes"]):
+            raise ValueError("no graph")
+        return mx.sym.load_json(json.dumps(doc))
+    except (ValueError, UnicodeDecodeError, mx.base.MXNetError):
+        raise ValueError("%s is not an MXNet graph with an input 'data' (truncated or damaged?); "
+                         "export it again" % path) from None
+
+
+def load_graph_files(prefix, ctx=None):
+    """``PREFIX-symbol.json`` with ``PREFIX-0000.params`` as a ``SymbolBlock`` (input ``data``):
+    a compiled (bf16, INT8) export. A damaged or mismatched file raises one ValueError naming
+    it (MXNet's own text says only "Invalid NDArray file format")."""
+    sym_path, params_path = prefix + "-symbol.json", prefix + "-0000.params"
+    block = _data_block(graph_symbol(sym_path))
+    try:
+        block.collect_params().load(params_path, ctx=ctx or mx.cpu(), cast_dtype=True,
+                                    dtype_source="saved")
+    except (AssertionError, mx.base.MXNetError, RuntimeError, ValueError):
+        raise ValueError("%s does not fit %s (truncated or from another export?); export it "
+                         "again" % (params_path, sym_path)) from None
+    return block
+
+
 def symbol_block(sym, args, auxs, ctx=None):
     """A ``gluon.SymbolBlock`` (input ``data``) holding ``sym`` with its parameters loaded."""
     ctx = ctx or mx.cpu()

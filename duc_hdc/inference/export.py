@@ -88,16 +88,27 @@ def export_prefix(out, name):
 
     A path ending with ``/`` or naming an existing folder is a folder: ``out/name``. Otherwise
     ``out`` is the prefix itself (a trailing ``-symbol.json`` / ``-0000.params`` is cut off).
+    A prefix where ``PREFIX.params`` exists is refused: ``PREFIX.json`` is those weights'
+    settings file (a run folder's ``final``).
     """
     out = str(out)
     if not out.strip():
         raise ValueError("--out: give a prefix (DIR/NAME) or a folder (DIR/), got %r" % out)
     if out.endswith(("/", os.sep)) or os.path.isdir(out):
-        return os.path.join(out, name), "folder"
-    for suffix in ("-symbol.json", "-0000.params", ".onnx"):
-        if out.endswith(suffix):
-            return out[:-len(suffix)], "prefix"
-    return out, "prefix"
+        prefix, out_is = os.path.join(out, name), "folder"
+    else:
+        prefix, out_is = out, "prefix"
+        for suffix in ("-symbol.json", "-0000.params", ".onnx"):
+            if out.endswith(suffix):
+                prefix = out[:-len(suffix)]
+                break
+    if os.path.isfile(prefix + ".params"):  # training's final/best, a checkpoint, converted
+        raise ValueError(  # weights: PREFIX.json is their settings file, the export's would
+            # replace it and leave the weights unloadable
+            "--out %s: %s.json is the settings file of %s.params (trained weights), which the "
+            "export's own %s.json would replace; give another prefix or folder (e.g. --out "
+            "%s_export)" % (out, prefix, prefix, os.path.basename(prefix), prefix))
+    return prefix, out_is
 
 
 def _random_input(shape, seed=0):

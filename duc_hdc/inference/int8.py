@@ -18,8 +18,8 @@ import numpy as np
 
 from ..fileio import atomic_path
 from ..models.sidecar import retire_artifact, write_sidecar
-from .compiled import (InferenceNet, _attr_bool, _data_block, _network_config, mkldnn_available,
-                       symbol_block)
+from .compiled import (InferenceNet, _attr_bool, _network_config, load_graph_files,
+                       mkldnn_available, symbol_block)
 from .folding import inference_graph
 from .merging import merge_branch_taps, merging_enabled
 
@@ -237,10 +237,7 @@ def load_quantized(prefix, ctx=None):
     if doc.get("kind") != QUANTIZED_KIND or "model" not in doc:
         raise ValueError("%s is not a duc-hdc INT8 model sidecar (kind %r)"
                          % (side, doc.get("kind")))
-    block = _data_block(mx.sym.load(prefix + "-symbol.json"))
-    block.collect_params().load(prefix + "-0000.params", ctx=ctx or mx.cpu(), cast_dtype=True,
-                                dtype_source="saved")
-    qnet = InferenceNet(doc["model"], "int8", block)
+    qnet = InferenceNet(doc["model"], "int8", load_graph_files(prefix, ctx))
     qnet.quantization = doc.get("quantization", {})
     return qnet
 

@@ -27,7 +27,8 @@ from ..hub import zoo
 from ..models.network import DEFAULTS, MODEL_SPECS, build_model, model_names
 from ..models.network import resolve_settings as get_model_settings
 from ..models.sidecar import SidecarError, read_sidecar, sidecar_path
-from .compiled import InferenceNet, _data_block
+from .. import runtime
+from .compiled import InferenceNet, graph_symbol, load_graph_files
 from .export import BF16_EXPORT_KIND, EXPORT_KIND
 from .bf16 import BF16_KIND
 from .graphs import QUANTIZED_KIND, load_quantized
@@ -163,6 +164,10 @@ def artifact_prefix(path):
             path = path[:-len(suffix)]
             break
     if not os.path.isfile(path + "-symbol.json"):
+        if os.path.isfile(path + "-0000.params"):
+            raise FileNotFoundError("%s-symbol.json is missing: the export %s needs its graph "
+                                    "beside %s-0000.params (copy it too, or export again)"
+                                    % (path, path, path))
         return None
     if not os.path.isfile(path + ".json"):
         raise FileNotFoundError("%s-symbol.json has no sidecar %s.json with its model settings "
@@ -181,14 +186,13 @@ def _from_prefix(prefix, kind, ctx, head_padding):
     if kind == BF16_EXPORT_KIND:  # a compiled bf16 graph: runs as it is (MKLDNN fusion)
         doc = read_sidecar(prefix + ".json")
         _sidecar_settings(doc, prefix + ".json", compiled=True)
-        block = _data_block(mx.sym.load(prefix + "-symbol.json"))
-        try:
-            block.collect_params().load(prefix + "-0000.params", ctx=ctx, cast_dtype=True,
-                                        dtype_source="saved")
-        except (AssertionError, mx.base.MXNetError, RuntimeError, ValueError):
-            raise ValueError("%s-0000.params does not fit %s-symbol.json (truncated or from "
-                             "another export?)" % (prefix, prefix)) from None
-        return InferenceNet(doc["model"], BF16_KIND, block, backend="MKLDNN")
+        if runtime.bf16_support() is None:  # oneDNN would fail with "could not create a
+            # primitive descriptor iterator" at the first call
+            raise ValueError("%s is a bf16 export and %s; export the network again with "
+                             "--precision fp32 (or int8) for this CPU" % (
+                                 prefix, runtime.no_bf16_reason()))
+        return InferenceNet(doc["model"], BF16_KIND, load_graph_files(prefix, ctx),
+                            backend="MKLDNN")
     if kind == QUANTIZED_KIND:
         for suffix in ("-0000.params",):
             if not os.path.isfile(prefix + suffix):
@@ -198,6 +202,8 @@ def _from_prefix(prefix, kind, ctx, head_padding):
         return load_quantized(prefix, ctx)
     doc = read_sidecar(prefix + ".json")
     settings = _sidecar_settings(doc, prefix + ".json")
+    graph_symbol(prefix + "-symbol.json")  # the weights load into a rebuilt network, but the
+    # graph is what other consumers (SymbolBlock, Module, ONNX) read: a damaged one is named
     net = _build(settings, prefix + ".json", ctx, head_padding)
     return load_params_checked(net, prefix + "-0000.params", ctx, graph_names=True,
                                note=_defaults_note(settings, prefix + ".json"))
@@ -220,6 +226,34 @@ def _from_params_file(path, ctx, head_padding):
     settings = _sidecar_settings(doc, side)
     net = _build(settings, side, ctx, head_padding)
     return load_params_checked(net, path, ctx, note=_defaults_note(settings, side))
+
+
+def _refuse_other_files(path):
+    """ValueError for a file that is none of the models :func:`load` takes but that users pass
+    as one (the settings file beside the weights, an ONNX file, a recipe), saying what to pass
+    instead; None for anything else (a weights file under any name is tried)."""
+    base, ext = os.path.splitext(path)
+    ext = ext.lower()
+    if ext == ".json":
+        if os.path.isfile(base + ".params"):
+            raise ValueError("%s is the settings file of %s (the weights): pass --model %s"
+                             % (path, base + ".params", base + ".params"))
+        if os.path.isfile(base + "-symbol.json"):
+            raise ValueError("%s is the settings file of the export %s: pass --model %s"
+                             % (path, base, base))
+        raise ValueError("%s is a JSON file, not a model: --model takes FILE.params (its "
+                         "FILE.json beside it), an export PREFIX, a model or a zoo name" % path)
+    if ext == ".onnx":
+        if os.path.isfile(base + "-symbol.json"):
+            raise ValueError("%s is the ONNX file of the export %s, for ONNX Runtime or "
+                             "OpenVINO; duc-hdc runs the export's MXNet files: pass --model %s"
+                             % (path, base, base))
+        raise ValueError("%s is an ONNX file: duc-hdc does not run ONNX graphs (run it in ONNX "
+                         "Runtime); the ONNX zoo's ResNet-101-DUC converts to duc-hdc weights "
+                         "with: duc-hdc convert onnx --onnx %s --classes 19 --out DIR/" % (path, path))
+    if ext in (".yaml", ".yml"):
+        raise ValueError("%s is a recipe, not weights: pass --config %s --params FILE.params"
+                         % (path, path))
 
 
 def _own_settings(net, overrides, source):
@@ -316,6 +350,7 @@ def load(model=None, params=None, config=None, ctx=None, classes=None, overrides
         return _own_settings(_from_prefix(prefix[0], prefix[1], ctx, head_padding), overrides,
                              model)
     if os.path.isfile(model) or model.endswith(".params"):
+        _refuse_other_files(model)
         return _own_settings(_from_params_file(model, ctx, head_padding), overrides, model)
     if model in zoo.MODELS or model in MODEL_SPECS:
         return _from_zoo(model, root, base_url, ctx, head_padding, overrides)
