@@ -6,6 +6,7 @@ Every key is declared in :data:`SCHEMA` with its type (and choices where they ar
 unknown key or a wrong type stops with a message naming the key and what would be right.
 """
 import copy
+import json
 import os
 import re
 
@@ -389,6 +390,23 @@ def _flat(cfg):
     return out
 
 
+#: recipe keys that name files: a new run saves them absolute (:func:`absolute_paths`), so that
+#: it resumes from any folder
+PATH_KEYS = ("data.train_rec", "data.val_rec", "model.init_params", "model.backbone_params")
+
+
+def absolute_paths(cfg):
+    """A copy of ``cfg`` with the files of :data:`PATH_KEYS` as absolute paths (relative to
+    the current folder, ``~`` expanded)."""
+    out = copy.deepcopy(cfg)
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        value = (out.get(section) or {}).get(name)
+        if isinstance(value, str) and value:
+            out[section][name] = os.path.abspath(os.path.expanduser(value))
+    return out
+
+
 def resume_config(saved, cfg=None, overrides=None, init_params_hint=None):
     """The config a resumed run continues under, and the keys changed from the saved one.
 
@@ -405,6 +423,8 @@ def resume_config(saved, cfg=None, overrides=None, init_params_hint=None):
     merged = copy.deepcopy(saved)
     if cfg is not None:
         validate(copy.deepcopy(cfg), source="the recipe given with --resume")
+        if _flat(saved).get("data.train_rec", "").startswith(os.sep):  # saved absolute: the
+            cfg = absolute_paths(cfg)  # recipe's relative paths are relative to this folder
         new = _flat(cfg)
         old = _flat(saved)
         for key in RESUME_KEYS:
@@ -420,6 +440,8 @@ def resume_config(saved, cfg=None, overrides=None, init_params_hint=None):
             key = ".".join(path)
             before = _flat(merged).get(key)
             merged = apply_overrides(merged, [text])
+            if key in PATH_KEYS and isinstance(before, str) and before.startswith(os.sep):
+                merged = absolute_paths(merged)  # as the run saved it
             after = _flat(merged).get(key)
             if key != "train.out_dir" and key not in RESUME_KEYS and _norm(after) != _norm(before):
                 _refuse_resume(key, before, after, init_params_hint)
@@ -428,6 +450,13 @@ def resume_config(saved, cfg=None, overrides=None, init_params_hint=None):
     old = _flat(saved)
     changed = [(k, old[k], v) for k, v in _flat(merged).items() if _norm(v) != _norm(old[k])]
     return merged, changed
+
+
+def config_differences(first, second, skip=()):
+    """``[(key, first's value, second's value)]`` for every ``section.key`` of the schema
+    whose values differ (tuples and lists alike), but the keys in ``skip``."""
+    a, b = (json.loads(json.dumps(_flat(c), default=list)) for c in (first, second))
+    return [(k, a[k], b.get(k)) for k in a if k not in skip and a[k] != b.get(k)]
 
 
 def _norm(value):

@@ -154,4 +154,4 @@ def main(argv=None):
         if args.verbose:            # traceback of wherever the main thread was
             raise
         print("interrupted%s" % (": %s" % e if str(e) else ""), file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM

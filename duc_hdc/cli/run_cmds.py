@@ -1,11 +1,13 @@
 """Commands that train: train, launch."""
 import argparse
 import shlex
+import signal
 import sys
 
 import duc_hdc
 
 from ..config import RESUME_KEYS
+from ..training.stops import Stopped
 from . import options
 
 
@@ -34,10 +36,12 @@ def cmd_train(args):
         summary = duc_hdc.train(cfg, ctx=ctx, resume=args.resume,
                                 overrides=overrides if cfg is None else None,
                                 progress=options.progress(args), overwrite=args.overwrite)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt("training of %s stopped; `duc-hdc train --resume %s` continues "
-                                "it from its last checkpoint (if it wrote one)"
-                                % (run_dir, run_dir)) from None
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        raise Stopped(signum, "training of %s stopped%s; `duc-hdc train --resume %s` continues "
+                      "it from its last checkpoint (if it wrote one)"
+                      % (run_dir, "" if signum == signal.SIGINT else
+                         " (%s)" % signal.Signals(signum).name, run_dir)) from None
     if summary.get("rank", 0) != 0:  # a worker of a launched job: rank 0 writes final.params
         print("worker %d of %d done (%d iterations)" % (summary["rank"], summary["num_workers"],
                                                         summary["iterations"]))

@@ -2,12 +2,12 @@
 import logging
 import os
 
-import mxnet as mx
 import numpy as np
 
 from .. import runtime
 from ..config import ConfigError, model_overrides
 from ..devices import contexts
+from ..fileio import read_params
 from ..models.duc import merging_enabled
 from ..models.network import get_model
 
@@ -61,6 +61,53 @@ def training_merge(cfg, ctx):
             and amp_target_dtype(cfg["train"]["amp"], ctx) is None)
 
 
+def _load_init_params(net, path, ctx):
+    """``model.init_params``: start from trained weights (fine-tuning). The backbone must fit;
+    a head of other classes or cell width is left as initialized, with a warning (fine-tuning
+    to another dataset), as mmsegmentation's ``load_from`` skips size mismatches. Anything else
+    raises one ConfigError naming the file, the parameter and both shapes."""
+    key = "model.init_params: %s" % path
+    if os.path.isdir(path):
+        raise ConfigError("%s is a folder; give a .params file (a run's final.params or best."
+                          "params, or a checkpoint's ckpt-N.params)" % key)
+    if not os.path.exists(path):
+        raise ConfigError("%s not found" % key)
+    try:
+        loaded = read_params(path)
+    except ValueError as e:
+        raise ConfigError("model.init_params: %s" % e) from None
+    params = net._collect_params_with_prefix()
+    missing = [name for name in params if name not in loaded]
+    extra = [name for name in loaded if name not in params]
+    if missing or extra:
+        raise ConfigError("%s does not fit the network: %s (another depth, variant or head? "
+                          "%d missing, %d extra)" % (
+                              key, ("parameter %s is not in the file" % missing[0]) if missing
+                              else ("the file's %s is no parameter of it" % extra[0]),
+                              len(missing), len(extra)))
+    differ = [(name, tuple(loaded[name].shape), tuple(param.shape))
+              for name, param in params.items() if tuple(loaded[name].shape) != param.shape]
+    body = [d for d in differ if not d[0].startswith("head.")]
+    if body:
+        name, saved, want = body[0]
+        raise ConfigError("%s does not fit the network: %s has shape %s in the file, the network "
+                          "needs %s (another base_width or depth?)" % (key, name, saved, want))
+    bad = [name for name, array in loaded.items() if not np.isfinite(array.asnumpy()).all()]
+    if bad:
+        raise ConfigError("%s holds non-finite values (NaN or inf) in %s (%d arrays): the "
+                          "weights are damaged; not training from them" % (key, bad[0], len(bad)))
+    ctxs = ctx if isinstance(ctx, (list, tuple)) else [ctx]
+    for name, param in params.items():
+        if name not in dict((d[0], d) for d in differ):
+            param.set_data(loaded[name].as_in_context(ctxs[0]))
+    if differ:
+        name, saved, want = differ[0]
+        log.warning("%s: the head starts anew (%d arrays of other shapes, e.g. %s: %s in the "
+                    "file, %s here: other classes or cell_width); the backbone is loaded: "
+                    "fine-tuning", key, len(differ), name, saved, want)
+    log.info("network initialized from %s", path)
+
+
 def build_network(cfg, ctx, backbone_weights=None):
     """The network of ``cfg['model']``, initialized as the recipe says (``backbone_weights``:
     see :func:`duc_hdc.training.trainer.train`)."""
@@ -69,21 +116,7 @@ def build_network(cfg, ctx, backbone_weights=None):
     net = get_model(model_cfg["name"], ctx=ctx, head_padding=False,
                     head_merge=training_merge(cfg, ctx), **model_overrides(cfg))
     if model_cfg["init_params"]:
-        if not os.path.exists(model_cfg["init_params"]):
-            raise ConfigError("model.init_params: %s not found" % model_cfg["init_params"])
-        try:
-            net.load_parameters(model_cfg["init_params"], ctx=ctx)
-        except mx.base.MXNetError as e:
-            raise ConfigError("model.init_params: %s is not a complete parameter file of this "
-                              "network (%s)" % (model_cfg["init_params"],
-                                                str(e).strip().splitlines()[0])) from None
-        bad = [name for name, p in net._collect_params_with_prefix().items()
-               if not np.isfinite(p.data(ctx[0] if isinstance(ctx, list) else ctx)
-                                  .asnumpy()).all()]
-        if bad:
-            raise ConfigError("model.init_params: %s holds non-finite values (NaN or inf) in %s "
-                              "(%d arrays): the weights are damaged; not training from them"
-                              % (model_cfg["init_params"], bad[0], len(bad)))
+        _load_init_params(net, model_cfg["init_params"], ctx)
         log.info("network initialized from %s", model_cfg["init_params"])
     else:
         _load_backbone(net, model_cfg, ctx, backbone_weights)

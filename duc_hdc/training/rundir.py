@@ -5,14 +5,18 @@ replace it; then, once everything else has been checked, :func:`clear_run` remov
 run's files (and only those: a user's own files in the folder stay), so no mix of two runs
 remains.
 """
+import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
+import tempfile
 
+import portalocker
 import yaml
 
-from ..config import ConfigError
+from ..config import RESUME_KEYS, ConfigError, config_differences
 
 #: files a run writes at the top of its folder (checkpoints/ and the report/ folder apart)
 RUN_FILES = ("config.yaml", "train.log", "metrics.jsonl", "final.params", "final.json",
@@ -102,3 +106,95 @@ def clear_run(run_dir):
     report = _run_report(run_dir)
     if report:
         shutil.rmtree(report)
+
+
+# ------------------------------------------------------------------------------ one writer
+#: where the run locks live: one file per run folder (named by its real path's hash), outside
+#: the folder, so that a new run's folder is not created before its checks pass
+LOCK_DIR = os.path.join(tempfile.gettempdir(), "duc-hdc-run-locks")
+
+
+class RunInUse(ConfigError):
+    """Another process trains into the run folder."""
+
+
+def _lock_file(run_dir):
+    real = os.path.realpath(run_dir)
+    return os.path.join(LOCK_DIR, hashlib.sha1(real.encode("utf-8")).hexdigest()[:20] + ".lock")
+
+
+@contextlib.contextmanager
+def run_lock(run_dir):
+    """Hold ``run_dir`` for one training process: a second ``train`` (a new run with
+    ``--overwrite``, or ``--resume``) into it is refused with :class:`RunInUse` naming the
+    holder's pid, instead of deleting or interleaving the live run's files. The lock is the
+    kernel's (``portalocker``: flock), so a killed holder frees it at once. Local processes
+    only: the workers of one distributed job share their folder and do not take it."""
+    os.makedirs(LOCK_DIR, exist_ok=True)
+    path = _lock_file(run_dir)
+    handle = open(path, "a+")
+    try:
+        portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+    except portalocker.exceptions.LockException:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RunInUse("train.out_dir %s is in use by another training process (pid %s); "
+                       "nothing was changed: wait for it to finish or stop it, or choose "
+                       "another train.out_dir" % (run_dir, holder)) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write("%d\n" % os.getpid())
+        handle.flush()
+        yield
+    finally:
+        portalocker.unlock(handle)
+        handle.close()
+
+
+#: a temporary file of :func:`duc_hdc.fileio.temp_path` (``.NAME.tmpPID-THREAD...``)
+_TEMP = re.compile(r"^\..+\.tmp\d+-\d+")
+
+
+def remove_stale_temps(run_dir):
+    """Remove what writes a kill stopped left in the run folder and its checkpoints (hidden
+    ``.NAME.tmpPID-THREAD`` files, up to a checkpoint's size each). Called with the run lock
+    held, so no writer of this run is alive. Returns the removed paths."""
+    removed = []
+    for folder in (run_dir, os.path.join(run_dir, "checkpoints")):
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if _TEMP.match(name) and os.path.isfile(path):
+                os.remove(path)
+                removed.append(path)
+    return removed
+
+
+def check_checkpoint_of_run(run_dir, stem, saved_config):
+    """Refuse to resume from checkpoint ``stem`` when its recipe is not the run's own
+    (``run_dir/config.yaml``; the keys a resume may change apart): a checkpoint copied in from
+    another run would otherwise be trained on, and the run's config and history replaced; a
+    hand edit of config.yaml would be silently reverted."""
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            own = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return  # unreadable: the checkpoint's own config is authoritative (it is verified)
+    if not isinstance(own, dict):
+        return
+    differ = config_differences(saved_config, own, skip=RESUME_KEYS + ("train.out_dir",))
+    if differ:
+        key, theirs, ours = differ[0]
+        raise ConfigError(
+            "--resume %s: checkpoint %s does not belong to this run's config.yaml: %s is %r in "
+            "the checkpoint, %r in config.yaml; nothing was changed. A checkpoint copied from "
+            "another run: remove it, or start a new run from its weights (--set "
+            "model.init_params=%s.params). config.yaml edited by hand: it is the run's record, "
+            "not an input; restore it and give changes with --set, which a resume checks"
+            % (run_dir, os.path.basename(stem), key, theirs, ours, stem))

@@ -21,6 +21,7 @@ newest intact one used). Nothing non-finite is written or trained from. Checkpoi
 :mod:`.checkpoints`, the loss in :mod:`.loss`, schedules in :mod:`.schedule`, what a run is
 built from in :mod:`.build`, its log / metrics / curves in :mod:`.runlog`.
 """
+import contextlib
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from ..config import ConfigError, resume_config, save_config
+from ..config import ConfigError, absolute_paths, resume_config, save_config
 from ..fileio import atomic_path
 from ..models.sidecar import write_sidecar
 from .build import amp_target_dtype, build_network, build_transform, parse_devices
@@ -42,8 +43,10 @@ from .errors import TrainingError
 from .loss import SegmentationLoss
 from .runlog import append_jsonl as _append_jsonl
 from .runlog import plot_curves, progress_bar as _progress_bar, truncate_metrics
-from .rundir import check_new_run_dir, clear_run, run_contents
+from .rundir import (check_checkpoint_of_run, check_new_run_dir, clear_run, remove_stale_temps,
+                     run_contents, run_lock)
 from .schedule import learning_rate
+from .stops import deferred_stops
 
 __all__ = ["train", "resumed_config", "parse_devices", "build_network", "build_transform", "plot_curves",
            "Checkpointer", "TrainingError", "SegmentationLoss", "learning_rate",
@@ -116,18 +119,23 @@ def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=N
     if resume and overwrite:
         raise ConfigError("--resume continues the run in %s, --overwrite deletes it and starts "
                           "a new one: give one of them" % resume)
-    run_dir = resume or cfg["train"]["out_dir"]
     if not resume:
-        check_new_run_dir(run_dir, overwrite)
-    # train.log, or train.rank<N>.log, written once the run starts (a resumed run's too: a
-    # refused resume leaves its log as it was)
-    handler = dist.rank_log_handler(run_dir, deferred=True)
-    try:
-        return _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_for,
-                      overwrite, backbone_weights)
-    finally:
-        logging.getLogger("duc_hdc").removeHandler(handler)
-        handler.close()
+        cfg = absolute_paths(cfg)  # saved so: the run resumes from any folder
+    run_dir = resume or cfg["train"]["out_dir"]
+    # one training process per run folder (a distributed job's workers share theirs)
+    with (contextlib.nullcontext() if os.environ.get("DMLC_ROLE") else run_lock(run_dir)):
+        if not resume:
+            check_new_run_dir(run_dir, overwrite)
+        # train.log, or train.rank<N>.log, written once the run starts (a resumed run's too: a
+        # refused resume leaves its log as it was)
+        handler = dist.rank_log_handler(run_dir, deferred=True)
+        try:
+            with deferred_stops() as stop_check:
+                return _train(cfg, ctx, run_dir, resume, progress, validator, overrides,
+                              validator_for, overwrite, backbone_weights, stop_check)
+        finally:
+            logging.getLogger("duc_hdc").removeHandler(handler)
+            handler.close()
 
 
 def _resume_point(cfg, ctx, run_dir, overrides):
@@ -141,6 +149,7 @@ def _resume_point(cfg, ctx, run_dir, overrides):
     if stem is None:
         raise TrainingError("--resume %s: no checkpoint found in %s"
                             % (run_dir, os.path.join(run_dir, "checkpoints")))
+    check_checkpoint_of_run(run_dir, stem, saved["config"])
     merged, changed = resume_config(saved["config"], cfg, overrides,
                                     init_params_hint=stem + ".params")
     for key, old, new in changed:
@@ -178,7 +187,7 @@ def _build_trainer(net, train_cfg, kvstore, num_workers, num_devices, schedule, 
 
 
 def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_for=None,
-           overwrite=False, backbone_weights=None):
+           overwrite=False, backbone_weights=None, stop_check=lambda: None):
     from ..data import SegRecordDataset
     from ..data.loader import build_train_loader, epoch_indices
 
@@ -193,9 +202,9 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
     train_cfg, data_cfg = cfg["train"], cfg["data"]
     amp_dtype = amp_target_dtype(train_cfg["amp"], ctx)
     dist.check_launch_env(train_cfg["kvstore"])
-    base = SegRecordDataset(data_cfg["train_rec"])
-    if validator is not None and data_cfg["val_rec"]:
-        SegRecordDataset(data_cfg["val_rec"])  # opened now, not at the first epoch's end
+    base = _open_rec(SegRecordDataset, "data.train_rec", data_cfg["train_rec"], resume)
+    if validator is not None and data_cfg["val_rec"]:  # opened now, not at the first epoch's end
+        _open_rec(SegRecordDataset, "data.val_rec", data_cfg["val_rec"], resume)
     if amp_dtype:
         from mxnet.contrib import amp
 
@@ -237,6 +246,17 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
         dist.load_trainer_states(trainer, stem + ".states", state["iteration"])
         log.info("resumed from %s: epoch %d, batch %d, iteration %d", stem, state["epoch"],
                  state["batch"], state["iteration"])
+    total_iters = schedule_iters
+    if train_cfg["max_iters"]:
+        total_iters = min(total_iters, train_cfg["max_iters"])
+    if resume and state["iteration"] > total_iters:  # it would rewrite final.params and the
+        # saved config with a limit the run is already past (at the limit: nothing to train)
+        raise TrainingError(
+            "--resume %s: the run is at iteration %d, past what train.epochs=%d (%d iterations) "
+            "with train.max_iters=%s allow (%d): nothing was changed; to continue it, raise "
+            "train.epochs or train.max_iters (--set)"
+            % (run_dir, state["iteration"], train_cfg["epochs"], schedule_iters,
+               train_cfg["max_iters"], total_iters))
     # --- the run starts: its folder, log and config
     _start_run(run_dir, cfg, resume, overwrite, rank, kvstore, num_workers)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
@@ -251,9 +271,6 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
         dist.synchronize_start(net, trainer, kvstore, num_workers,
                                lambda n: params_checksum(n, trainable_only=True))
 
-    total_iters = schedule_iters
-    if train_cfg["max_iters"]:
-        total_iters = min(total_iters, train_cfg["max_iters"])
     transform = build_transform(cfg, net)
     log.info("training %s on %s: %d iterations (%d per epoch), batch %d per worker, %d "
              "worker(s), kvstore %s", cfg["name"], ",".join(map(str, ctx)), total_iters,
@@ -269,6 +286,7 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
         loader = build_train_loader(base, batch_size, transform, data_cfg["num_workers"],
                                     train_cfg["seed"], epoch, shard, start_batch=state["batch"])
         for data, label in _batches(loader, state, run_dir, lambda: last_ckpt):
+            stop_check()  # a Ctrl-C or SIGTERM since the last step: stop here, between steps
             if state["iteration"] >= total_iters or state["batch"] >= iters_per_epoch:
                 break
             lr = learning_rate(state["iteration"], train_cfg, iters_per_epoch, schedule_iters)
@@ -316,6 +334,7 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
                 _validate_and_keep_best(net, cfg, ctx, state, run_dir, metrics_path, progress,
                                         validator)
             last_ckpt = _checkpoint(run, state, last_ckpt) or last_ckpt
+        stop_check()
     if bar is not None:
         bar.close()
     if state["batch"]:  # stopped mid-epoch (max_iters): keep that position too
@@ -340,6 +359,19 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
                 last_checkpoint=last_ckpt)
 
 
+def _open_rec(dataset, key, path, resume):
+    """``dataset(path)``; a missing file is named with its recipe ``key`` (and, for a resumed
+    run that saved it relative, the folder it is relative to)."""
+    from ..data.recordio import RecordFileError
+
+    try:
+        return dataset(path)
+    except RecordFileError as e:
+        where = (" (the run saved it relative to the folder it was started in: resume from "
+                 "there)" if resume and not os.path.isabs(path) else "")
+        raise RecordFileError("%s: %s%s" % (key, e, where)) from None
+
+
 def _start_run(run_dir, cfg, resume, overwrite, rank, kvstore, num_workers):
     """Every check passed: make the run folder (a new run with ``overwrite``: rank 0 deletes
     the old run first, and every worker waits for that), open the log, write config.yaml."""
@@ -352,6 +384,10 @@ def _start_run(run_dir, cfg, resume, overwrite, rank, kvstore, num_workers):
     os.makedirs(run_dir, exist_ok=True)
     dist.start_log()
     if rank == 0:
+        removed = remove_stale_temps(run_dir)
+        if removed:
+            log.info("removed %d temporary file(s) of writes an earlier stop cut short: %s",
+                     len(removed), ", ".join(os.path.basename(p) for p in removed))
         save_config(cfg, os.path.join(run_dir, "config.yaml"))
 
 
