@@ -232,11 +232,25 @@ def test_cli_evaluate_errors(cityscapes, tmp_path, capsys):
     assert "duc_hdc_resnet101_cityscapes" in capsys.readouterr().err
 
 
-def test_cli_evaluate_warns_when_the_dataset_has_other_classes(cityscapes, capsys, caplog):
-    """A 19-class model evaluated as --dataset voc (21 classes) ran without a word before."""
+def test_cli_evaluate_warns_when_the_dataset_has_other_classes(cityscapes, capsys, caplog,
+                                                              tmp_path):
+    """A 19-class model evaluated as --dataset voc (21 classes) ran without a word before; on
+    records that name their dataset (Cityscapes) it is now refused, elsewhere warned."""
     rc = cli.main(["evaluate", "--params", cityscapes["params"], "--rec", cityscapes["rec"],
                    "--dataset", "voc", "--limit", "1", "--no-progress"])
-    assert rc == 0
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--dataset voc" in err and "cityscapes records" in err, err
+    # records that do not name their dataset (written by other tools): a warning
+    from duc_hdc.data.recordio import RecordWriter, encode_label
+
+    img, lab, _ = SegRecordDataset(cityscapes["rec"]).sample(0)
+    anonymous = str(tmp_path / "anonymous")
+    with RecordWriter(anonymous) as writer:
+        writer.write(cv2.imencode(".png", img[:, :, ::-1])[1].tobytes(), encode_label(lab),
+                     dict(name="scene"))
+    assert cli.main(["evaluate", "--params", cityscapes["params"], "--rec", anonymous + ".rec",
+                     "--dataset", "voc", "--no-progress"]) == 0
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("predicts 19 classes but voc has 21" in m for m in warned), warned
     caplog.clear()

@@ -76,7 +76,7 @@ def _inference_options(s):
     g.add_argument("--crop-size", type=options.size, help="sliding window H,W (multiples of 8)")
     g.add_argument("--stride", type=options.size, help="sliding window step S or H,W "
                                                        "(default 2/3 of the crop)")
-    g.add_argument("--scales", type=options.positive_floats, default=[1.0],
+    g.add_argument("--scales", type=options.scales, default=[1.0],
                    help="image scales, e.g. 0.75,1.0,1.25 (softmax averaged)")
     g.add_argument("--flip", action="store_true", help="also average the mirrored image")
     g.add_argument("--batch-size", type=options.positive_int, default=1,

@@ -62,6 +62,24 @@ def positive_floats(text):
     return values
 
 
+#: the image scales ``--scales`` accepts: factors of the image size (the release's multi-scale
+#: test used 0.5 to 1.75); outside this range a mistake (75 for 0.75) would resize a 1024x2048
+#: image to tens of thousands of pixels a side and exhaust memory
+SCALE_RANGE = (0.05, 4.0)
+
+
+def scales(text):
+    """``--scales``: comma-separated finite factors within :data:`SCALE_RANGE`."""
+    values = positive_floats(text)
+    low, high = SCALE_RANGE
+    bad = [v for v in values if not (low <= v <= high)]  # nan and inf fail both
+    if bad:
+        raise argparse.ArgumentTypeError(
+            "%r: scales are factors of the image size between %g and %g, such as "
+            "0.75,1.0,1.25 (not percent), got %g" % (text, low, high, bad[0]))
+    return values
+
+
 def size(text):
     values = ints(text, "SIZE")
     if len(values) == 1:

@@ -16,6 +16,7 @@ Metrics follow the official Cityscapes evaluation (see :mod:`duc_hdc.evaluation.
 ``save_dir/metrics.json``
     :meth:`SegmentationMetric.to_dict` plus the inference settings, model and image count.
 """
+import json
 import logging
 import math
 import os
@@ -198,6 +199,87 @@ def _open_dataset(rec=None, root=None, split="val", dataset_name="cityscapes"):
                      "(or a config whose data.val_rec is set)")
 
 
+def _input_files(paths):
+    """The files a command reads for ``paths`` (weights, artifacts, records): each, its
+    sidecar, an export prefix's three files, a ``.rec``'s ``.idx``."""
+    found = []
+    for path in paths:
+        if not path:
+            continue
+        path = str(path)
+        base = path[:-len(".params")] if path.endswith(".params") else path
+        for candidate in (path, base + ".json", path + "-symbol.json", path + "-0000.params",
+                          path + ".json", os.path.splitext(path)[0] + ".idx"):
+            if os.path.isfile(candidate):
+                found.append(candidate)
+    return found
+
+
+def check_metrics_path(path, inputs=()):
+    """Refuse, before evaluating, a metrics JSON path that cannot be written or whose file is
+    not an earlier evaluation's metrics: one of the command's ``inputs`` (its weights, their
+    settings, the records) or any other file. ValueError naming ``--out-json``."""
+    path = str(path)
+    if os.path.isdir(path):
+        raise ValueError("--out-json %s is a folder; give a file path such as %s"
+                         % (path, os.path.join(path, "metrics.json")))
+    head = os.path.dirname(os.path.abspath(path))
+    while head and not os.path.exists(head):
+        head = os.path.dirname(head)
+    if head and not os.path.isdir(head):
+        raise ValueError("--out-json %s: %s is a file, not a folder" % (path, head))
+    if not os.path.exists(path):
+        return
+    for used in _input_files(inputs):
+        if os.path.samefile(used, path):
+            raise ValueError("--out-json %s is an input of this evaluation (%s); writing the "
+                             "metrics there would destroy it: give another path" % (path, used))
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+        earlier = isinstance(doc, dict) and "mean_iou" in doc and "dataset" in doc
+    except (OSError, UnicodeDecodeError, ValueError):
+        earlier = False
+    if not earlier:
+        raise ValueError("--out-json %s exists and is not the metrics of an earlier evaluate; "
+                         "nothing was written: give another path or remove it" % path)
+
+
+def _dataset_of(given, rec, weights):
+    """The dataset whose labels the evaluation reads: ``given`` (--dataset or the recipe's),
+    else the records' own (each record names it), else the model's (its sidecar), else
+    Cityscapes. Records of one dataset with a model or ``--dataset`` of another are refused:
+    the class ids would be compared across label tables (a user scored KITTI's road/background
+    labels as Cityscapes' road/sidewalk, mIoU 0.01, without a word)."""
+    records = None
+    if rec and os.path.isfile(str(rec)):
+        try:
+            dataset = SegRecordDataset(rec)
+            records = dataset.meta(0).get("dataset") if len(dataset) else None
+        except (OSError, ValueError):
+            records = None  # opening it later names what is wrong
+    trained = None
+    if weights:
+        from ..models.sidecar import SidecarError, read_sidecar, sidecar_path
+
+        for side in (sidecar_path(weights), weights[:-len("-0000.params")] + ".json"
+                     if weights.endswith("-0000.params") else None):
+            if side and os.path.isfile(side):
+                try:
+                    trained = read_sidecar(side).get("dataset")
+                except SidecarError:
+                    trained = None
+                break
+    if records and trained and records != trained:
+        raise ValueError("%s holds %s records, the model %s was trained on %s: its classes are "
+                         "not the labels' classes; evaluate a %s model on them"
+                         % (rec, records, weights, trained, records))
+    if given and records and given != records:
+        raise ValueError("--dataset %s, but %s holds %s records; drop --dataset (the records "
+                         "name their dataset)" % (given, rec, records))
+    return given or records or trained or "cityscapes"
+
+
 def _weights_file(model, params):
     """The weights file a model was loaded from, when it is a local file."""
     for path in (params, model, model and "%s-0000.params" % model):
@@ -251,7 +333,11 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
         cfg = load_config(config)
         rec = rec or (None if root else cfg["data"].get("val_rec"))
         dataset_name = dataset_name or cfg["data"]["dataset"]
-    dataset_name = dataset_name or "cityscapes"
+    if out_json is None and save_dir is not None:
+        out_json = os.path.join(save_dir, "metrics.json")
+    if out_json:  # before the (long) evaluation, and before an earlier file is removed below
+        check_metrics_path(out_json, [params, model, rec])
+    dataset_name = _dataset_of(dataset_name, rec, _weights_file(model, params))
     table = get_table(dataset_name)
     if table.num_classes != segmenter.classes:
         log.warning("the model predicts %d classes but %s has %d: per-class rows are numbered, "
@@ -259,8 +345,6 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
                     "was trained on)", segmenter.classes, dataset_name, table.num_classes,
                     dataset_name)
     dataset = _open_dataset(rec, root, split, dataset_name)
-    if out_json is None and save_dir is not None:
-        out_json = os.path.join(save_dir, "metrics.json")
     if out_json and os.path.isfile(out_json):
         # the metrics of an earlier evaluation would describe a folder this one is rewriting:
         # if it stops early, no metrics.json may present the mix as one complete evaluation
