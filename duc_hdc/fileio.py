@@ -74,6 +74,54 @@ def atomic_write(path, mode="w"):
             yield f
 
 
+class FileLocked(Exception):
+    """Another process holds the lock (:func:`exclusive_lock`); ``pid`` is the holder's."""
+
+    def __init__(self, path, pid):
+        super().__init__("%s is held by pid %s" % (path, pid))
+        self.path, self.pid = path, pid
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path, remove=True):
+    """Hold ``lock_path`` (``portalocker``: the kernel's flock, freed when its holder dies,
+    even by SIGKILL) or raise :class:`FileLocked` at once, naming the holder's pid, which the
+    file holds. With ``remove`` the file is deleted while still held; a process that locked a
+    file which is no longer at the path then locks the new one, so removal never lets two
+    holders in (as :func:`duc_hdc.hub.download.file_lock`, which waits instead)."""
+    import portalocker
+
+    while True:
+        handle = open(lock_path, "a+")
+        try:
+            portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+        except portalocker.exceptions.LockException:
+            handle.seek(0)
+            pid = handle.read().strip() or "unknown"
+            handle.close()
+            raise FileLocked(lock_path, pid) from None
+        try:
+            current = os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path))
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        portalocker.unlock(handle)
+        handle.close()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write("%d\n" % os.getpid())
+        handle.flush()
+        yield
+    finally:
+        if remove:
+            with contextlib.suppress(OSError):
+                os.remove(lock_path)
+        portalocker.unlock(handle)
+        handle.close()
+
+
 def temp_path(path, suffix=""):
     """The hidden temporary name beside ``path`` that a write lands under before its rename:
     process and thread in it, so two writers of one path never share one (``suffix``: for
@@ -148,10 +196,11 @@ def sha256sum(path):
     return digest.hexdigest()
 
 
-def read_jsonl(path):
+def read_jsonl(path, check=None):
     """The rows of a JSON-lines file (``metrics.jsonl``), and whether its last line was cut
     short (written by a process killed mid-line: no newline and not JSON; left out). Any other
-    line that is not JSON is a ``ValueError`` naming the file and the line."""
+    line that is not JSON, or that ``check(row)`` finds a problem with (it returns the words,
+    else None), is a ``ValueError`` naming the file and the line."""
     rows, cut = [], False
     with open(path) as f:
         lines = f.readlines()
@@ -159,12 +208,16 @@ def read_jsonl(path):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError as e:
             if n == len(lines) and not line.endswith("\n"):
                 cut = True
                 continue
             raise ValueError("%s line %d is not JSON: %s" % (path, n, e)) from None
+        problem = check(row) if check is not None else None
+        if problem:
+            raise ValueError("%s line %d: %s" % (path, n, problem))
+        rows.append(row)
     return rows, cut
 
 

@@ -1,7 +1,6 @@
 """evaluate as a new user runs it wrong: --out-json onto its own inputs, scales in percent, the
 records of one dataset scored with the model of another."""
 import json
-import os
 
 import cv2
 import numpy as np

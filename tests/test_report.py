@@ -337,7 +337,8 @@ def test_run_dir_without_metrics_is_named(tmp_path):
         report.write_run_report(str(tmp_path))
     assert "no such file" in _one_line(excinfo, tmp_path / "metrics.jsonl")
     assert not os.path.exists(tmp_path / "report")
-    (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "iteration": 1}\n{oops\n')
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "iteration": 1, "loss": 1.0}\n'
+                                          '{oops\n')
     with pytest.raises(report.ReportError) as excinfo:
         report.write_run_report(str(tmp_path))
     assert "line 2 is not JSON" in _one_line(excinfo, tmp_path / "metrics.jsonl")

@@ -1,8 +1,10 @@
 """Commands about data: ``duc-hdc data`` (datasets -> RecordIO, synthetic scenes) and ``demo``."""
 import argparse
 import os
+import signal
 import time
 
+from ..stops import Stopped
 from . import options
 
 _DOCS = {
@@ -98,8 +100,8 @@ def cmd_data(args):
         raise BadSampleError(err.path, "%s; nothing was written%s" % (
             err.reason, "" if args.skip_bad else
             " (use --skip-bad to convert the other files)")) from None
-    except KeyboardInterrupt:
-        raise SystemExit("interrupted: nothing was written")
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the command exits 130 or 143
+        raise Stopped(getattr(e, "signum", signal.SIGINT), "nothing was written") from None
     print(report.summary())
     return 0
 
@@ -107,6 +109,12 @@ def cmd_data(args):
 def cmd_synthetic(args):
     from ..demo.synthetic import make_synthetic_cityscapes
 
+    held = [d for d in ("leftImg8bit", "gtFine") if os.path.isdir(os.path.join(args.out, d))
+            and any(files for _, _, files in os.walk(os.path.join(args.out, d)))]
+    if held:  # scenes of another size or seed would mix with these (or with a real dataset)
+        raise ValueError("--out %s already holds a Cityscapes-layout dataset (%s); nothing was "
+                         "written: give an empty or new folder, or remove that one"
+                         % (args.out, ", ".join(d + "/" for d in held)))
     start = time.time()
     counts = make_synthetic_cityscapes(args.out, args.train, args.val, size=args.size,
                                        seed=args.seed, num_test=args.test,

@@ -7,7 +7,7 @@ import sys
 import duc_hdc
 
 from ..config import RESUME_KEYS
-from ..training.stops import Stopped
+from ..stops import Stopped
 from . import options
 
 

@@ -3,6 +3,7 @@ import logging
 import os
 import time
 
+from ..stops import quiet_worker, raised_stops
 from .recordio import (BadSampleError, ConversionReport, EmptySplitError, RecordWriter,
                        encode_image_jpeg, encode_label)
 from .sources import _sample_meta, cityscapes_samples, kitti_road_samples, load_sample, voc_samples
@@ -70,14 +71,14 @@ def convert_samples(samples, out_prefix, encoding="raw", quality=95, skip_bad=Fa
     if num_workers > 1:
         import multiprocessing
 
-        pool = multiprocessing.Pool(num_workers)
+        pool = multiprocessing.Pool(num_workers, initializer=quiet_worker)
         results = pool.imap(_safe_convert_one, jobs, chunksize=4)
     else:
         results = map(_safe_convert_one, jobs)
     bar = tqdm(results, total=len(jobs), desc=os.path.basename(out_prefix), unit="img",
                disable=not progress)
     try:
-        with RecordWriter(out_prefix) as writer:
+        with raised_stops(), RecordWriter(out_prefix) as writer:  # SIGTERM too removes .part
             for result in bar:
                 if isinstance(result, BadSampleError):
                     if not skip_bad:

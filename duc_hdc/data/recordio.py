@@ -26,7 +26,7 @@ import numpy as np
 
 from .decoder_messages import damage, decoder_messages
 
-from ..fileio import write_errors_named
+from ..fileio import FileLocked, exclusive_lock, write_errors_named
 
 logger = logging.getLogger(__name__)
 
@@ -285,10 +285,20 @@ class RecordWriter(object):
         self._record = self._lst = None
         self.closed = False
         self.count = 0
+        # one writer per prefix: a second conversion into it would truncate and interleave the
+        # first one's .part files (a .rec whose .idx points into another conversion's records)
+        self._lock = contextlib.ExitStack()
+        try:
+            self._lock.enter_context(exclusive_lock(prefix + ".lock"))
+        except FileLocked as e:
+            raise RecordFileError("%s is being written by another conversion (pid %s); nothing "
+                                  "was written: wait for it, or give another --out"
+                                  % (prefix, e.pid)) from None
         try:
             with write_errors_named(self.final[0], self.parts[0]):
                 self._record = recordio.MXIndexedRecordIO(self.parts[1], self.parts[0], "w")
-                self._lst = open(self.parts[2], "w")
+                # names as the file system has them (bytes that are no UTF-8 included)
+                self._lst = open(self.parts[2], "w", encoding="utf-8", errors="surrogateescape")
         except BaseException:
             self.abort()
             raise
@@ -320,6 +330,7 @@ class RecordWriter(object):
                                (self.final[1], self.final[0], self.final[2])):
             os.replace(part, final)
         self.closed = True
+        self._lock.close()
 
     def abort(self):
         """Close and delete the temporary files (a failing close, e.g. on the full disk that
@@ -334,6 +345,7 @@ class RecordWriter(object):
                 if os.path.exists(part):
                     os.remove(part)
             self.closed = True
+            self._lock.close()
 
     def __enter__(self):
         return self

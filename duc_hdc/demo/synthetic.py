@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from ..fileio import atomic_png
+from ..stops import quiet_worker
 from .scenes import USED_LABEL_IDS, render_scene
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ def make_synthetic_cityscapes(out_root, num_train=200, num_val=50, size=(256, 51
             bar.update()
     else:
         # 'spawn': the parent may hold MXNet's and OpenCV's thread pools, which fork would copy
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, initializer=quiet_worker) as pool:
             for _ in pool.imap_unordered(_write_scene, jobs, chunksize=4):
                 bar.update()
     bar.close()

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..data.labels import IGNORE_LABEL, colorize, get_table
 from ..fileio import atomic_json, atomic_write, read_jsonl, sha256sum
+from ..training.runlog import metrics_row_problem
 
 __all__ = ["ReportError", "ReportDirError", "prepare_report_dir", "protocol_text",
            "evaluation_facts", "error_map", "write_evaluation_report", "write_run_report"]
@@ -367,7 +368,7 @@ def _read_rows(path):
         raise ReportError("%s: no such file; a training run directory holds metrics.jsonl "
                           "(give the train.out_dir of a run)" % path)
     try:
-        rows, cut = read_jsonl(path)
+        rows, cut = read_jsonl(path, metrics_row_problem)
     except ValueError as e:
         raise ReportError(str(e)) from None
     if cut:

@@ -13,10 +13,10 @@ import re
 import shutil
 import tempfile
 
-import portalocker
 import yaml
 
 from ..config import RESUME_KEYS, ConfigError, config_differences
+from ..fileio import FileLocked, exclusive_lock
 
 #: files a run writes at the top of its folder (checkpoints/ and the report/ folder apart)
 RUN_FILES = ("config.yaml", "train.log", "metrics.jsonl", "final.params", "final.json",
@@ -128,29 +128,17 @@ def run_lock(run_dir):
     """Hold ``run_dir`` for one training process: a second ``train`` (a new run with
     ``--overwrite``, or ``--resume``) into it is refused with :class:`RunInUse` naming the
     holder's pid, instead of deleting or interleaving the live run's files. The lock is the
-    kernel's (``portalocker``: flock), so a killed holder frees it at once. Local processes
-    only: the workers of one distributed job share their folder and do not take it."""
+    kernel's (:func:`duc_hdc.fileio.exclusive_lock`), so a killed holder frees it at once.
+    Local processes only: the workers of one distributed job share their folder and do not
+    take it."""
     os.makedirs(LOCK_DIR, exist_ok=True)
-    path = _lock_file(run_dir)
-    handle = open(path, "a+")
     try:
-        portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
-    except portalocker.exceptions.LockException:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
+        with exclusive_lock(_lock_file(run_dir)):
+            yield
+    except FileLocked as e:
         raise RunInUse("train.out_dir %s is in use by another training process (pid %s); "
                        "nothing was changed: wait for it to finish or stop it, or choose "
-                       "another train.out_dir" % (run_dir, holder)) from None
-    try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write("%d\n" % os.getpid())
-        handle.flush()
-        yield
-    finally:
-        portalocker.unlock(handle)
-        handle.close()
+                       "another train.out_dir" % (run_dir, e.pid)) from None
 
 
 #: a temporary file of :func:`duc_hdc.fileio.temp_path` (``.NAME.tmpPID-THREAD...``)

@@ -72,6 +72,25 @@ def truncate_metrics(path, state):
     return dropped + broken
 
 
+#: what each kind of metrics.jsonl row must hold as numbers (what the curves and reports plot)
+ROW_NUMBERS = {"train": ("iteration", "loss"), "val": ("iteration", "mean_iou")}
+
+
+def metrics_row_problem(row):
+    """Why ``row`` of a metrics.jsonl is not one training writes (the words), or None: a JSON
+    object of a known ``kind`` with its numbers (:data:`ROW_NUMBERS`)."""
+    if not isinstance(row, dict):
+        return "expected a JSON object (a metrics row), got %s" % type(row).__name__
+    kind = row.get("kind")
+    if kind not in ROW_NUMBERS:
+        return "kind %r; a metrics row is one of %s" % (kind, ", ".join(sorted(ROW_NUMBERS)))
+    for key in ROW_NUMBERS[kind]:
+        value = row.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "%s row: %s is %r, a number was expected" % (kind, key, value)
+    return None
+
+
 def plot_curves(metrics_path, out_path):
     """Loss and validation mIoU against iterations, from metrics.jsonl."""
     import matplotlib
@@ -79,7 +98,7 @@ def plot_curves(metrics_path, out_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_jsonl(metrics_path)[0]  # a last line cut by a kill is left out
+    rows = read_jsonl(metrics_path, metrics_row_problem)[0]  # a line cut by a kill: left out
     train = [r for r in rows if r["kind"] == "train"]
     val = [r for r in rows if r["kind"] == "val"]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -46,7 +46,7 @@ from .runlog import plot_curves, progress_bar as _progress_bar, truncate_metrics
 from .rundir import (check_checkpoint_of_run, check_new_run_dir, clear_run, remove_stale_temps,
                      run_contents, run_lock)
 from .schedule import learning_rate
-from .stops import deferred_stops
+from ..stops import deferred_stops
 
 __all__ = ["train", "resumed_config", "parse_devices", "build_network", "build_transform", "plot_curves",
            "Checkpointer", "TrainingError", "SegmentationLoss", "learning_rate",

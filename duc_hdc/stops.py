@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM during training, taken where the run can stop cleanly.
+"""Ctrl-C and SIGTERM, taken where long work can stop cleanly (no duc_hdc imports).
 
 Python's default SIGINT handler raises ``KeyboardInterrupt`` wherever the main thread is. When
 that is a finalizer (MXNet's ``NDArrayBase.__del__``, run by the ``gc.collect()`` of gluon's
@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 
-__all__ = ["Stopped", "deferred_stops", "STOP_SIGNALS"]
+__all__ = ["Stopped", "deferred_stops", "raised_stops", "quiet_worker", "STOP_SIGNALS"]
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +66,33 @@ def deferred_stops():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def raised_stops():
+    """``with raised_stops():`` SIGTERM raises :class:`Stopped` in the main thread, as Ctrl-C
+    raises ``KeyboardInterrupt``, so that the block's cleanup runs (a conversion removes its
+    ``.part`` files, stops its worker processes) instead of the process dying with them left
+    behind. Main thread only; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def quiet_worker():
+    """Initializer of a worker process of a pool: Ctrl-C, which the terminal sends to the whole
+    process group, is left to the parent (which stops the pool), so that the workers print no
+    traceback of their own and are never killed while holding the pool's queue locks, which
+    hung ``Pool.terminate`` (2 of 5 Ctrl-Cs of a 2-worker conversion); SIGTERM, the pool's
+    own way to stop them, ends them at once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -1,0 +1,101 @@
+"""Data commands as a new user runs them: two conversions into one --out, synthetic scenes into a
+dataset folder, file names that are no UTF-8, a metrics.jsonl with hand-made rows."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from duc_hdc import cli
+from duc_hdc.data import SegRecordDataset
+from duc_hdc.demo.synthetic import make_synthetic_cityscapes
+
+from run_helpers import error_line, snapshot
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datamistakes") / "cityscapes"
+    make_synthetic_cityscapes(str(root), num_train=3, num_val=1, size=(32, 64), seed=3,
+                              progress=False)
+    return root
+
+
+def _convert(root, out, *extra):
+    return cli.main(["data", "cityscapes", "--root", str(root), "--split", "train", "--out",
+                     str(out), "--no-progress"] + list(extra))
+
+
+HOLD = r"""
+import sys, time
+from duc_hdc.data.recordio import RecordWriter
+with RecordWriter(sys.argv[1]):
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_conversion_into_a_prefix_being_written_is_refused(city, tmp_path, capsys):
+    out = tmp_path / "rec" / "train"
+    assert _convert(city, out) == 0
+    before = snapshot(tmp_path / "rec")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "writing"
+        parts = sorted(os.listdir(tmp_path / "rec"))
+        capsys.readouterr()
+        assert _convert(city, out) == 2
+        line = error_line(capsys)
+        assert str(out) in line and "pid %d" % holder.pid in line, line
+        assert sorted(os.listdir(tmp_path / "rec")) == parts  # its .part files untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder killed: its .part files stay until the next conversion, which works
+    assert _convert(city, out) == 0
+    assert len(SegRecordDataset(str(out) + ".rec")) == 3
+    assert sorted(os.listdir(tmp_path / "rec")) == sorted(before)
+
+
+def test_synthetic_scenes_are_not_written_into_a_dataset(city, tmp_path, capsys):
+    root = tmp_path / "copy"
+    shutil.copytree(city, root)
+    before = snapshot(root)
+    assert cli.main(["data", "synthetic", "--out", str(root), "--train", "1", "--val", "1",
+                     "--size", "32,64", "--no-progress"]) == 2
+    line = error_line(capsys)
+    assert str(root) in line and "leftImg8bit/" in line, line
+    assert snapshot(root) == before
+
+
+def test_file_names_that_are_no_utf8_convert(city, tmp_path):
+    root = tmp_path / "odd"
+    shutil.copytree(city, root)
+    for top in ("leftImg8bit", "gtFine"):
+        split = os.path.join(os.fsencode(str(root)), top.encode(), b"train")
+        for city_dir in os.listdir(split):
+            os.rename(os.path.join(split, city_dir), os.path.join(split, b"z\xfc" + city_dir))
+    out = tmp_path / "rec" / "odd"
+    assert _convert(root, out) == 0
+    assert len(SegRecordDataset(str(out) + ".rec")) == 3
+    lst = open(str(out) + ".lst", "rb").read()
+    assert lst.count(b"z\xfc") == 3 * 2  # image and label: the names as the file system has them
+
+
+@pytest.mark.parametrize("row, words", [
+    ("[1, 2]", "expected a JSON object"),
+    ('{"kind": "train", "iteration": "abc", "loss": 1.0}', "iteration is 'abc'"),
+    ('{"kind": "val", "iteration": 4, "mean_iou": "x"}', "mean_iou is 'x'"),
+])
+def test_a_hand_made_metrics_row_is_named_by_its_line(tmp_path, capsys, row, words):
+    run = tmp_path / "run"
+    run.mkdir()
+    good = json.dumps(dict(kind="train", iteration=1, epoch=0, loss=2.0, lr=0.1,
+                           samples_per_sec=1.0))
+    (run / "metrics.jsonl").write_text(good + "\n" + row + "\n")
+    assert cli.main(["report", str(run)]) == 2
+    line = error_line(capsys)
+    assert "metrics.jsonl line 2" in line and words in line, line
