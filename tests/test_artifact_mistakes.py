@@ -1,6 +1,5 @@
 """A new user's mistakes with the project's own artifacts: each gets one line naming the file and
 what would be right, and no write replaces what another artifact needs."""
-import json
 import os
 import shutil
 

@@ -137,8 +137,7 @@ def test_ctrl_c_inside_a_finalizer_still_stops_training(tiny_recs, tmp_path, mon
     def build(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:  # the second epoch's loader
-            trap = _InterruptInDel()
-            del trap
+            _InterruptInDel()  # collected at once: its __del__ runs here
         return original(*args, **kwargs)
 
     monkeypatch.setattr(loader_mod, "build_train_loader", build)
