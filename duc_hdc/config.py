@@ -237,6 +237,10 @@ def validate(cfg, source="<config>", origins=None):
             name = "%s.%s" % (section, key)
             _check_value(name, values[key], types, choices, where(name))
             _check_range(where(name), name, values[key])
+            if name in PATH_KEYS + ("train.out_dir",) and isinstance(values[key], str) \
+                    and not values[key].strip():
+                raise ConfigError("%s: %s is empty; give a path (or null where none is needed)"
+                                  % (where(name), name))
     data = cfg["data"]
     if len(data["crop_size"]) != 2 or any(not isinstance(v, int) or isinstance(v, bool) or v <= 0
                                           or v % 8 for v in data["crop_size"]):

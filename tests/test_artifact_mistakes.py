@@ -215,3 +215,23 @@ def test_a_mirror_that_is_no_url_is_refused_before_any_attempt(tmp_path, monkeyp
     with pytest.raises(ValueError) as e:
         zoo.get_weights("resnet50_v1s", progress=False)
     assert "DUC_HDC_BASE_URL" in str(e.value)
+
+
+# ------------------------------------------------------------------------------ convert
+def test_convert_names_what_is_not_a_release_graph(art, tmp_path, capsys,
+                                                    reference_symbol_path):
+    # the project's own export given to the release converter
+    assert cli.main(["convert", "tusimple", "--prefix", art["export"], "--epoch", "0",
+                     "--classes", "5", "--out", str(tmp_path / "o") + "/"]) == 2
+    _one_line_error(capsys, art["export"] + "-symbol.json", "not a TuSimple-DUC",
+                    "--model PREFIX")
+    # the graph file given for the prefix: read as its prefix (the weights are missing here)
+    prefix = str(tmp_path / "release")
+    shutil.copy(reference_symbol_path, prefix + "-symbol.json")
+    assert cli.main(["convert", "tusimple", "--prefix", prefix + "-symbol.json", "--epoch", "20",
+                     "--classes", "19", "--out", str(tmp_path / "o") + "/"]) == 2
+    err = _one_line_error(capsys, prefix + "-0020.params")
+    assert "-symbol.json-symbol.json" not in err
+    assert cli.main(["convert", "tusimple", "--prefix", prefix, "--epoch", "-1", "--classes",
+                     "19", "--out", str(tmp_path / "o") + "/"]) == 2
+    _one_line_error(capsys, "--epoch -1")

@@ -99,3 +99,26 @@ def test_a_hand_made_metrics_row_is_named_by_its_line(tmp_path, capsys, row, wor
     assert cli.main(["report", str(run)]) == 2
     line = error_line(capsys)
     assert "metrics.jsonl line 2" in line and words in line, line
+
+
+def test_out_given_as_a_file_name_or_a_folder_writes_the_prefix(city, tmp_path, capsys):
+    assert _convert(city, tmp_path / "a" / "train.rec") == 0
+    assert sorted(os.listdir(tmp_path / "a")) == ["train.idx", "train.lst", "train.rec"]
+    assert _convert(city, str(tmp_path / "b") + "/") == 0
+    assert sorted(os.listdir(tmp_path / "b")) == ["train.idx", "train.lst", "train.rec"]
+    # and a reader given the index, the listing or the folder names what to give
+    from duc_hdc.data.recordio import RecordFileError
+
+    for wrong, words in (("a/train.idx", "give %s" % (tmp_path / "a" / "train.rec")),
+                         ("a/train.lst", "give %s" % (tmp_path / "a" / "train.rec")),
+                         ("a", "is a folder")):
+        with pytest.raises(RecordFileError) as e:
+            SegRecordDataset(str(tmp_path / wrong))
+        assert words in str(e.value), str(e.value)
+
+
+def test_quality_out_of_range_is_one_short_line(city, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _convert(city, tmp_path / "q", "--encoding", "jpg", "--quality", "0")
+    err = capsys.readouterr().err
+    assert "from 1 to 100" in err and "99" not in err, err

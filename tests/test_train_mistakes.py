@@ -262,3 +262,35 @@ def test_a_hand_edited_run_config_is_not_silently_reverted(tiny_recs, tmp_path, 
     line = error_line(capsys)
     assert "train.lr" in line and "0.5" in line and "--set" in line, line
     assert snapshot(run) == before
+
+
+def test_resume_given_a_checkpoint_file_says_what_resume_takes(tiny_recs, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert cli_train(tiny_recs, run, "train.max_iters=1") == 0
+    ckpt = str(run / "checkpoints" / "ckpt-00000001.params")
+    capsys.readouterr()
+    assert cli.main(["train", "--cpu", "--no-progress", "--resume", ckpt]) == 2
+    line = error_line(capsys)
+    assert "is a file" in line and "model.init_params=%s" % ckpt in line, line
+
+
+@pytest.mark.parametrize("key", ["train.out_dir", "data.train_rec", "model.init_params"])
+def test_an_empty_path_in_a_recipe_is_named(tiny_recs, tmp_path, capsys, key):
+    sets = {"train.out_dir": "", "data.train_rec": "", "model.init_params": ""}
+    command = ["train", "--config", "synthetic", "--cpu", "--no-progress"]
+    for k, v in (("train.out_dir", str(tmp_path / "r")), ("data.train_rec", tiny_recs["train"])):
+        command += ["--set", "%s=%s" % (k, v)]
+    command += ["--set", "%s=%s" % (key, sets[key])]
+    assert cli.main(command) == 2
+    line = error_line(capsys)
+    assert "%s is empty" % key in line and "--set %s=" % key in line, line
+
+
+def test_kvstore_option_and_set_that_disagree_are_refused(tiny_recs, tmp_path, capsys):
+    assert cli_train(tiny_recs, tmp_path / "r", "train.kvstore=device",
+                     args=["--kvstore", "local"]) == 2
+    line = error_line(capsys)
+    assert "--kvstore local" in line and "train.kvstore=device" in line, line
+    with pytest.raises(SystemExit):
+        cli_train(tiny_recs, tmp_path / "r", args=["--kvstore", "bogus"])
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err

@@ -64,6 +64,15 @@ def _layout(args):
     return "the KITTI road layout {r}/testing/image_2/*.png (--root is data_road/)".format(r=root)
 
 
+def _record_prefix(out, split):
+    """``--out`` as the prefix of the three files: ``DIR/`` (or an existing folder) ->
+    ``DIR/SPLIT``; ``PREFIX.rec`` (``.idx``, ``.lst``) -> ``PREFIX`` (it wrote PREFIX.rec.rec)."""
+    if out.endswith(("/", os.sep)) or os.path.isdir(out):
+        return os.path.join(out, split)
+    base, ext = os.path.splitext(out)
+    return base if ext in (".rec", ".idx", ".lst") else out
+
+
 def cmd_data(args):
     from ..data import datasets
     from ..data.recordio import BadSampleError, EmptySplitError
@@ -80,6 +89,7 @@ def cmd_data(args):
     if sbd is not None and not os.path.isdir(sbd):
         raise ValueError("--sbd-root %s %s; expected %s" % (
             sbd, "is not a folder" if os.path.exists(sbd) else "does not exist", _SBD_LAYOUT))
+    args.out = _record_prefix(args.out, args.split)
     kwargs = _conversion_kwargs(args)
     try:
         if args.dataset == "cityscapes":
@@ -145,12 +155,13 @@ def cmd_demo(args):
 
 def _output_options(p):
     p.add_argument("--out", required=True, metavar="PREFIX",
-                   help="output prefix: writes PREFIX.rec, PREFIX.idx and PREFIX.lst")
+                   help="output prefix: writes PREFIX.rec, PREFIX.idx and PREFIX.lst (a "
+                        "folder DIR/ writes DIR/SPLIT.rec ...)")
     p.add_argument("--encoding", choices=("raw", "jpg"), default="raw",
                    help="image bytes: 'raw' keeps the source file's bytes (lossless, default); "
                         "'jpg' re-encodes (smaller, faster to decode). Labels are always "
                         "lossless PNG.")
-    p.add_argument("--quality", type=int, default=95, choices=range(1, 101), metavar="1..100",
+    p.add_argument("--quality", type=options.int_in(1, 100), default=95, metavar="1..100",
                    help="JPEG quality for --encoding jpg (default 95)")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip bad files and list them at the end, instead of stopping at the "

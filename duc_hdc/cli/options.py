@@ -80,6 +80,21 @@ def scales(text):
     return values
 
 
+def int_in(low, high):
+    """An argparse type: an integer within ``low..high`` (argparse's ``choices`` would list
+    every allowed value in its message)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError("expected an integer from %d to %d, got %r"
+                                             % (low, high, text))
+        return value
+    return parse
+
+
 def size(text):
     values = ints(text, "SIZE")
     if len(values) == 1:

@@ -6,7 +6,7 @@ import sys
 
 import duc_hdc
 
-from ..config import RESUME_KEYS
+from ..config import KVSTORES, RESUME_KEYS
 from ..stops import Stopped
 from . import options
 
@@ -15,6 +15,11 @@ def _train_overrides(args):
     """``train``'s ``--set`` values with ``--kvstore`` and ``--fp16`` added as overrides."""
     overrides = list(args.set or [])
     if args.kvstore:
+        given = [text.split("=", 1)[1].strip() for text in overrides
+                 if text.split("=", 1)[0].strip() == "train.kvstore" and "=" in text]
+        if given and given[-1] != args.kvstore:
+            raise ValueError("--kvstore %s and --set train.kvstore=%s say two things; give one"
+                             % (args.kvstore, given[-1]))
         overrides.append("train.kvstore=%s" % args.kvstore)
     if args.fp16:
         overrides.append("train.amp=float16")  # AMP on GPUs; checked against the devices
@@ -61,7 +66,7 @@ def _worker_kvstore(command):
     import io
     import os
 
-    from ..config import KVSTORES, load_config
+    from ..config import load_config
 
     if command[1:3] == ["-m", "duc_hdc.cli"]:
         argv = command[3:]
@@ -134,8 +139,9 @@ def register(sub):
     options.add_devices(s, multi=True)
     s.add_argument("--cpu-devices", type=options.positive_int, default=1,
                    help="CPU contexts to split each batch over (exercises multi-device code)")
-    s.add_argument("--kvstore", help="local, device, dist_sync, dist_device_sync, dist_async "
-                                     "(same as --set train.kvstore=...)")
+    s.add_argument("--kvstore", choices=KVSTORES,
+                   help="local, device, dist_sync, dist_device_sync, dist_async (same as --set "
+                        "train.kvstore=...)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly, under its saved recipe; --set "
                         "may change only %s" % ", ".join(RESUME_KEYS))
     s.add_argument("--overwrite", action="store_true",

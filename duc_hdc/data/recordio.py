@@ -383,7 +383,14 @@ def open_indexed(path_to_rec, verify=True):
     from mxnet import recordio
 
     rec = str(path_to_rec)
-    idx = os.path.splitext(rec)[0] + ".idx"
+    base, ext = os.path.splitext(rec)
+    idx = base + ".idx"
+    if ext in (".idx", ".lst") and os.path.isfile(base + ".rec"):
+        raise RecordFileError("%s is the %s of %s.rec: give %s.rec" % (
+            rec, "index" if ext == ".idx" else "listing", base, base))
+    if os.path.isdir(rec):
+        raise RecordFileError("%s is a folder; give the .rec file (PREFIX.rec, as duc-hdc data "
+                              "--out PREFIX wrote it)" % rec)
     if not os.path.isfile(rec):
         raise RecordFileError("%s: no such RecordIO file" % rec)
     if not os.path.isfile(idx):

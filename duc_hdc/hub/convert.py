@@ -100,12 +100,22 @@ def convert_tusimple(prefix, epoch, classes, out_path):
     (:func:`check_release_structure`); a mismatch raises :class:`ConversionError` naming the
     node before anything is written. Returns the model settings written to the sidecar.
     """
+    prefix = str(prefix)
+    for suffix in ("-symbol.json", "-%04d.params" % int(epoch)):  # the file given for the prefix
+        if prefix.endswith(suffix):
+            prefix = prefix[:-len(suffix)]
+    if int(epoch) < 0:
+        raise ConversionError("--epoch %d: the checkpoint's epoch is the number in its "
+                              "PREFIX-NNNN.params file name (>= 0)" % epoch)
     symbol_path = "%s-symbol.json" % prefix
     params_path = "%s-%04d.params" % (prefix, epoch)
     if not os.path.exists(symbol_path):
         raise ConversionError("release graph %s not found" % symbol_path)
     graph = read_graph(symbol_path)
-    arch = architecture_from_symbol_json(graph)
+    try:
+        arch = architecture_from_symbol_json(graph)
+    except ConversionError as e:
+        raise ConversionError("%s: %s" % (symbol_path, e)) from None
     settings = release_settings(graph, symbol_path)
     counts = check_release_structure(symbol_path, classes, graph=graph,
                                      config=release_config(arch, classes, **settings))

@@ -63,6 +63,10 @@ def architecture_from_convs(convs):
         if m:
             heads[int(m.group(2))] = (m.group(1), attrs)
     layers = tuple(len(blocks[s]) for s in (2, 3, 4, 5))
+    if not any(layers):
+        raise ConversionError("no convolution is named like the release's (res2a_branch2a ... "
+                              "fc1_..._c0): not a TuSimple-DUC or ONNX-zoo ResNet-DUC graph (a "
+                              "duc-hdc export needs no conversion: --model PREFIX loads it)")
     for s in (2, 3, 4, 5):
         if sorted(blocks[s]) != list(range(1, len(blocks[s]) + 1)):
             raise ConversionError("stage %d blocks are not numbered 1..%d: %s"

@@ -142,6 +142,11 @@ def _resume_point(cfg, ctx, run_dir, overrides):
     """The newest intact checkpoint of ``run_dir``, the config the run continues under, the
     loop state and the saved document, and the damaged checkpoints newer than it (set aside
     only once the resume is accepted: reads only)."""
+    if os.path.isfile(run_dir):
+        raise TrainingError("--resume %s is a file; --resume takes a run's folder (its "
+                            "train.out_dir) and continues from its newest intact checkpoint; "
+                            "to start a new run from these weights: --set model.init_params=%s"
+                            % (run_dir, run_dir))
     if not os.path.isdir(run_dir):
         raise TrainingError("--resume %s: no checkpoint found: no such folder (give the "
                             "train.out_dir of a run)" % run_dir)
