@@ -122,3 +122,30 @@ def test_quality_out_of_range_is_one_short_line(city, tmp_path, capsys):
         _convert(city, tmp_path / "q", "--encoding", "jpg", "--quality", "0")
     err = capsys.readouterr().err
     assert "from 1 to 100" in err and "99" not in err, err
+
+
+def test_files_the_layout_leaves_out_are_named(city, tmp_path, caplog):
+    from duc_hdc.data.sources import cityscapes_samples
+
+    root = tmp_path / "extra"
+    shutil.copytree(city, root)
+    train = root / "leftImg8bit" / "train"
+    town = sorted(os.listdir(train))[0]
+    first = sorted(os.listdir(train / town))[0]
+    # an upper-cased extension is an image like the others
+    shutil.copy(train / town / first, train / town / "upper_000000_000001_leftImg8bit.PNG")
+    shutil.copy(root / "gtFine" / "train" / town / first.replace(
+        "_leftImg8bit.png", "_gtFine_labelIds.png"),
+        root / "gtFine" / "train" / town / "upper_000000_000001_gtFine_labelIds.png")
+    # a nested folder and a label without its image are left out, and said
+    (train / town / "nested").mkdir()
+    shutil.copy(train / town / first, train / town / "nested" / first)
+    orphan = root / "gtFine" / "train" / town / "lost_000000_000009_gtFine_labelIds.png"
+    shutil.copy(root / "gtFine" / "train" / town / first.replace(
+        "_leftImg8bit.png", "_gtFine_labelIds.png"), orphan)
+    with caplog.at_level("WARNING"):
+        samples = cityscapes_samples(str(root), "train")
+    assert len(samples) == 4
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert str(train / town / "nested" / first) in warned, warned
+    assert str(orphan) in warned and "without an image" in warned, warned

@@ -120,3 +120,15 @@ def test_the_dataset_defaults_to_what_records_and_model_say(files, tmp_path, cap
     assert "predicts 2 classes but" not in captured.err  # no class-count warning
     assert json.load(open(out))["dataset"] == "kitti_road"
     assert "road" in captured.out  # class rows named, not numbered
+
+
+def test_a_root_that_is_no_folder_and_the_coarse_split_are_named(files, tmp_path, capsys):
+    missing = str(tmp_path / "nowhere")
+    assert cli.main(["evaluate", "--model", files["city"], "--root", missing,
+                     "--no-progress"]) == 2
+    assert "--root %s does not exist" % missing in error_line(capsys)
+    (tmp_path / "leftImg8bit" / "train_extra").mkdir(parents=True)
+    assert cli.main(["evaluate", "--model", files["city"], "--root", str(tmp_path), "--split",
+                     "train_extra", "--no-progress"]) == 2
+    line = error_line(capsys)
+    assert "coarse" in line and "coarse=True" not in line, line

@@ -215,11 +215,15 @@ def cityscapes_samples(root, split, coarse=False):
         raise ValueError("unknown Cityscapes split %r; choose from %s"
                          % (split, ", ".join(CITYSCAPES_SPLITS)))
     if split == "train_extra" and not coarse:
-        raise ValueError("split 'train_extra' has only coarse labels: add --coarse "
-                         "(coarse=True)")
+        raise ValueError("split 'train_extra' has only coarse labels (gtCoarse/): `duc-hdc "
+                         "data cityscapes --split train_extra --coarse` converts them; "
+                         "evaluate on a fine split (val)")
     img_dir = os.path.join(root, "leftImg8bit", split)
     pattern = os.path.join(img_dir, "*", "*_leftImg8bit.png")
-    images = sorted(glob.glob(pattern))
+    # .png in any case (a copy may upper-case it), as KITTI's
+    images = sorted(p for p in glob.glob(os.path.join(img_dir, "*", "*"))
+                    if p.lower().endswith("_leftimg8bit.png")
+                    and not os.path.basename(p).startswith("."))
     if not images:
         raise EmptySplitError(img_dir, "empty split: no image matches %s" % pattern)
     gt = "gtCoarse" if coarse else "gtFine"
@@ -234,7 +238,27 @@ def cityscapes_samples(root, split, coarse=False):
         else:
             label = os.path.join(root, gt, split, city, "%s_%s_labelIds.png" % (stem, gt))
             out.append(Sample(stem, path, label, "cityscapes", root))
+    _warn_left_out(_files_under(img_dir), images, "image file(s) of %s" % img_dir)
+    if split != "test":
+        labels = [p for p in _files_under(os.path.join(root, gt, split))
+                  if p.endswith("_%s_labelIds.png" % gt)]
+        _warn_left_out(labels, [s.label_path for s in out], "%s label(s) without an image" % gt)
     return out
+
+
+def _files_under(folder):
+    """Every file below ``folder`` but hidden ones (.DS_Store, ._*)."""
+    return [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files
+            if not f.startswith(".")]
+
+
+def _warn_left_out(found, used, what):
+    """Log the files a listing found but the layout's naming leaves out (a typo, a nested
+    folder, another extension), which would otherwise only show as a lower count."""
+    rest = sorted(set(found) - set(used))
+    if rest:
+        logger.warning("%d %s left out (not named as the layout names them), e.g. %s",
+                       len(rest), what, ", ".join(rest[:3]))
 
 
 def _require_folder(path, what):
@@ -392,4 +416,10 @@ def kitti_road_samples(root, split):
         cat, _, num = name.partition("_")
         label = os.path.join(root, "training", "gt_image_2", "%s_road_%s.png" % (cat, num))
         out.append(Sample(name, path, label, "kitti_road", root))
+    _warn_left_out(_files_under(img_dir), images, "file(s) of %s (KITTI's images are .png)"
+                   % img_dir)
+    if split == "train":
+        gt_dir = os.path.join(root, "training", "gt_image_2")
+        roads = [p for p in _files_under(gt_dir) if "_road_" in os.path.basename(p)]
+        _warn_left_out(roads, [s.label_path for s in out], "road label(s) without an image")
     return out

@@ -190,6 +190,9 @@ def write_metrics(path, metric, dataset_name="cityscapes", **extra):
 def _open_dataset(rec=None, root=None, split="val", dataset_name="cityscapes"):
     if rec:
         return data.SegRecordDataset(rec)
+    if root and not os.path.isdir(root):
+        raise ValueError("--root %s %s; give the dataset's root folder" % (
+            root, "is not a folder" if os.path.exists(root) else "does not exist"))
     if root:
         folders = {"cityscapes": lambda: data.CityscapesFolder(root, split),
                    "voc": lambda: data.VOCFolder(root, split),
