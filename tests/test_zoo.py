@@ -14,6 +14,7 @@ import time
 import types
 import zipfile
 
+import numpy as np
 import pytest
 
 from duc_hdc.hub import zoo
@@ -707,3 +708,20 @@ def test_training_takes_a_gluoncv_backbone_from_where_download_put_it(tiny_recs,
     with caplog.at_level("INFO", logger="duc_hdc"):
         duc_hdc.train(cfg, progress=False)
     assert "backbone initialized from %s" % cached in caplog.text
+
+
+def test_weights_converted_again_into_the_cache_are_registered_again(home):
+    """A second `duc-hdc convert ... --out $DUC_HDC_HOME/...` replaces the file: its old hash
+    record must go with it, or the new weights are refused as corrupted."""
+    from duc_hdc.hub.release import save_params
+
+    name = "duc_hdc_resnet101_cityscapes_tusimple"
+    target = home / "duc_hdc_resnet101_cityscapes_tusimple.params"
+    home.mkdir(parents=True, exist_ok=True)
+    config = dict(depth=18, classes=5)
+    save_params({"w": np.zeros((2, 2))}, str(target), config)
+    assert zoo.get_weights(name) == str(target)  # registered
+    first = json.load(open(str(target) + zoo.HASH_SIDECAR_SUFFIX))["sha256"]
+    save_params({"w": np.ones((2, 2))}, str(target), config)  # converted again
+    assert zoo.get_weights(name) == str(target)
+    assert json.load(open(str(target) + zoo.HASH_SIDECAR_SUFFIX))["sha256"] != first

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..fileio import atomic_path, read_params
 from ..models.resnet_hdc import RESNET_SPECS
+from .cache import hash_sidecar
 from .errors import ConversionError
 from .structure import node_attrs, read_graph
 
@@ -217,6 +218,10 @@ def save_params(arrays, out_path, config, **meta):
 
     with atomic_path(out_path) as tmp:
         mx.nd.save(tmp, {k: mx.nd.array(v, dtype="float32") for k, v in arrays.items()})
+    record = hash_sidecar(out_path)
+    if os.path.exists(record):  # converted again into the cache: the weights' hash record is
+        os.remove(record)       # of the file replaced; the next use registers the new one
+        log.info("removed %s, the hash of the weights %s replaced", record, out_path)
     sidecar = write_sidecar(out_path, config, **meta)
     log.info("wrote %s (%d arrays) and %s", out_path, len(arrays), sidecar)
     return out_path
