@@ -235,3 +235,20 @@ def test_convert_names_what_is_not_a_release_graph(art, tmp_path, capsys,
     assert cli.main(["convert", "tusimple", "--prefix", prefix, "--epoch", "-1", "--classes",
                      "19", "--out", str(tmp_path / "o") + "/"]) == 2
     _one_line_error(capsys, "--epoch -1")
+
+
+def test_no_progress_reaches_the_download_of_zoo_weights(art, tmp_path, monkeypatch):
+    asked = []
+
+    def weights(*args, **kwargs):
+        asked.append(kwargs.get("progress", True))
+        raise zoo.WeightsNotAvailableError("stop here")
+
+    monkeypatch.setattr(zoo, "get_weights", weights)
+    monkeypatch.setattr(zoo, "weights_for_model", weights)
+    for command in (["predict", "--model", "duc_hdc_resnet101_cityscapes_onnx", art["image"],
+                     "--out", str(tmp_path / "o"), "--no-progress"],
+                    ["export", "--model", "duc_hdc_resnet101_cityscapes_onnx", "--shape",
+                     "1,3,32,64", "--out", str(tmp_path / "e"), "--no-progress"]):
+        assert cli.main(command) == 2
+    assert asked == [False, False]

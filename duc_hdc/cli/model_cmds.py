@@ -83,7 +83,8 @@ def _network(args, ctx=None):
                     "nothing", args.model)
         return duc_hdc.get_model(args.model, classes=args.classes, ctx=ctx)
     return duc_hdc.load(args.model, params=args.params, config=getattr(args, "config", None),
-                        classes=getattr(args, "classes", None), ctx=ctx)
+                        classes=getattr(args, "classes", None), ctx=ctx,
+                        progress=options.progress(args))
 
 
 def _out_name(args):

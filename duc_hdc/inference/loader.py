@@ -270,16 +270,17 @@ def _own_settings(net, overrides, source):
     return net
 
 
-def _from_zoo(name, root, base_url, ctx, head_padding, overrides):
+def _from_zoo(name, root, base_url, ctx, head_padding, overrides, progress=True):
     if name in zoo.MODELS:
         entry = zoo.get_entry(name)
         if entry.model is None:
             raise ValueError("%r is an ImageNet backbone (for training), not a segmentation "
                              "model; choose one of: %s" % (name, ", ".join(
                                  n for n in zoo.list_models() if zoo.MODELS[n].model)))
-        path = zoo.get_weights(name, root=root, base_url=base_url)
+        path = zoo.get_weights(name, root=root, base_url=base_url, progress=progress)
     else:
-        entry, path = zoo.weights_for_model(name, root=root, base_url=base_url)
+        entry, path = zoo.weights_for_model(name, root=root, base_url=base_url,
+                                            progress=progress)
     note = None
     if os.path.exists(sidecar_path(path)):
         settings = dict(_sidecar_settings(read_sidecar(sidecar_path(path), what=path),
@@ -297,7 +298,7 @@ def _from_zoo(name, root, base_url, ctx, head_padding, overrides):
 
 
 def load(model=None, params=None, config=None, ctx=None, classes=None, overrides=None,
-         root=None, base_url=None, head_padding=True):
+         root=None, base_url=None, head_padding=True, progress=True):
     """Load any model a user can have (see the module docstring).
 
     Parameters
@@ -317,6 +318,8 @@ def load(model=None, params=None, config=None, ctx=None, classes=None, overrides
         Weight cache and mirror for zoo names (:func:`duc_hdc.hub.zoo.get_weights`).
     head_padding : bool
         See :class:`~duc_hdc.models.network.DUCHDC`.
+    progress : bool
+        A progress bar while zoo weights download.
     """
     ctx = ctx or mx.cpu()
     overrides = dict(overrides or {})
@@ -353,6 +356,6 @@ def load(model=None, params=None, config=None, ctx=None, classes=None, overrides
         _refuse_other_files(model)
         return _own_settings(_from_params_file(model, ctx, head_padding), overrides, model)
     if model in zoo.MODELS or model in MODEL_SPECS:
-        return _from_zoo(model, root, base_url, ctx, head_padding, overrides)
+        return _from_zoo(model, root, base_url, ctx, head_padding, overrides, progress)
     raise ValueError("%r is not a file, an export prefix, a model name (%s) or a zoo name (%s)"
                      % (model, ", ".join(model_names()), ", ".join(zoo.list_models())))
