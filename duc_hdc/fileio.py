@@ -122,6 +122,20 @@ def exclusive_lock(lock_path, remove=True):
         handle.close()
 
 
+def output_file_problem(path):
+    """Why a file cannot be written at ``path`` as far as can be told before writing it (the
+    words), or None: it is a folder, or a folder on its way is a file. For checks before long
+    work, whose result the OS would refuse only at its end."""
+    if os.path.isdir(path):
+        return "%s is a folder; a file path was expected" % path
+    head = os.path.dirname(os.path.abspath(path))
+    while head and not os.path.exists(head):
+        head = os.path.dirname(head)
+    if head and not os.path.isdir(head):
+        return "%s is a file, not a folder, so %s cannot be created" % (head, path)
+    return None
+
+
 def temp_path(path, suffix=""):
     """The hidden temporary name beside ``path`` that a write lands under before its rename:
     process and thread in it, so two writers of one path never share one (``suffix``: for

@@ -252,3 +252,47 @@ def test_no_progress_reaches_the_download_of_zoo_weights(art, tmp_path, monkeypa
                      "1,3,32,64", "--out", str(tmp_path / "e"), "--no-progress"]):
         assert cli.main(command) == 2
     assert asked == [False, False]
+
+
+# ------------------------------------------------------------------------------ small surprises
+def test_initialize_on_an_initialized_network_is_one_line_not_a_warning_per_parameter(
+        recwarn, caplog):
+    net = duc_hdc.get_model("duc_hdc_resnet18", **TINY)
+    before = {k: v.data().asnumpy().copy() for k, v in net.collect_params().items()}
+    with caplog.at_level("INFO"):
+        net.initialize()
+    assert not [w for w in recwarn if "already initialized" in str(w.message)]
+    assert any("initialized already" in r.getMessage() for r in caplog.records)
+    assert all(np.array_equal(before[k], v.data().asnumpy())
+               for k, v in net.collect_params().items())
+    net.initialize(force_reinit=True)  # still draws new weights when asked
+    assert any(not np.array_equal(before[k], v.data().asnumpy())
+               for k, v in net.collect_params().items())
+
+
+def test_a_zero_std_is_refused():
+    with pytest.raises(ValueError) as e:
+        duc_hdc.get_model("duc_hdc_resnet18", std=(0, 1, 1), **TINY)
+    assert "> 0" in str(e.value)
+
+
+def test_quantize_exclude_empty_and_benchmark_json_folder_are_refused_first(art, tiny_recs,
+                                                                            tmp_path, capsys):
+    assert cli.main(["quantize", "--model", art["params"], "--calib-rec", tiny_recs["train"],
+                     "--exclude", "", "--out", str(tmp_path / "q")]) == 2
+    _one_line_error(capsys, "--exclude")
+    assert not os.path.exists(tmp_path / "q")
+    assert cli.main(["benchmark", "--model", art["params"], "--shape", "1,3,32,64", "--iters",
+                     "1", "--json", str(tmp_path)]) == 2
+    _one_line_error(capsys, "--json", "is a folder")
+
+
+def test_predict_names_the_files_it_ignores_in_a_folder(art, tmp_path, caplog):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(art["image"], folder / "a.png")
+    (folder / "notes.txt").write_text("x")
+    with caplog.at_level("INFO"):
+        assert cli.main(["predict", "--model", art["params"], str(folder), "--out",
+                         str(tmp_path / "o2"), "--no-progress"]) == 0
+    assert any(str(folder / "notes.txt") in r.getMessage() for r in caplog.records)

@@ -149,3 +149,29 @@ def test_files_the_layout_leaves_out_are_named(city, tmp_path, caplog):
     warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     assert str(train / town / "nested" / first) in warned, warned
     assert str(orphan) in warned and "without an image" in warned, warned
+
+
+def test_synthetic_ground_truth_passes_cityscapes_scripts_as_it_runs_by_default(city, tmp_path):
+    """cityscapesScripts' evaluation reads *_gtFine_instanceIds.png too (its instance-level
+    scores are on by default): the synthetic data has them, so the script runs as shipped."""
+    import copy
+
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as official
+
+    gt = sorted(os.path.join(d, f) for d, _, fs in os.walk(str(city / "gtFine"))
+                for f in fs if f.endswith("_gtFine_labelIds.png"))
+    assert all(os.path.isfile(p.replace("_labelIds", "_instanceIds")) for p in gt)
+    preds = []
+    for path in gt:  # the ground truth as the prediction: every score is 1
+        pred = str(tmp_path / os.path.basename(path).replace("_gtFine_labelIds", "_pred"))
+        shutil.copy(path, pred)
+        preds.append(pred)
+    args = copy.copy(official.args)
+    args.cityscapesPath = str(city)
+    args.quiet = True
+    args.JSONOutput = False
+    args.exportFile = str(tmp_path / "official.json")
+    args.evalLabels = []
+    result = official.evaluateImgLists(preds, gt, args)
+    assert result["averageScoreClasses"] == pytest.approx(1.0)
+    assert "averageScoreInstClasses" in result  # computed (nan: no object instances)

@@ -74,7 +74,7 @@ def test_parallel_rendering_writes_the_same_files(tmp_path):
                                             size=(64, 128), seed=3, progress=False,
                                             workers=workers)
     files = sorted(p.relative_to(tmp_path / "1") for p in (tmp_path / "1").rglob("*.png"))
-    assert len(files) == 3 * 2 + 2 * 2
+    assert len(files) == (3 + 2) * 3  # image, labelIds and instanceIds per scene
     assert files == sorted(p.relative_to(tmp_path / "2") for p in (tmp_path / "2").rglob("*.png"))
     for f in files:
         assert (tmp_path / "1" / f).read_bytes() == (tmp_path / "2" / f).read_bytes(), f

@@ -1,6 +1,7 @@
 """evaluate as a new user runs it wrong: --out-json onto its own inputs, scales in percent, the
 records of one dataset scored with the model of another."""
 import json
+import os
 
 import cv2
 import numpy as np
@@ -132,3 +133,13 @@ def test_a_root_that_is_no_folder_and_the_coarse_split_are_named(files, tmp_path
                      "train_extra", "--no-progress"]) == 2
     line = error_line(capsys)
     assert "coarse" in line and "coarse=True" not in line, line
+
+
+def test_a_report_written_again_keeps_only_its_own_pictures(files, tmp_path):
+    report = tmp_path / "report"
+    for worst in ("2", "1"):
+        assert _evaluate(files["city"], files["city_rec"], "--report", str(report), "--worst",
+                         worst) == 0
+    pictures = sorted(os.listdir(report / "worst"))
+    html = (report / "index.html").read_text()
+    assert len(pictures) == 4 and all(p in html for p in pictures), pictures

@@ -191,6 +191,10 @@ def cmd_quantize(args):
                          "as it is" if compiled[1] == "int8" else "")
     prefix, out_is = export_prefix(args.out, _out_name(args))  # --out as export reads it
     exclude = list(DUC_HEAD_LAYERS) if args.keep_head_fp32 else []
+    if any(not part.strip() for part in args.exclude or []):  # "" is part of every name
+        raise ValueError("--exclude \"\": an empty name part matches every convolution, "
+                         "which would leave nothing in INT8; give a part of the names to keep "
+                         "in fp32, e.g. --exclude head")
     exclude += list(args.exclude or [])
     result = run_quantization(net, args.calib_rec, prefix, num_calib=args.num_calib,
                               eval_rec=args.eval_rec, calib_mode=args.calib_mode,
@@ -212,7 +216,7 @@ def cmd_quantize(args):
 
 def cmd_benchmark(args):
     from ..inference.benchmark import format_report, run_benchmark
-    from ..fileio import atomic_json
+    from ..fileio import atomic_json, output_file_problem
 
     if args.config:
         raise ValueError("benchmark --config: time a model name (random weights) or an "
@@ -224,6 +228,9 @@ def cmd_benchmark(args):
                          "--shape N,3,CROP_H,CROP_W) in --precision fp32|bf16|int8 (--plain: "
                          "the unfused network)" % args.mode)
     overrides = {"base_width": args.base_width} if args.base_width else {}
+    problem = args.json and output_file_problem(args.json)
+    if problem:  # before the (long) benchmark, as evaluate's --out-json
+        raise ValueError("--json: %s" % problem)
     result = run_benchmark(args.model, args.shape, iters=args.iters, mode=args.mode,
                            precision=args.precision, graph="plain" if args.plain else None,
                            classes=args.classes, params=args.params,

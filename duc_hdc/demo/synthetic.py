@@ -111,14 +111,17 @@ def _write_scene(job):
     out_root, seed, split, city, i, height, width = job
     rgb, ids = render_scene(scene_rng(seed, split, i), height, width)
     stem = "%s_%06d_%06d" % (city, i, 19)
+    if split != "test":  # the labels first: a stopped run leaves no image without its label
+        gt_dir = os.path.join(out_root, "gtFine", split, city)
+        os.makedirs(gt_dir, exist_ok=True)
+        _imwrite(os.path.join(gt_dir, stem + "_gtFine_labelIds.png"), ids)
+        # what cityscapesScripts' evaluation also reads (16-bit; no object instances here, so
+        # every pixel holds its labelId, as the real files do for classes without instances)
+        _imwrite(os.path.join(gt_dir, stem + "_gtFine_instanceIds.png"), ids.astype("uint16"))
     img_dir = os.path.join(out_root, "leftImg8bit", split, city)
     os.makedirs(img_dir, exist_ok=True)
     _imwrite(os.path.join(img_dir, stem + "_leftImg8bit.png"),
              cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if split != "test":
-        gt_dir = os.path.join(out_root, "gtFine", split, city)
-        os.makedirs(gt_dir, exist_ok=True)
-        _imwrite(os.path.join(gt_dir, stem + "_gtFine_labelIds.png"), ids)
 
 
 def _imwrite(path, array):

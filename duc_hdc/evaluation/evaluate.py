@@ -27,7 +27,7 @@ from .. import data
 from ..config import load_config
 from ..data import SegRecordDataset
 from ..data.labels import cityscapes_train_id_to_id, colorize, get_table
-from ..fileio import atomic_json, atomic_png
+from ..fileio import atomic_json, atomic_png, output_file_problem
 from ..inference.segmenter import Segmenter
 from .metrics import SegmentationMetric, WorstImages
 
@@ -223,14 +223,9 @@ def check_metrics_path(path, inputs=()):
     not an earlier evaluation's metrics: one of the command's ``inputs`` (its weights, their
     settings, the records) or any other file. ValueError naming ``--out-json``."""
     path = str(path)
-    if os.path.isdir(path):
-        raise ValueError("--out-json %s is a folder; give a file path such as %s"
-                         % (path, os.path.join(path, "metrics.json")))
-    head = os.path.dirname(os.path.abspath(path))
-    while head and not os.path.exists(head):
-        head = os.path.dirname(head)
-    if head and not os.path.isdir(head):
-        raise ValueError("--out-json %s: %s is a file, not a folder" % (path, head))
+    problem = output_file_problem(path)
+    if problem:
+        raise ValueError("--out-json: %s" % problem)
     if not os.path.exists(path):
         return
     for used in _input_files(inputs):

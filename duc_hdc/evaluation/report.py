@@ -238,6 +238,11 @@ def _confusion_figure(path, names, confusion, outside):
 
 
 def _worst_section(out_dir, worst, dataset_name, ignore_label):
+    folder = os.path.join(out_dir, "worst")
+    if os.path.isdir(folder):  # an earlier report's pictures: this one shows other images
+        for name in os.listdir(folder):
+            if name.endswith(".png"):
+                os.remove(os.path.join(folder, name))
     if not worst:
         return "<p>No image to show.</p>", []
     entries, blocks = [], []

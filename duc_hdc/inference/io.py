@@ -67,15 +67,15 @@ def unsupported_reason(path):
 
 # ------------------------------------------------------------------------------ inputs
 def _walk(folder):
-    """Supported files under ``folder`` (sorted, recursive) and how many others it holds."""
-    files, others = [], 0
+    """Supported files under ``folder`` (sorted, recursive) and the other files it holds."""
+    files, others = [], []
     for dirpath, dirnames, names in os.walk(folder):
         dirnames.sort()
         for name in sorted(names):
             if _is_image(name) or is_video(name):
                 files.append(os.path.join(dirpath, name))
             elif name != OUTPUTS_LIST:
-                others += 1
+                others.append(os.path.join(dirpath, name))
     return files, others
 
 
@@ -139,8 +139,9 @@ def expand_inputs(inputs, earlier_outputs=()):
         if os.path.isdir(item):
             found, others = _walk(item)
             if others:
-                log.info("%s: ignoring %d file(s) that are neither images nor videos", item,
-                         others)
+                log.info("%s: ignoring %d file(s) that are neither images nor videos: %s%s",
+                         item, len(others), ", ".join(others[:5]),
+                         ", ..." if len(others) > 5 else "")
             if not found:
                 skipped.append((item, "folder holds no images or videos (supported: %s)"
                                 % _supported()))

@@ -1,10 +1,14 @@
 """DUC-HDC: a ResNet-HDC backbone with a DUC head, its spec table and ``get_model``."""
+import logging
+
 import mxnet as mx
 from mxnet import gluon
 
 from ..normalization import NORMALIZATION
 from .duc import BilinearHead, DUCHead
 from .resnet_hdc import VARIANTS, ResNetHDC
+
+log = logging.getLogger(__name__)
 
 #: Settings every model takes; a recipe fixes some of them, ``get_model`` overrides any.
 DEFAULTS = dict(
@@ -118,6 +122,9 @@ class DUCHDC(gluon.HybridBlock):
         std = None if std is None else tuple(std)
         if len(mean) != 3 or (std is not None and len(std) != 3):
             raise ValueError("mean and std need 3 values (R, G, B), got %r and %r" % (mean, std))
+        if std is not None and not all(float(v) > 0 for v in std):
+            raise ValueError("std %r: the input is divided by it, so every value must be > 0 "
+                             "(std null: no division)" % (std,))
         self.classes = classes
         self.cell_width = cell_width
         with self.name_scope():
@@ -152,6 +159,19 @@ class DUCHDC(gluon.HybridBlock):
                                  "pad the image first (duc_hdc.data.transforms.pad_to_multiple)"
                                  % (x.shape[2], x.shape[3]))
         return super().forward(x, *args)
+
+    def initialize(self, init=None, ctx=None, verbose=False, force_reinit=False):
+        """Gluon's ``initialize``; on a network whose parameters all hold values already
+        (:func:`duc_hdc.get_model` initializes, a loaded one holds its weights) it does nothing
+        but say so once, where Gluon warns once per parameter (123 warnings for ResNet-18)
+        and does nothing either. ``force_reinit=True`` draws new weights."""
+        params = self.collect_params().values()
+        if not force_reinit and params and all(p._data is not None for p in params):
+            log.info("%s: its parameters are initialized already (get_model and load do it); "
+                     "initialize(force_reinit=True) draws new ones", type(self).__name__)
+            return
+        return super().initialize(mx.init.Uniform() if init is None else init, ctx, verbose,
+                                  force_reinit)
 
     def hybrid_forward(self, F, x):
         return self.head(self.backbone(x))
