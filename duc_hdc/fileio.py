@@ -82,13 +82,12 @@ class FileLocked(Exception):
         self.path, self.pid = path, pid
 
 
-@contextlib.contextmanager
-def exclusive_lock(lock_path, remove=True):
-    """Hold ``lock_path`` (``portalocker``: the kernel's flock, freed when its holder dies,
-    even by SIGKILL) or raise :class:`FileLocked` at once, naming the holder's pid, which the
-    file holds. With ``remove`` the file is deleted while still held; a process that locked a
-    file which is no longer at the path then locks the new one, so removal never lets two
-    holders in (as :func:`duc_hdc.hub.download.file_lock`, which waits instead)."""
+def try_lock(lock_path):
+    """An open handle of ``lock_path`` holding its exclusive lock (``portalocker``: the
+    kernel's flock, freed when its holder dies, even by SIGKILL), or None while another process
+    holds it. A file its holder removed before this process locked it is not taken: the
+    handle returned always locks the file now at ``lock_path``, so removing a lock file while
+    holding it never lets two holders in."""
     import portalocker
 
     while True:
@@ -96,18 +95,44 @@ def exclusive_lock(lock_path, remove=True):
         try:
             portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
         except portalocker.exceptions.LockException:
-            handle.seek(0)
-            pid = handle.read().strip() or "unknown"
             handle.close()
-            raise FileLocked(lock_path, pid) from None
+            return None
         try:
             current = os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path))
         except FileNotFoundError:
             current = False
         if current:
-            break
+            return handle
+        portalocker.unlock(handle)  # the previous holder removed this file: lock the new one
+        handle.close()
+
+
+def release_lock(handle, lock_path, remove=True):
+    """Undo :func:`try_lock` (``remove``: delete the file first, still holding it)."""
+    import portalocker
+
+    try:
+        if remove:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock_path)
+    finally:
         portalocker.unlock(handle)
         handle.close()
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path, remove=True):
+    """Hold ``lock_path`` (:func:`try_lock`) or raise :class:`FileLocked` at once, naming the
+    holder's pid, which the file holds (:func:`duc_hdc.hub.download.file_lock` waits
+    instead)."""
+    handle = try_lock(lock_path)
+    if handle is None:
+        try:
+            with open(lock_path) as f:
+                pid = f.read().strip() or "unknown"
+        except OSError:
+            pid = "unknown"
+        raise FileLocked(lock_path, pid)
     try:
         handle.seek(0)
         handle.truncate()
@@ -115,11 +140,7 @@ def exclusive_lock(lock_path, remove=True):
         handle.flush()
         yield
     finally:
-        if remove:
-            with contextlib.suppress(OSError):
-                os.remove(lock_path)
-        portalocker.unlock(handle)
-        handle.close()
+        release_lock(handle, lock_path, remove)
 
 
 def output_file_problem(path):

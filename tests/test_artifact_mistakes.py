@@ -17,11 +17,9 @@ from duc_hdc.inference.export import BF16_EXPORT_KIND
 from duc_hdc.inference.graphs import calibration_batch, quantize_net, save_quantized
 from duc_hdc.models.sidecar import write_sidecar
 
+from test_compiled_artifacts import _one_line_error as _one_line, _rgb
+
 TINY = dict(classes=5, base_width=8)
-
-
-def _rgb(seed=3, h=32, w=64):
-    return np.random.RandomState(seed).randint(0, 256, (h, w, 3)).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +51,7 @@ def _copy_prefix(prefix, dst):
 
 
 def _one_line_error(capsys, *words):
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err and "MXNetError" not in err, err
+    err = _one_line(capsys)
     for word in words:
         assert word in err, (word, err)
     return err

@@ -193,16 +193,24 @@ def test_a_resume_removes_the_leftovers_of_writes_a_kill_stopped(tiny_recs, tmp_
     assert not any(p.exists() for p in stale) and keep.read_text() == "mine"
 
 
+def _refused_resume(run, capsys, *sets):
+    """``train --resume run --set ...`` refused in one line (returned), the folder unchanged."""
+    before = snapshot(run)
+    capsys.readouterr()
+    command = ["train", "--cpu", "--no-progress", "--resume", str(run)]
+    for text in sets:
+        command += ["--set", text]
+    assert cli.main(command) == 2
+    line = error_line(capsys)
+    assert snapshot(run) == before
+    return line
+
+
 def test_resuming_to_fewer_iterations_than_trained_changes_nothing(tiny_recs, tmp_path, capsys):
     run = tmp_path / "done"
     assert cli_train(tiny_recs, run, "train.max_iters=3") == 0
-    before = snapshot(run)
-    capsys.readouterr()
-    assert cli.main(["train", "--cpu", "--no-progress", "--resume", str(run), "--set",
-                     "train.max_iters=2"]) == 2
-    line = error_line(capsys)
+    line = _refused_resume(run, capsys, "train.max_iters=2")
     assert "iteration 3" in line and "train.max_iters" in line, line
-    assert snapshot(run) == before
 
 
 def test_a_checkpoint_of_another_run_is_refused(tiny_recs, tmp_path, capsys):
@@ -214,13 +222,8 @@ def test_a_checkpoint_of_another_run_is_refused(tiny_recs, tmp_path, capsys):
             shutil.copy(other / "checkpoints" / name, ours / "checkpoints" / name)
     (ours / "checkpoints" / "latest.json").write_text(json.dumps(
         dict(checkpoint=str(ours / "checkpoints" / "ckpt-00000003"))))
-    before = snapshot(ours)
-    capsys.readouterr()
-    assert cli.main(["train", "--cpu", "--no-progress", "--resume", str(ours), "--set",
-                     "train.max_iters=4"]) == 2
-    line = error_line(capsys)
+    line = _refused_resume(ours, capsys, "train.max_iters=4")
     assert "ckpt-00000003" in line and "model.base_width" in line and "config.yaml" in line, line
-    assert snapshot(ours) == before
 
 
 # ------------------------------------------------------------------------------ data paths
@@ -255,13 +258,8 @@ def test_a_hand_edited_run_config_is_not_silently_reverted(tiny_recs, tmp_path, 
     doc = yaml.safe_load(open(run / "config.yaml"))
     doc["train"]["lr"] = 0.5
     (run / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    before = snapshot(run)
-    capsys.readouterr()
-    assert cli.main(["train", "--cpu", "--no-progress", "--resume", str(run), "--set",
-                     "train.max_iters=3"]) == 2
-    line = error_line(capsys)
+    line = _refused_resume(run, capsys, "train.max_iters=3")
     assert "train.lr" in line and "0.5" in line and "--set" in line, line
-    assert snapshot(run) == before
 
 
 def test_resume_given_a_checkpoint_file_says_what_resume_takes(tiny_recs, tmp_path, capsys):

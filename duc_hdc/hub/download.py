@@ -22,9 +22,8 @@ import time
 import urllib.error
 import urllib.request
 
-import portalocker
 
-from ..fileio import sha256sum
+from ..fileio import release_lock, sha256sum, try_lock
 from .errors import ChecksumError, DownloadError, IncompleteDownloadError, LockTimeoutError
 
 __all__ = ["download", "file_lock", "part_path", "DEFAULT_TIMEOUT", "ENV_LOCK_TIMEOUT"]
@@ -57,39 +56,22 @@ def file_lock(path, timeout=None, remove=True):
     deadline = time.monotonic() + timeout
     waited = False
     while True:
-        handle = open(lock_path, "a")
-        try:
-            portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
-        except portalocker.exceptions.LockException:
-            handle.close()
-            if not waited:
-                logger.info("waiting for another process holding %s", lock_path)
-                waited = True
-            if time.monotonic() > deadline:
-                raise LockTimeoutError(
-                    "gave up after {:.0f} s waiting for the lock {} (held by another "
-                    "download?); delete it if no other process is running, or raise ${}".format(
-                        timeout, lock_path, ENV_LOCK_TIMEOUT)) from None
-            time.sleep(0.05)
-            continue
-        try:
-            current = os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path))
-        except FileNotFoundError:
-            current = False
-        if current:
+        handle = try_lock(lock_path)
+        if handle is not None:
             break
-        portalocker.unlock(handle)  # the previous holder removed this file: lock the new one
-        handle.close()
+        if not waited:
+            logger.info("waiting for another process holding %s", lock_path)
+            waited = True
+        if time.monotonic() > deadline:
+            raise LockTimeoutError(
+                "gave up after {:.0f} s waiting for the lock {} (held by another "
+                "download?); delete it if no other process is running, or raise ${}".format(
+                    timeout, lock_path, ENV_LOCK_TIMEOUT)) from None
+        time.sleep(0.05)
     try:
         yield
     finally:
-        try:
-            if remove:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(lock_path)
-        finally:
-            portalocker.unlock(handle)
-            handle.close()
+        release_lock(handle, lock_path, remove)
 
 
 def part_path(path):
