@@ -178,6 +178,10 @@ def _check_value(key, value, types, choices, source="<config>"):
     if not isinstance(value, types):
         how = (" (write a list as 64,128 or [64,128])" if list in
                (types if isinstance(types, tuple) else (types,)) else "")
+        if choices is not None:  # what would be right, not only its type
+            how = "; one of %s" % ", ".join(
+                "null" if c is None else "true" if c is True else "false" if c is False
+                else str(c) for c in choices)
         raise ConfigError("%s: %s: expected %s, got %r (%s)%s"
                           % (source, key, _type_names(types), value, type(value).__name__, how))
     if choices is not None and value not in choices:

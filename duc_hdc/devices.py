@@ -35,6 +35,8 @@ def contexts(gpus=None, cpu_devices=1, fp16=False, cudnn_autotune=None, flag="--
     """
     import mxnet as mx
 
+    if gpus is not None:
+        parse_ids(gpus, flag)  # "abc" is named as no id list first, GPU or not
     wanted = gpu_options(gpus, fp16, cudnn_autotune, flag)
     if not wanted:
         if int(cpu_devices) < 1:

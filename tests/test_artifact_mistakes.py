@@ -292,3 +292,17 @@ def test_predict_names_the_files_it_ignores_in_a_folder(art, tmp_path, caplog):
         assert cli.main(["predict", "--model", art["params"], str(folder), "--out",
                          str(tmp_path / "o2"), "--no-progress"]) == 0
     assert any(str(folder / "notes.txt") in r.getMessage() for r in caplog.records)
+
+
+def test_options_that_would_be_ignored_or_mistyped_are_named(art, tiny_recs, tmp_path, capsys):
+    # calibration images for a model quantized already
+    assert _predict(art, art["int8"], tmp_path, "--precision", "int8", "--calib-rec",
+                    tiny_recs["train"]) == 2
+    _one_line_error(capsys, "--calib-rec", "INT8 model")
+    # a GPU list that is no list, on a machine without GPUs too
+    assert _predict(art, art["params"], tmp_path, "--gpus", "abc") == 2
+    _one_line_error(capsys, "--gpus", "'abc'", "0,1,2")
+    # a recipe value of the wrong type lists the right ones
+    with pytest.raises(ConfigError) as e:
+        load_config("synthetic", ["train.amp=1"])
+    assert "bfloat16" in str(e.value) and "float16" in str(e.value)

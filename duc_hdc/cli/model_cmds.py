@@ -79,8 +79,6 @@ def _network(args, ctx=None):
         if not args.model or args.params or getattr(args, "config", None):
             raise ValueError("--random-weights takes a model name (--model NAME) and no "
                              "--params / --config")
-        log.warning("exporting RANDOM weights of %s (--random-weights): the outputs mean "
-                    "nothing", args.model)
         return duc_hdc.get_model(args.model, classes=args.classes, ctx=ctx)
     return duc_hdc.load(args.model, params=args.params, config=getattr(args, "config", None),
                         classes=getattr(args, "classes", None), ctx=ctx,

@@ -240,6 +240,9 @@ def calibration(args, net):
     (:func:`check_calibration` is the command's first step)."""
     if getattr(args, "precision", None) != "int8" or not getattr(args, "calib_rec", None):
         return None
+    if getattr(net, "kind", None) == "int8":  # a compiled INT8 model: calibrated already
+        raise ValueError("--calib-rec %s: the model is an INT8 model, calibrated when it was "
+                         "quantized; drop --calib-rec" % args.calib_rec)
     from ..inference.graphs import calibration_images
 
     return calibration_images(args.calib_rec, args.num_calib or NUM_CALIB, net.normalization)
