@@ -181,15 +181,19 @@ def test_a_prediction_image_is_written_whole_or_not_at_all(tmp_path, monkeypatch
 def test_synthetic_data_killed_mid_image_leaves_no_partial_png(tmp_path, monkeypatch):
     from duc_hdc.demo.synthetic import make_synthetic_cityscapes
 
-    Interrupt(monkeypatch, os, "replace", 3)  # the second scene's image, before it is whole
+    Interrupt(monkeypatch, os, "replace", 6)  # the second scene's image, before it is whole
     with pytest.raises(KeyboardInterrupt):
         make_synthetic_cityscapes(str(tmp_path), num_train=2, num_val=0, size=(32, 64),
                                   progress=False, workers=1)
     monkeypatch.undo()
     pngs = sorted(n for _, _, files in os.walk(str(tmp_path)) for n in files
                   if not n.startswith("."))
-    assert pngs == ["synthtown_000000_000019_gtFine_labelIds.png",
-                    "synthtown_000000_000019_leftImg8bit.png"]
+    # the first scene whole; of the second, the labels (written first) but no image
+    assert pngs == ["synthtown_000000_000019_gtFine_instanceIds.png",
+                    "synthtown_000000_000019_gtFine_labelIds.png",
+                    "synthtown_000000_000019_leftImg8bit.png",
+                    "synthville_000001_000019_gtFine_instanceIds.png",
+                    "synthville_000001_000019_gtFine_labelIds.png"], pngs
 
 
 def test_a_config_write_that_fails_leaves_nothing_beside_it(tmp_path, monkeypatch):
