@@ -343,8 +343,11 @@ def load_config(name_or_path, overrides=None):
     try:
         with open(path) as f:
             cfg = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise ConfigError("%s: not valid YAML: %s" % (path, e)) from e
+    except yaml.YAMLError as e:  # PyYAML's text spans lines: the problem and where, on one
+        mark = getattr(e, "problem_mark", None)
+        where = " at line %d, column %d" % (mark.line + 1, mark.column + 1) if mark else ""
+        raise ConfigError("%s: not valid YAML%s: %s" % (
+            path, where, getattr(e, "problem", None) or " ".join(str(e).split()))) from None
     except UnicodeDecodeError:
         raise ConfigError("%s is not a YAML recipe (it is not text); pass a recipe name (%s) or "
                           "a .yaml file" % (path, ", ".join(available_configs()))) from None

@@ -2,6 +2,7 @@
 what would be right, and no write replaces what another artifact needs."""
 import os
 import shutil
+import signal
 
 import cv2
 import mxnet as mx
@@ -306,3 +307,28 @@ def test_options_that_would_be_ignored_or_mistyped_are_named(art, tiny_recs, tmp
     with pytest.raises(ConfigError) as e:
         load_config("synthetic", ["train.amp=1"])
     assert "bfloat16" in str(e.value) and "float16" in str(e.value)
+
+
+def test_sigterm_during_an_export_leaves_no_temporary_file(art, tmp_path, capsys, monkeypatch):
+    from duc_hdc.inference import export as export_mod
+
+    def terminated(prefix):  # called while the new files still have their temporary names
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between these bytecodes
+            pass
+
+    monkeypatch.setattr(export_mod, "retire_artifact", terminated)
+
+    def unhandled(signum, frame):  # the default action (death), testably
+        raise AssertionError("SIGTERM reached the process's own handler")
+
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        out = tmp_path / "e"
+        assert cli.main(["export", "--model", art["params"], "--shape", "1,3,32,64", "--out",
+                         str(out / "tiny"), "--no-check"]) == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is unhandled
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert "interrupted" in capsys.readouterr().err
+    assert os.listdir(out) == []  # neither the new files nor their temporary names

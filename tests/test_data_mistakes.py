@@ -175,3 +175,42 @@ def test_synthetic_ground_truth_passes_cityscapes_scripts_as_it_runs_by_default(
     result = official.evaluateImgLists(preds, gt, args)
     assert result["averageScoreClasses"] == pytest.approx(1.0)
     assert "averageScoreInstClasses" in result  # computed (nan: no object instances)
+
+
+def test_options_that_would_do_nothing_are_named(city, tmp_path, capsys):
+    assert _convert(city, tmp_path / "q", "--quality", "50") == 2
+    assert "--encoding jpg" in error_line(capsys)
+    assert cli.main(["data", "synthetic", "--out", str(tmp_path / "s"), "--train", "0", "--val",
+                     "0", "--no-progress"]) == 2
+    assert "nothing to write" in error_line(capsys)
+    assert not os.path.exists(tmp_path / "s")
+
+
+def test_a_broken_recipe_is_named_on_one_line_with_its_place(tmp_path):
+    from duc_hdc.config import ConfigError, load_config
+
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text("name: x\nmodel: {name: duc_hdc_resnet18\ndata: [\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(recipe))
+    message = str(e.value)
+    assert "\n" not in message and str(recipe) in message and "line " in message, message
+
+
+def test_a_folder_dataset_is_named_by_its_folder_not_its_class(city, tmp_path):
+    from duc_hdc.evaluation.evaluate import evaluate
+    from duc_hdc.data.datasets import CityscapesFolder
+
+    class Any(object):
+        classes = 19
+
+        def predict(self, rgb):
+            return rgb[:, :, 0] * 0
+
+    dataset = CityscapesFolder(str(city), "train")
+    dataset.samples[1] = dataset.samples[1]._replace(label_path=None, label_kind=None)
+    with pytest.raises(ValueError) as e:
+        evaluate(Any(), dataset, 19, progress=False)
+    message = str(e.value)
+    assert "CityscapesFolder" not in message and "%s (split train) item 1" % city in message, \
+        message

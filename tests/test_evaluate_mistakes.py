@@ -143,3 +143,8 @@ def test_a_report_written_again_keeps_only_its_own_pictures(files, tmp_path):
     pictures = sorted(os.listdir(report / "worst"))
     html = (report / "index.html").read_text()
     assert len(pictures) == 4 and all(p in html for p in pictures), pictures
+
+
+def test_split_with_a_record_file_is_refused(files, capsys):
+    assert _evaluate(files["city"], files["city_rec"], "--split", "train") == 2
+    assert "--split" in error_line(capsys)

@@ -37,7 +37,12 @@ def _inside(path, folder):
 
 
 def _conversion_kwargs(args):
-    return dict(encoding=args.encoding, quality=args.quality, skip_bad=args.skip_bad,
+    if args.quality is not None and args.encoding != "jpg":
+        raise ValueError("--quality %d sets the JPEG quality of --encoding jpg; with --encoding "
+                         "%s the source bytes are kept as they are: drop it or add --encoding "
+                         "jpg" % (args.quality, args.encoding))
+    return dict(encoding=args.encoding, quality=95 if args.quality is None else args.quality,
+                skip_bad=args.skip_bad,
                 num_workers=args.workers, progress=options.progress(args))
 
 
@@ -119,6 +124,9 @@ def cmd_data(args):
 def cmd_synthetic(args):
     from ..demo.synthetic import make_synthetic_cityscapes
 
+    if args.train + args.val + args.test == 0:
+        raise ValueError("--train 0 --val 0 --test 0: nothing to write; give a number of "
+                         "scenes for at least one split")
     held = [d for d in ("leftImg8bit", "gtFine") if os.path.isdir(os.path.join(args.out, d))
             and any(files for _, _, files in os.walk(os.path.join(args.out, d)))]
     if held:  # scenes of another size or seed would mix with these (or with a real dataset)
@@ -161,7 +169,7 @@ def _output_options(p):
                    help="image bytes: 'raw' keeps the source file's bytes (lossless, default); "
                         "'jpg' re-encodes (smaller, faster to decode). Labels are always "
                         "lossless PNG.")
-    p.add_argument("--quality", type=options.int_in(1, 100), default=95, metavar="1..100",
+    p.add_argument("--quality", type=options.int_in(1, 100), metavar="1..100",
                    help="JPEG quality for --encoding jpg (default 95)")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip bad files and list them at the end, instead of stopping at the "
@@ -204,9 +212,9 @@ def build_data_parser(dsub):
                                     "(official labelIds); scenes are a deterministic function "
                                     "of (--seed, split, index).")
     p.add_argument("--out", required=True, metavar="DIR", help="dataset root to create")
-    p.add_argument("--train", type=int, default=200, help="training images (default 200)")
-    p.add_argument("--val", type=int, default=50, help="validation images (default 50)")
-    p.add_argument("--test", type=int, default=0, help="test images, without labels (default 0)")
+    p.add_argument("--train", type=options.int_in(0, 10 ** 6), default=200, help="training images (default 200)")
+    p.add_argument("--val", type=options.int_in(0, 10 ** 6), default=50, help="validation images (default 50)")
+    p.add_argument("--test", type=options.int_in(0, 10 ** 6), default=0, help="test images, without labels (default 0)")
     p.add_argument("--size", type=options.size, default=(256, 512), metavar="H,W",
                    help="image size (default 256,512; 1024,2048 is Cityscapes' own)")
     p.add_argument("--seed", type=int, default=0)

@@ -37,9 +37,11 @@ def cmd_evaluate(args):
 
     options.needs("--worst", args.worst, args.report,
                   "picks the images the --report DIR shows")
+    options.needs("--split", args.split, args.root, "picks a split under --root (a --rec file "
+                  "is one split already)")
     metric, summary = run_evaluation(
         config=args.config, model=args.model, params=args.params, classes=args.classes,
-        rec=args.rec, root=args.root, split=args.split, dataset_name=args.dataset,
+        rec=args.rec, root=args.root, split=args.split or "val", dataset_name=args.dataset,
         save_dir=args.out, out_json=args.out_json, limit=args.limit, report_dir=args.report,
         worst=args.worst, progress=options.progress(args),
         segmenter=lambda: _segmenter(args))
@@ -95,7 +97,7 @@ def register(sub):
     d = s.add_mutually_exclusive_group()
     d.add_argument("--rec", help="evaluation .rec (with its .idx)")
     d.add_argument("--root", help="dataset folder in its official layout")
-    s.add_argument("--split", default="val", help="split under --root (default val)")
+    s.add_argument("--split", help="split under --root (default val)")
     s.add_argument("--dataset", choices=("cityscapes", "voc", "kitti_road"),
                    help="label table (default: the config's, else cityscapes)")
     _inference_options(s)

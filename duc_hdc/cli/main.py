@@ -1,5 +1,6 @@
 """The ``duc-hdc`` command: the parser and the one place errors become one line."""
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -7,6 +8,7 @@ import sys
 
 import duc_hdc  # noqa: F401  (sets up the process before anything imports mxnet)
 
+from ..stops import raised_stops
 from . import data_cmds, infer_cmds, model_cmds, run_cmds
 
 log = logging.getLogger("duc_hdc")
@@ -137,7 +139,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        # SIGTERM (timeout, batch schedulers, kill) stops a command as Ctrl-C does: its
+        # temporary files go, one line, exit 143 (a distributed worker is its launcher's to stop)
+        with (contextlib.nullcontext() if os.environ.get("DMLC_ROLE") else raised_stops()):
+            return args.func(args)
     except _user_errors() as e:
         # one clear line, no traceback (-v shows it)
         if args.verbose:

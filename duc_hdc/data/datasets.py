@@ -90,8 +90,10 @@ class SegRecordDataset(_gluon_dataset_base()):
 class _FolderDataset(_gluon_dataset_base()):
     """Items read from a list of :class:`Sample` (the raw dataset folders)."""
 
-    def __init__(self, samples):
+    def __init__(self, samples, path=None):
         self.samples = list(samples)
+        #: how messages name the data: the folder and split (not the class's name)
+        self.path = path or "the dataset folder"
 
     def __len__(self):
         return len(self.samples)
@@ -115,21 +117,24 @@ class CityscapesFolder(_FolderDataset):
     """A Cityscapes split read from the official folders (labels mapped to trainIds)."""
 
     def __init__(self, root, split, coarse=False):
-        super(CityscapesFolder, self).__init__(cityscapes_samples(root, split, coarse))
+        super(CityscapesFolder, self).__init__(cityscapes_samples(root, split, coarse),
+                                               "%s (split %s)" % (root, split))
 
 
 class VOCFolder(_FolderDataset):
     """A PASCAL VOC 2012 split (``train_aug`` needs ``sbd_root``) read from the folders."""
 
     def __init__(self, voc_root, split, sbd_root=None):
-        super(VOCFolder, self).__init__(voc_samples(voc_root, split, sbd_root))
+        super(VOCFolder, self).__init__(voc_samples(voc_root, split, sbd_root),
+                                        "%s (split %s)" % (voc_root, split))
 
 
 class KittiRoadFolder(_FolderDataset):
     """KITTI road read from ``data_road`` (road = 1, non-road = 0, other colours = 255)."""
 
     def __init__(self, root, split):
-        super(KittiRoadFolder, self).__init__(kitti_road_samples(root, split))
+        super(KittiRoadFolder, self).__init__(kitti_road_samples(root, split),
+                                              "%s (split %s)" % (root, split))
 
 
 
