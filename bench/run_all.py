@@ -7,6 +7,7 @@ Runs, one after the other (each in its own process, so none inherits another's m
   bench/head.py             the DUC head alone: plain, centre-tap merged, input-split, both
   bench/train_step.py       training step at crop 512x512 vs the original graph
   bench/data_throughput.py  augmented crops/s of the input pipeline (crop 512 to match the step)
+  bench/kernels.py          oneDNN's 1x1 kernel per output width against the sgemm peak
 
 and ends with the loader-to-step ratio (goal: the loader delivers >= 3x the step rate with the
 recipes' default worker count). The CPU may be shared: the load average is recorded before and
@@ -85,14 +86,16 @@ def main(argv=None):
                 ("head.py", ["--sizes", "512x1024", "--rounds", "1"]),
                 ("train_step.py", ["--crop", "512,512", "--rounds", "2"]),
                 ("data_throughput.py", ["--images", "8", "--crop", "512", "--batches", "5",
-                                        "--workers", str(DEFAULT_WORKERS)])]
+                                        "--workers", str(DEFAULT_WORKERS)]),
+                ("kernels.py", ["--inputs", "768", "--outputs", "256,512,768,1024"])]
     else:
         plan = [("inference.py", []),
                 ("peers.py", ["--sizes", "512x1024,1024x2048", "--batch4", "512x1024"]),
                 ("head.py", ["--sizes", "512x1024,1024x2048"]),
                 ("train_step.py", ["--crop", "512,512", "--rounds", "3"]),
                 ("data_throughput.py", ["--crop", "512", "--workers",
-                                        "2,%d" % DEFAULT_WORKERS])]
+                                        "2,%d" % DEFAULT_WORKERS]),
+                ("kernels.py", [])]
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     sections = []
     outputs = {}
