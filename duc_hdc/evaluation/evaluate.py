@@ -29,6 +29,7 @@ from ..data import SegRecordDataset
 from ..data.labels import cityscapes_train_id_to_id, colorize, get_table
 from ..fileio import atomic_json, atomic_png, output_file_problem
 from ..inference.segmenter import Segmenter
+from ..models.sidecar import SidecarError, read_sidecar, sidecar_path
 from .metrics import SegmentationMetric, WorstImages
 
 __all__ = ["evaluate", "sample_name", "save_prediction", "class_names", "write_metrics",
@@ -187,9 +188,9 @@ def write_metrics(path, metric, dataset_name="cityscapes", **extra):
     return atomic_json(path, doc, sort_keys=False)
 
 
-def _open_dataset(rec=None, root=None, split="val", dataset_name="cityscapes"):
+def _open_dataset(rec=None, root=None, split="val", dataset_name="cityscapes", records=None):
     if rec:
-        return data.SegRecordDataset(rec)
+        return records if records is not None else data.SegRecordDataset(rec)
     if root and not os.path.isdir(root):
         raise ValueError("--root %s %s; give the dataset's root folder" % (
             root, "is not a folder" if os.path.exists(root) else "does not exist"))
@@ -243,31 +244,21 @@ def check_metrics_path(path, inputs=()):
                          "nothing was written: give another path or remove it" % path)
 
 
-def _dataset_of(given, rec, weights):
+def _dataset_of(given, rec, records_dataset, weights):
     """The dataset whose labels the evaluation reads: ``given`` (--dataset or the recipe's),
-    else the records' own (each record names it), else the model's (its sidecar), else
-    Cityscapes. Records of one dataset with a model or ``--dataset`` of another are refused:
-    the class ids would be compared across label tables (a user scored KITTI's road/background
-    labels as Cityscapes' road/sidewalk, mIoU 0.01, without a word)."""
-    records = None
-    if rec and os.path.isfile(str(rec)):
-        try:
-            dataset = SegRecordDataset(rec)
-            records = dataset.meta(0).get("dataset") if len(dataset) else None
-        except (OSError, ValueError):
-            records = None  # opening it later names what is wrong
+    else the records' own (each record of ``records_dataset``, opened from ``rec``, names it),
+    else the model's (the sidecar of ``weights``), else Cityscapes. Records of one dataset with
+    a model or ``--dataset`` of another are refused: the class ids would be compared across
+    label tables (a user scored KITTI's road/background labels as Cityscapes' road/sidewalk,
+    mIoU 0.01, without a word)."""
+    records = (records_dataset.meta(0).get("dataset")
+               if records_dataset is not None and len(records_dataset) else None)
     trained = None
-    if weights:
-        from ..models.sidecar import SidecarError, read_sidecar, sidecar_path
-
-        for side in (sidecar_path(weights), weights[:-len("-0000.params")] + ".json"
-                     if weights.endswith("-0000.params") else None):
-            if side and os.path.isfile(side):
-                try:
-                    trained = read_sidecar(side).get("dataset")
-                except SidecarError:
-                    trained = None
-                break
+    if weights and os.path.isfile(sidecar_path(weights)):
+        try:
+            trained = read_sidecar(sidecar_path(weights)).get("dataset")
+        except SidecarError:
+            trained = None  # loading the model has named what is wrong with it
     if records and trained and records != trained:
         raise ValueError("%s holds %s records, the model %s was trained on %s: its classes are "
                          "not the labels' classes; evaluate a %s model on them"
@@ -335,14 +326,15 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
         out_json = os.path.join(save_dir, "metrics.json")
     if out_json:  # before the (long) evaluation, and before an earlier file is removed below
         check_metrics_path(out_json, [params, model, rec])
-    dataset_name = _dataset_of(dataset_name, rec, _weights_file(model, params))
+    records = data.SegRecordDataset(rec) if rec else None  # opened once, named if it is bad
+    dataset_name = _dataset_of(dataset_name, rec, records, _weights_file(model, params))
     table = get_table(dataset_name)
     if table.num_classes != segmenter.classes:
         log.warning("the model predicts %d classes but %s has %d: per-class rows are numbered, "
                     "not named, and the labels are read as %s's (give the --dataset the model "
                     "was trained on)", segmenter.classes, dataset_name, table.num_classes,
                     dataset_name)
-    dataset = _open_dataset(rec, root, split, dataset_name)
+    dataset = _open_dataset(rec, root, split, dataset_name, records)
     if out_json and os.path.isfile(out_json):
         # the metrics of an earlier evaluation would describe a folder this one is rewriting:
         # if it stops early, no metrics.json may present the mix as one complete evaluation

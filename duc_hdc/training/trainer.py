@@ -34,6 +34,7 @@ from mxnet import autograd, gluon
 from ..config import ConfigError, absolute_paths, resume_config, save_config
 from ..fileio import atomic_path
 from ..models.sidecar import write_sidecar
+from ..stops import deferred_stops
 from .build import amp_target_dtype, build_network, build_transform, parse_devices
 from . import distributed as dist
 from .checkpoints import (Checkpointer, gradient_sum_sq, loss_scaler_state,
@@ -46,7 +47,6 @@ from .runlog import plot_curves, progress_bar as _progress_bar, truncate_metrics
 from .rundir import (check_checkpoint_of_run, check_new_run_dir, clear_run, remove_stale_temps,
                      run_contents, run_lock)
 from .schedule import learning_rate
-from ..stops import deferred_stops
 
 __all__ = ["train", "resumed_config", "parse_devices", "build_network", "build_transform", "plot_curves",
            "Checkpointer", "TrainingError", "SegmentationLoss", "learning_rate",
@@ -193,7 +193,6 @@ def _build_trainer(net, train_cfg, kvstore, num_workers, num_devices, schedule, 
 
 def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_for=None,
            overwrite=False, backbone_weights=None, stop_check=lambda: None):
-    from ..data import SegRecordDataset
     from ..data.loader import build_train_loader, epoch_indices
 
     # --- checks: nothing below writes a file until _start_run
@@ -207,9 +206,9 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
     train_cfg, data_cfg = cfg["train"], cfg["data"]
     amp_dtype = amp_target_dtype(train_cfg["amp"], ctx)
     dist.check_launch_env(train_cfg["kvstore"])
-    base = _open_rec(SegRecordDataset, "data.train_rec", data_cfg["train_rec"], resume)
+    base = _open_rec("data.train_rec", data_cfg["train_rec"], resume)
     if validator is not None and data_cfg["val_rec"]:  # opened now, not at the first epoch's end
-        _open_rec(SegRecordDataset, "data.val_rec", data_cfg["val_rec"], resume)
+        _open_rec("data.val_rec", data_cfg["val_rec"], resume)
     if amp_dtype:
         from mxnet.contrib import amp
 
@@ -364,13 +363,14 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
                 last_checkpoint=last_ckpt)
 
 
-def _open_rec(dataset, key, path, resume):
-    """``dataset(path)``; a missing file is named with its recipe ``key`` (and, for a resumed
-    run that saved it relative, the folder it is relative to)."""
+def _open_rec(key, path, resume):
+    """The records ``path``; a missing file is named with its recipe ``key`` (and, for a
+    resumed run that saved it relative, the folder it is relative to)."""
+    from ..data import SegRecordDataset
     from ..data.recordio import RecordFileError
 
     try:
-        return dataset(path)
+        return SegRecordDataset(path)
     except RecordFileError as e:
         where = (" (the run saved it relative to the folder it was started in: resume from "
                  "there)" if resume and not os.path.isabs(path) else "")
