@@ -332,3 +332,15 @@ def test_sigterm_during_an_export_leaves_no_temporary_file(art, tmp_path, capsys
         signal.signal(signal.SIGTERM, previous)
     assert "interrupted" in capsys.readouterr().err
     assert os.listdir(out) == []  # neither the new files nor their temporary names
+
+
+def test_settings_of_a_newer_version_are_refused(art, tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(os.path.dirname(art["params"]), run)
+    doc = json.load(open(run / "final.json"))
+    doc["version"] = 99
+    (run / "final.json").write_text(json.dumps(doc))
+    assert _predict(art, str(run / "final.params"), tmp_path) == 2
+    _one_line_error(capsys, "version 99", "newer duc-hdc")

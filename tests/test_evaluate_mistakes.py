@@ -148,3 +148,9 @@ def test_a_report_written_again_keeps_only_its_own_pictures(files, tmp_path):
 def test_split_with_a_record_file_is_refused(files, capsys):
     assert _evaluate(files["city"], files["city_rec"], "--split", "train") == 2
     assert "--split" in error_line(capsys)
+
+
+def test_the_records_split_is_reported(files, tmp_path):
+    out = str(tmp_path / "m.json")
+    assert _evaluate(files["city"], files["city_rec"], "--out-json", out) == 0
+    assert json.load(open(out))["source"]["split"] == "val"  # the records name it

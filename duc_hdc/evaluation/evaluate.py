@@ -349,8 +349,9 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
         raise ValueError("%s: none of the %d evaluated image(s) has a labelled pixel (every "
                          "label is %d = ignored): nothing to evaluate; use a labelled split"
                          % (where, images, metric.ignore_label))
-    source = dict(config=config, model=model, params=params, rec=rec, root=root,
-                  split=None if rec else split)
+    if rec:  # each record names its split
+        split = records.meta(0).get("split") if len(records) else None
+    source = dict(config=config, model=model, params=params, rec=rec, root=root, split=split)
     if out_json:
         write_metrics(out_json, metric, dataset_name, images=images,
                       inference=segmenter.settings, model=segmenter.net.config, source=source)
@@ -359,7 +360,7 @@ def run_evaluation(config=None, model=None, params=None, classes=None, rec=None,
         weights = _weights_file(model, params)
         facts = report.evaluation_facts(
             model=config or model or params, model_config=segmenter.net.config, weights=weights,
-            dataset=dataset_name, data=where, split=None if rec else split,
+            dataset=dataset_name, data=where, split=split,
             inference=segmenter.settings, images=images)
         index = report.write_evaluation_report(report_dir, metric, facts,
                                                class_names(dataset_name, metric.num_classes),

@@ -21,6 +21,8 @@ from ..fileio import atomic_json
 log = logging.getLogger(__name__)
 
 FORMAT = "duc-hdc-model"
+#: the version of the sidecars this duc-hdc writes (and the newest it reads)
+VERSION = 1
 NORMALIZATION_SCALE = "0-255"
 _EPOCH_SUFFIX = re.compile(r"-\d{4}\.params$")
 
@@ -47,7 +49,7 @@ def sidecar_path(params_path):
 def write_sidecar(params_path, config, path=None, **extra):
     """Write the model settings next to ``params_path`` (or to ``path``), atomically."""
     path = path or sidecar_path(params_path)
-    doc = dict(format=FORMAT, version=1, model=config,
+    doc = dict(format=FORMAT, version=VERSION, model=config,
                normalization_scale=NORMALIZATION_SCALE, **extra)
     return atomic_json(path, doc)
 
@@ -86,6 +88,11 @@ def read_sidecar(path, what=None):
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
         raise SidecarError("%s%s is not a duc-hdc model sidecar: expected a JSON object with the "
                            "'model' settings" % (path, owner))
+    version = doc.get("version", VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version > VERSION:
+        raise SidecarError("%s%s: version %r; this duc-hdc reads model settings up to version %d "
+                           "(written by a newer duc-hdc? update it)" % (path, owner, version,
+                                                                        VERSION))
     scale = doc.get("normalization_scale", NORMALIZATION_SCALE)
     if scale != NORMALIZATION_SCALE:
         raise SidecarError("%s: normalization_scale %r; duc-hdc normalizes on the %s scale"
