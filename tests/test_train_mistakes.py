@@ -292,3 +292,16 @@ def test_kvstore_option_and_set_that_disagree_are_refused(tiny_recs, tmp_path, c
     with pytest.raises(SystemExit):
         cli_train(tiny_recs, tmp_path / "r", args=["--kvstore", "bogus"])
     assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_a_resume_that_stretches_the_schedule_says_what_the_learning_rate_does(tiny_recs,
+                                                                                tmp_path,
+                                                                                caplog):
+    run = tmp_path / "poly"
+    assert cli_train(tiny_recs, run, "train.max_iters=2", "train.lr_schedule=poly",
+                     "train.epochs=2") == 0
+    with caplog.at_level("WARNING"):
+        assert cli.main(["train", "--cpu", "--no-progress", "--resume", str(run), "--set",
+                         "train.epochs=8", "--set", "train.max_iters=3"]) == 0
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "train.epochs 2 -> 8" in warned and "iteration 2" in warned, warned

@@ -239,6 +239,9 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
                           "%d" % (data_cfg["train_rec"], len(base), num_workers, batch_size))
     # the schedule spans the recipe's epochs; max_iters only stops early (same lr curve)
     schedule_iters = iters_per_epoch * train_cfg["epochs"]
+    if saved is not None:
+        _log_schedule_change(saved["config"]["train"], train_cfg, state["iteration"],
+                             iters_per_epoch)
     trainer = _build_trainer(net, train_cfg, kvstore, num_workers, len(ctx),
                              (train_cfg, iters_per_epoch, schedule_iters), state["iteration"])
     if stem:
@@ -361,6 +364,19 @@ def _train(cfg, ctx, run_dir, resume, progress, validator, overrides, validator_
                 best=state["best"], history=state["history"], checksum=checksum,
                 params_checksum=trainable, final=final, rank=rank, num_workers=num_workers,
                 last_checkpoint=last_ckpt)
+
+
+def _log_schedule_change(old, new, iteration, iters_per_epoch):
+    """A resume that changes ``train.epochs`` stretches or shrinks a ``poly`` or ``step``
+    schedule, which spans the epochs: say what the learning rate does at the resume point."""
+    if old["epochs"] == new["epochs"]:
+        return
+    before = learning_rate(iteration, old, iters_per_epoch, iters_per_epoch * old["epochs"])
+    after = learning_rate(iteration, new, iters_per_epoch, iters_per_epoch * new["epochs"])
+    if not math.isclose(before, after, rel_tol=1e-3):
+        log.warning("resume: train.epochs %d -> %d changes the %s schedule: the learning rate at "
+                    "iteration %d goes from %.3g to %.3g", old["epochs"], new["epochs"],
+                    new["lr_schedule"], iteration, before, after)
 
 
 def _open_rec(key, path, resume):
