@@ -344,3 +344,20 @@ def test_settings_of_a_newer_version_are_refused(art, tmp_path, capsys):
     (run / "final.json").write_text(json.dumps(doc))
     assert _predict(art, str(run / "final.params"), tmp_path) == 2
     _one_line_error(capsys, "version 99", "newer duc-hdc")
+
+
+def test_base_width_is_one_option_of_every_model_command(art, tmp_path, capsys):
+    # a narrow random model exported from the command line (was "unrecognized arguments")
+    out = str(tmp_path / "narrow")
+    assert cli.main(["export", "--model", "duc_hdc_resnet18", "--classes", "5", "--base-width",
+                     "8", "--random-weights", "--shape", "1,3,32,64", "--out", out,
+                     "--no-check"]) == 0
+    capsys.readouterr()
+    assert duc_hdc.load(out).config["base_width"] == 8
+    # a model name with weights of that width, in predict and evaluate alike
+    assert _predict(art, "duc_hdc_resnet18", tmp_path, "--params", art["params"], "--classes",
+                    "5", "--base-width", "8") == 0
+    capsys.readouterr()
+    # an artifact's own width wins: another one is refused, naming both
+    assert _predict(art, art["params"], tmp_path, "--base-width", "16") == 2
+    _one_line_error(capsys, "--base-width 16", "it has 8")

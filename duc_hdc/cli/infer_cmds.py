@@ -14,7 +14,8 @@ def _segmenter(args):
     options.check_calibration(args)
     ctx = options.devices(args)[0]
     net = duc_hdc.load(args.model, params=args.params, config=args.config,
-                       classes=args.classes, ctx=ctx, progress=options.progress(args))
+                       classes=args.classes, ctx=ctx, overrides=options.model_overrides(args),
+                       progress=options.progress(args))
     calib_images = options.calibration(args, net)
     try:
         return Segmenter(net, ctx=ctx, scales=args.scales, flip=args.flip, mode=args.mode,

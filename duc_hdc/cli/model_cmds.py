@@ -79,10 +79,11 @@ def _network(args, ctx=None):
         if not args.model or args.params or getattr(args, "config", None):
             raise ValueError("--random-weights takes a model name (--model NAME) and no "
                              "--params / --config")
-        return duc_hdc.get_model(args.model, classes=args.classes, ctx=ctx)
+        return duc_hdc.get_model(args.model, classes=args.classes, ctx=ctx,
+                                 **options.model_overrides(args))
     return duc_hdc.load(args.model, params=args.params, config=getattr(args, "config", None),
                         classes=getattr(args, "classes", None), ctx=ctx,
-                        progress=options.progress(args))
+                        overrides=options.model_overrides(args), progress=options.progress(args))
 
 
 def _out_name(args):
@@ -225,7 +226,7 @@ def cmd_benchmark(args):
                          "benchmark times one forward pass of --shape (a sliding window: "
                          "--shape N,3,CROP_H,CROP_W) in --precision fp32|bf16|int8 (--plain: "
                          "the unfused network)" % args.mode)
-    overrides = {"base_width": args.base_width} if args.base_width else {}
+    overrides = options.model_overrides(args)
     problem = args.json and output_file_problem(args.json)
     if problem:  # before the (long) benchmark, as evaluate's --out-json
         raise ValueError("--json: %s" % problem)
@@ -367,8 +368,6 @@ def register(sub):
                                    "quantization; speed only, see `duc-hdc quantize` for "
                                    "accuracy).")
     options.add_model(s)
-    s.add_argument("--base-width", type=options.positive_int,
-                   help="narrower network (tests, quick looks)")
     s.add_argument("--shape", type=options.shape, required=True,
                    help="N,3,H,W (H, W multiples of 8)")
     s.add_argument("--iters", type=options.positive_int, default=10,

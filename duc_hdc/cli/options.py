@@ -165,6 +165,16 @@ def add_model(s, config=True, classes=True):
                             % ", ".join(available_configs()))
     if classes:
         g.add_argument("--classes", type=positive_int, help="classes of a generic model name")
+        g.add_argument("--base-width", type=positive_int,
+                       help="channels of a generic model name's first stage (narrower networks "
+                            "for tests and quick looks)")
+
+
+def model_overrides(args):
+    """The model settings the model options give beyond ``--classes``: ``{'base_width': N}``
+    or ``{}`` (checked against an artifact's own, which they must match)."""
+    width = getattr(args, "base_width", None)
+    return {} if width is None else {"base_width": width}
 
 
 def add_devices(s, multi=False):
