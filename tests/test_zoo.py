@@ -725,3 +725,19 @@ def test_weights_converted_again_into_the_cache_are_registered_again(home):
     save_params({"w": np.ones((2, 2))}, str(target), config)  # converted again
     assert zoo.get_weights(name) == str(target)
     assert json.load(open(str(target) + zoo.HASH_SIDECAR_SUFFIX))["sha256"] != first
+
+
+def test_a_narrower_model_in_the_cache_under_a_zoo_name_is_refused(home):
+    """A ResNet-18 copied into the cache under the ResNet-101 release's name was used silently
+    as "the release's model"."""
+    import duc_hdc
+    from duc_hdc.models.sidecar import write_sidecar
+
+    home.mkdir(parents=True, exist_ok=True)
+    target = str(home / "duc_hdc_resnet101_cityscapes_tusimple.params")
+    net = duc_hdc.get_model("duc_hdc_resnet18", classes=19, base_width=8)
+    net.save_parameters(target)
+    write_sidecar(target, net.config)
+    with pytest.raises(ValueError) as e:
+        duc_hdc.load("duc_hdc_resnet101_cityscapes_tusimple")
+    assert "depth=101" in str(e.value) and "depth=18" in str(e.value), str(e.value)

@@ -286,6 +286,18 @@ def _from_zoo(name, root, base_url, ctx, head_padding, overrides, progress=True)
         settings = dict(_sidecar_settings(read_sidecar(sidecar_path(path), what=path),
                                           sidecar_path(path)))
         note = _defaults_note(settings, sidecar_path(path))
+        expected = get_model_settings(entry.model, classes=entry.classes,
+                                      cell_width=entry.cell_width)
+        differ = [key for key in ("depth", "classes", "cell_width")
+                  if settings.get(key) != expected.get(key)]
+        if differ:  # a file put in the cache by hand under the entry's name
+            raise ValueError("%s: the zoo entry %s is %s, but %s says %s; put the entry's own "
+                             "weights there (duc-hdc download %s explains how) or load that "
+                             "file by its path" % (
+                                 path, entry.name, ", ".join("%s=%r" % (k, expected.get(k))
+                                                             for k in differ),
+                                 sidecar_path(path), ", ".join("%s=%r" % (k, settings.get(k))
+                                                               for k in differ), entry.name))
     else:
         settings = get_model_settings(entry.model, classes=entry.classes,
                                       cell_width=entry.cell_width)
