@@ -195,7 +195,12 @@ def test_pretrained_honours_the_sidecar(trained, tmp_path, monkeypatch):
     net.save_parameters(path)
     config = dict(net.config, bn_eps=1e-3)
     write_sidecar(path, config)
-    entry = zoo.ZooEntry.__new__(zoo.ZooEntry)
+    import dataclasses
+
+    entry = dataclasses.replace(zoo.get_entry("duc_hdc_resnet101_cityscapes_tusimple"),
+                                name="test", model="duc_hdc_resnet18",
+                                classes=net.config["classes"],
+                                cell_width=net.config["cell_width"])
     monkeypatch.setattr(zoo, "weights_for_model", lambda name, **kw: (entry, path))
     got = duc_hdc.get_model("duc_hdc_resnet18", pretrained=True)
     eps = {b._kwargs["eps"] for b in _batchnorms(got)}
