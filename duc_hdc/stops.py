@@ -18,7 +18,8 @@ import os
 import signal
 import threading
 
-__all__ = ["Stopped", "deferred_stops", "raised_stops", "quiet_worker", "STOP_SIGNALS"]
+__all__ = ["Stopped", "deferred_stops", "raised_stops", "quiet_worker", "launched_worker",
+           "STOP_SIGNALS"]
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,11 @@ class Stopped(KeyboardInterrupt):
         super().__init__(message)
         self.signum = signum
 
-    @property
-    def name(self):
-        return signal.Signals(self.signum).name
+
+def launched_worker(environ=None):
+    """True in a process of a ``duc-hdc launch`` job (``DMLC_ROLE`` set), which its launcher
+    stops by signal and whose run folder its workers share: no handlers, no run lock."""
+    return bool((os.environ if environ is None else environ).get("DMLC_ROLE"))
 
 
 @contextlib.contextmanager
@@ -49,7 +52,7 @@ def deferred_stops():
         if received:
             raise Stopped(received[0])
 
-    if threading.current_thread() is not threading.main_thread() or os.environ.get("DMLC_ROLE"):
+    if threading.current_thread() is not threading.main_thread() or launched_worker():
         yield check
         return
 

@@ -8,7 +8,7 @@ import sys
 
 import duc_hdc  # noqa: F401  (sets up the process before anything imports mxnet)
 
-from ..stops import raised_stops
+from ..stops import launched_worker, raised_stops
 from . import data_cmds, infer_cmds, model_cmds, run_cmds
 
 log = logging.getLogger("duc_hdc")
@@ -141,7 +141,7 @@ def main(argv=None):
     try:
         # SIGTERM (timeout, batch schedulers, kill) stops a command as Ctrl-C does: its
         # temporary files go, one line, exit 143 (a distributed worker is its launcher's to stop)
-        with (contextlib.nullcontext() if os.environ.get("DMLC_ROLE") else raised_stops()):
+        with (contextlib.nullcontext() if launched_worker() else raised_stops()):
             return args.func(args)
     except _user_errors() as e:
         # one clear line, no traceback (-v shows it)

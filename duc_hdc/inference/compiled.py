@@ -136,12 +136,13 @@ def graph_symbol(path):
     when it is not an MXNet graph with an input ``data`` (truncated, damaged, another file)."""
     try:
         with open(path, "rb") as f:
-            doc = json.loads(f.read().decode("utf-8"))
+            text = f.read().decode("utf-8")
+        doc = json.loads(text)
         if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list) or not any(
                 isinstance(node, dict) and node.get("name") == "data" and node.get("op") == "null"
                 for node in doc["nodes"]):
             raise ValueError("no graph")
-        return mx.sym.load_json(json.dumps(doc))
+        return mx.sym.load_json(text)
     except (ValueError, UnicodeDecodeError, mx.base.MXNetError):
         raise ValueError("%s is not an MXNet graph with an input 'data' (truncated or damaged?); "
                          "export it again" % path) from None

@@ -282,12 +282,11 @@ def _from_zoo(name, root, base_url, ctx, head_padding, overrides, progress=True)
         entry, path = zoo.weights_for_model(name, root=root, base_url=base_url,
                                             progress=progress)
     note = None
+    expected = get_model_settings(entry.model, classes=entry.classes, cell_width=entry.cell_width)
     if os.path.exists(sidecar_path(path)):
         settings = dict(_sidecar_settings(read_sidecar(sidecar_path(path), what=path),
                                           sidecar_path(path)))
         note = _defaults_note(settings, sidecar_path(path))
-        expected = get_model_settings(entry.model, classes=entry.classes,
-                                      cell_width=entry.cell_width)
         differ = [key for key in ("depth", "classes", "cell_width")
                   if settings.get(key) != expected.get(key)]
         if differ:  # a file put in the cache by hand under the entry's name
@@ -299,8 +298,7 @@ def _from_zoo(name, root, base_url, ctx, head_padding, overrides, progress=True)
                                  sidecar_path(path), ", ".join("%s=%r" % (k, settings.get(k))
                                                                for k in differ), entry.name))
     else:
-        settings = get_model_settings(entry.model, classes=entry.classes,
-                                      cell_width=entry.cell_width)
+        settings = expected
     for key, value in (overrides or {}).items():
         if value is not None and settings.get(key) != value:
             raise ValueError("%s: the pretrained weights have %s=%r; %s=%r does not fit them"

@@ -2,14 +2,13 @@
 import logging
 import os
 
-import numpy as np
-
 from .. import runtime
 from ..config import ConfigError, model_overrides
 from ..devices import contexts
 from ..fileio import read_params
 from ..models.duc import merging_enabled
 from ..models.network import get_model
+from .checkpoints import non_finite_arrays
 
 log = logging.getLogger(__name__)
 
@@ -92,20 +91,19 @@ def _load_init_params(net, path, ctx):
         name, saved, want = body[0]
         raise ConfigError("%s does not fit the network: %s has shape %s in the file, the network "
                           "needs %s (another base_width or depth?)" % (key, name, saved, want))
-    bad = [name for name, array in loaded.items() if not np.isfinite(array.asnumpy()).all()]
+    anew = {name for name, _, _ in differ}
+    for name, param in params.items():
+        if name not in anew:
+            param.set_data(loaded[name])  # on every device the parameter lives on
+    bad = non_finite_arrays(net)  # the head left as initialized is finite
     if bad:
         raise ConfigError("%s holds non-finite values (NaN or inf) in %s (%d arrays): the "
                           "weights are damaged; not training from them" % (key, bad[0], len(bad)))
-    ctxs = ctx if isinstance(ctx, (list, tuple)) else [ctx]
-    for name, param in params.items():
-        if name not in dict((d[0], d) for d in differ):
-            param.set_data(loaded[name].as_in_context(ctxs[0]))
     if differ:
         name, saved, want = differ[0]
         log.warning("%s: the head starts anew (%d arrays of other shapes, e.g. %s: %s in the "
                     "file, %s here: other classes or cell_width); the backbone is loaded: "
                     "fine-tuning", key, len(differ), name, saved, want)
-    log.info("network initialized from %s", path)
 
 
 def build_network(cfg, ctx, backbone_weights=None):

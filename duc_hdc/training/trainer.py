@@ -34,7 +34,7 @@ from mxnet import autograd, gluon
 from ..config import ConfigError, absolute_paths, resume_config, save_config
 from ..fileio import atomic_path
 from ..models.sidecar import write_sidecar
-from ..stops import deferred_stops
+from ..stops import deferred_stops, launched_worker
 from .build import amp_target_dtype, build_network, build_transform, parse_devices
 from . import distributed as dist
 from .checkpoints import (Checkpointer, gradient_sum_sq, loss_scaler_state,
@@ -123,7 +123,7 @@ def train(cfg, ctx=None, resume=None, progress=True, validator=None, overrides=N
         cfg = absolute_paths(cfg)  # saved so: the run resumes from any folder
     run_dir = resume or cfg["train"]["out_dir"]
     # one training process per run folder (a distributed job's workers share theirs)
-    with (contextlib.nullcontext() if os.environ.get("DMLC_ROLE") else run_lock(run_dir)):
+    with (contextlib.nullcontext() if launched_worker() else run_lock(run_dir)):
         if not resume:
             check_new_run_dir(run_dir, overwrite)
         # train.log, or train.rank<N>.log, written once the run starts (a resumed run's too: a
